@@ -1,0 +1,94 @@
+"""Referral events (topics: referrals, consents). Statuses follow FHIR ServiceRequest."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Self
+from uuid import UUID
+
+from pydantic import model_validator
+
+from carebridge_contracts.events.base import BaseEvent
+from carebridge_contracts.events.common import ClinicianId, Modality, StateCode, Urgency
+
+RequestedBy = Literal["psychiatrist", "intake"]
+WaitlistReason = Literal["no_capacity", "no_licensed_therapist", "awaiting_consent"]
+ConsentScope = Literal["care_plan_sharing"]
+
+
+class TherapistRequested(BaseEvent):
+    """A therapist referral was opened (FHIR ServiceRequest "active")."""
+
+    event_type: ClassVar[str] = "TherapistRequested"
+    event_version: ClassVar[int] = 1
+
+    referral_id: UUID
+    state: StateCode
+    modality: Modality
+    urgency: Urgency
+    requested_by: RequestedBy
+    requesting_clinician_id: ClinicianId | None = None
+
+    @model_validator(mode="after")
+    def _psychiatrist_is_named(self) -> Self:
+        if self.requested_by == "psychiatrist" and self.requesting_clinician_id is None:
+            raise ValueError("requesting_clinician_id is required when requested_by='psychiatrist'")
+        return self
+
+
+class TherapistMatched(BaseEvent):
+    """A therapist licensed in `state` accepted the referral."""
+
+    event_type: ClassVar[str] = "TherapistMatched"
+    event_version: ClassVar[int] = 1
+
+    referral_id: UUID
+    therapist_id: ClinicianId
+    psychiatrist_id: ClinicianId | None = None
+    modality: Modality
+    state: StateCode
+
+
+class ReferralWaitlisted(BaseEvent):
+    """The referral is on hold (FHIR ServiceRequest "on-hold")."""
+
+    event_type: ClassVar[str] = "ReferralWaitlisted"
+    event_version: ClassVar[int] = 1
+
+    referral_id: UUID
+    state: StateCode
+    modality: Modality
+    urgency: Urgency
+    reason_code: WaitlistReason
+
+
+class CareTeamFormed(BaseEvent):
+    """Psychiatrist and therapist now share the patient's treatment plan."""
+
+    event_type: ClassVar[str] = "CareTeamFormed"
+    event_version: ClassVar[int] = 1
+
+    care_team_id: UUID
+    psychiatrist_id: ClinicianId | None = None
+    therapist_id: ClinicianId
+
+
+class ConsentGranted(BaseEvent):
+    """The patient consented to sharing within `scope`."""
+
+    event_type: ClassVar[str] = "ConsentGranted"
+    event_version: ClassVar[int] = 1
+
+    consent_id: UUID
+    scope: ConsentScope
+    grantee_id: ClinicianId | None = None
+
+
+class ConsentRevoked(BaseEvent):
+    """The patient withdrew a consent; sharing within `scope` must stop."""
+
+    event_type: ClassVar[str] = "ConsentRevoked"
+    event_version: ClassVar[int] = 1
+
+    consent_id: UUID
+    scope: ConsentScope
+    grantee_id: ClinicianId | None = None

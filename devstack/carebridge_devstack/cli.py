@@ -1,0 +1,186 @@
+"""``python -m carebridge_devstack up|down|status|env`` — the native local stack."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ._util import DevstackError
+from .stack import Stack, info_as_dict
+
+app = typer.Typer(
+    help="Native local stack for carebridge: real Apache Kafka (KRaft) and PostgreSQL as "
+    "plain processes, no Docker needed.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+StackDirOpt = Annotated[
+    Path | None,
+    typer.Option("--stack-dir", help="Stack directory [env CAREBRIDGE_STACK_DIR; <repo>/.stack]"),
+]
+
+
+def _fail(exc: DevstackError) -> typer.Exit:
+    message = str(exc)
+    if exc.hint:
+        message = message.removesuffix(f"\nNext step: {exc.hint}")
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    if exc.hint:
+        err.print(f"[bold yellow]next step:[/] {exc.hint}", highlight=False)
+    return typer.Exit(code=1)
+
+
+@app.command()
+def up(
+    stack_dir: StackDirOpt = None,
+    nodes: Annotated[
+        int | None,
+        typer.Option(help="Kafka nodes (broker+controller each) [env CAREBRIDGE_KAFKA_NODES; 1]"),
+    ] = None,
+    fsync: Annotated[
+        bool | None, typer.Option("--fsync/--no-fsync", help="PostgreSQL fsync [on]")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness")] = 90.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+) -> None:
+    """Start Kafka and PostgreSQL (or reuse them if already running) and wait until ready."""
+    stack = Stack(stack_dir, kafka_nodes=nodes, pg_fsync=fsync, ready_timeout=timeout, console=err)
+    try:
+        with err.status("Starting Kafka and PostgreSQL…"):
+            info = stack.up()
+    except DevstackError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        out.print_json(json.dumps(info_as_dict(info)))
+        return
+
+    def how(reused: bool, seconds: float) -> str:
+        return "already running" if reused else f"ready in {seconds:.1f}s"
+
+    kafka_state = how(info.kafka_reused, info.kafka_ready_s)
+    pg_state = how(info.postgres_reused, info.postgres_ready_s)
+    err.print(f"[green]✓[/] Kafka       {kafka_state:<16} {info.kafka_bootstrap}", highlight=False)
+    err.print(f"[green]✓[/] PostgreSQL  {pg_state:<16} {info.database_url}", highlight=False)
+    err.print(f"  total {info.total_s:.1f}s; environment in {info.env_file}", highlight=False)
+    err.print('  use it:  eval "$(python -m carebridge_devstack env)"')
+
+
+@app.command()
+def down(
+    stack_dir: StackDirOpt = None,
+    purge: Annotated[bool, typer.Option(help="Also delete all Kafka and PostgreSQL data")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds before Kafka is SIGKILLed")] = 30.0,
+) -> None:
+    """Stop Kafka and PostgreSQL cleanly (idempotent)."""
+    stack = Stack(stack_dir, console=err)
+    leases = stack.status(probe=False).leases
+    if leases:
+        err.print(f"[yellow]warning:[/] {len(leases)} test session(s) still use this stack")
+    try:
+        with err.status("Stopping…"):
+            clean = stack.down(purge=purge, timeout=timeout)
+    except DevstackError as exc:
+        raise _fail(exc) from None
+    suffix = " and data deleted" if purge else ""
+    if clean:
+        err.print(f"[green]✓[/] stack stopped{suffix}")
+    else:
+        err.print(f"[yellow]stack stopped{suffix}, but something had to be killed[/]")
+
+
+@app.command()
+def status(
+    stack_dir: StackDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON")] = False,
+) -> None:
+    """Show whether Kafka and PostgreSQL run and answer. Exit 1 if not all healthy."""
+    stack = Stack(stack_dir)
+    st = stack.status()
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "stack_dir": str(st.stack_dir),
+                    "healthy": st.healthy,
+                    "components": [
+                        {
+                            "name": c.name,
+                            "running": c.running,
+                            "healthy": c.healthy,
+                            "pids": c.pids,
+                            "endpoint": c.endpoint,
+                            "log": str(c.log),
+                        }
+                        for c in st.components
+                    ],
+                    "leases": st.leases,
+                }
+            )
+        )
+    else:
+        table = Table(title=f"carebridge stack in {st.stack_dir}")
+        for column in ("component", "state", "pids", "endpoint", "log"):
+            table.add_column(column, overflow="fold")
+        for c in st.components:
+            state = (
+                "[green]healthy[/]" if c.healthy
+                else "[yellow]running, not answering[/]" if c.running
+                else "[dim]stopped[/]"
+            )  # fmt: skip
+            table.add_row(c.name, state, " ".join(map(str, c.pids)), c.endpoint, str(c.log))
+        out.print(table)
+        if st.leases:
+            out.print(f"in use by {len(st.leases)} test session(s)")
+        if not st.running:
+            out.print("start it with: python -m carebridge_devstack up")
+    raise typer.Exit(code=0 if st.healthy else 1)
+
+
+@app.command()
+def env(
+    stack_dir: StackDirOpt = None,
+    export: Annotated[
+        bool, typer.Option("--export/--plain", help="Prefix lines with export")
+    ] = True,
+) -> None:
+    """Print the environment for the stack: eval "$(python -m carebridge_devstack env)"."""
+    stack = Stack(stack_dir)
+    if not stack.status(probe=False).running:
+        err.print("[yellow]warning:[/] the stack is not running; start it with "
+                  "`python -m carebridge_devstack up`")  # fmt: skip
+    prefix = "export " if export else ""
+    for key, value in stack.env().items():
+        out.print(f"{prefix}{key}={shlex.quote(value)}", highlight=False, soft_wrap=True)
+
+
+@app.command(name="run")
+def run_system(
+    demo: Annotated[bool, typer.Option("--demo/--no-demo", help="Walk a demo patient")] = True,
+    exit_after_demo: Annotated[
+        bool, typer.Option(help="Stop everything after the demo instead of waiting for Ctrl-C")
+    ] = False,
+    keep_stack: Annotated[
+        bool, typer.Option(help="Leave Kafka and PostgreSQL running when stopping")
+    ] = False,
+) -> None:
+    """Stack + SMTP sink + the four services (supervised, prefixed logs) + a demo patient."""
+    from .run import run
+
+    raise typer.Exit(run(demo=demo, exit_after_demo=exit_after_demo, stop_stack=not keep_stack))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

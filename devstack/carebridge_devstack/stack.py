@@ -1,0 +1,374 @@
+"""The native local stack: Kafka + PostgreSQL as plain processes under one directory.
+
+    stack = Stack()          # <repo>/.stack, ports 29092/29093 and 25432 (env overrides)
+    info = stack.up()        # idempotent; reuses a healthy running stack
+    stack.down()             # idempotent; leaves no process behind
+
+Environment: ``CAREBRIDGE_STACK_DIR``, ``CAREBRIDGE_KAFKA_PORT``,
+``CAREBRIDGE_KAFKA_CONTROLLER_PORT``, ``CAREBRIDGE_KAFKA_NODES``,
+``CAREBRIDGE_KAFKA_VERSION``, ``CAREBRIDGE_PG_PORT``, ``CAREBRIDGE_PG_FSYNC`` (0/off).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from rich.console import Console
+
+from ._util import (
+    DevstackError,
+    file_lock,
+    find_repo_root,
+    pid_alive,
+    proc_cmdline,
+    processes_mentioning,
+    terminate,
+)
+from .kafka import KAFKA_VERSION, KafkaCluster
+from .postgres import PostgresServer
+
+T = TypeVar("T")
+
+DEFAULT_KAFKA_PORT = 29092
+DEFAULT_PG_PORT = 25432
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise DevstackError(f"{name}={value!r} is not an integer", f"fix or unset {name}") from exc
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value not in {"0", "off", "false", "no"}
+
+
+def default_stack_dir() -> Path:
+    override = os.environ.get("CAREBRIDGE_STACK_DIR")
+    if override:
+        return Path(override).expanduser().resolve()
+    return find_repo_root() / ".stack"
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """What ``up()`` returns: endpoints, where things live, and how long readiness took."""
+
+    kafka_bootstrap: str
+    database_url: str
+    stack_dir: Path
+    env_file: Path
+    kafka_ready_s: float
+    postgres_ready_s: float
+    total_s: float
+    kafka_reused: bool
+    postgres_reused: bool
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap, "DATABASE_URL": self.database_url}
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    running: bool
+    healthy: bool
+    pids: list[int]
+    endpoint: str
+    log: Path
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    stack_dir: Path
+    components: list[ComponentStatus] = field(default_factory=list)
+    leases: list[str] = field(default_factory=list)
+    auto_started: bool = False
+
+    @property
+    def running(self) -> bool:
+        return all(c.running for c in self.components)
+
+    @property
+    def healthy(self) -> bool:
+        return all(c.healthy for c in self.components)
+
+
+def _timed(fn: Callable[[], None]) -> float:
+    started = time.monotonic()
+    fn()
+    return time.monotonic() - started
+
+
+class Stack:
+    """Kafka (1..N KRaft nodes) and PostgreSQL started in parallel under ``stack_dir``."""
+
+    def __init__(
+        self,
+        stack_dir: Path | None = None,
+        *,
+        kafka_port: int | None = None,
+        kafka_controller_port: int | None = None,
+        kafka_nodes: int | None = None,
+        kafka_version: str | None = None,
+        kafka_heap: str = "512m",
+        pg_port: int | None = None,
+        pg_fsync: bool | None = None,
+        ready_timeout: float = 90.0,
+        console: Console | None = None,
+    ) -> None:
+        self.dir = (stack_dir or default_stack_dir()).resolve()
+        port = kafka_port or _env_int("CAREBRIDGE_KAFKA_PORT", DEFAULT_KAFKA_PORT)
+        cport = kafka_controller_port or _env_int("CAREBRIDGE_KAFKA_CONTROLLER_PORT", port + 1)
+        self.kafka = KafkaCluster(
+            self.dir / "kafka",
+            nodes=kafka_nodes or _env_int("CAREBRIDGE_KAFKA_NODES", 1),
+            port=port,
+            controller_port=cport,
+            version=kafka_version or os.environ.get("CAREBRIDGE_KAFKA_VERSION") or KAFKA_VERSION,
+            heap=kafka_heap,
+        )
+        self.postgres = PostgresServer(
+            self.dir / "postgres",
+            port=pg_port or _env_int("CAREBRIDGE_PG_PORT", DEFAULT_PG_PORT),
+            fsync=pg_fsync if pg_fsync is not None else _env_bool("CAREBRIDGE_PG_FSYNC", True),
+        )
+        self.ready_timeout = ready_timeout
+        self.console = console
+        self.env_file = self.dir / "stack.env"
+        self._lock_file = self.dir / ".lock"
+        self._auto_marker = self.dir / "auto-started"
+        self._leases_dir = self.dir / "leases"
+
+    # -- endpoints
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.kafka.bootstrap_servers
+
+    @property
+    def database_url(self) -> str:
+        return self.postgres.url
+
+    def env(self) -> dict[str, str]:
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap, "DATABASE_URL": self.database_url}
+
+    def _write_env_file(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        text = "".join(f"{key}={value}\n" for key, value in self.env().items())
+        self.env_file.write_text(text)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(self._lock_file):
+            yield
+
+    # -- lifecycle
+
+    def up(self) -> StackInfo:
+        """Start what is not running (Kafka and PostgreSQL in parallel), wait until both
+        are ready, write ``stack.env``. Reuses healthy running components."""
+        with self._locked():
+            info = self._up_locked()
+            self._auto_marker.unlink(missing_ok=True)  # started/claimed by hand: keep it
+            return info
+
+    def _up_locked(self) -> StackInfo:
+        started = time.monotonic()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        kafka_reused = self.kafka.is_running() and self.kafka.is_healthy()
+        pg_reused = self.postgres.is_running() and self.postgres.is_healthy()
+
+        def start_kafka() -> None:
+            if not kafka_reused:
+                self.kafka.start(self.ready_timeout, console=self.console)
+
+        def start_pg() -> None:
+            if pg_reused:
+                self.postgres.ensure_database(self.postgres.database)
+            else:
+                self.postgres.start(self.ready_timeout, console=self.console)
+
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="devstack-up") as pool:
+            kafka_f: Future[float] = pool.submit(_timed, start_kafka)
+            pg_f: Future[float] = pool.submit(_timed, start_pg)
+            errors: list[BaseException] = []
+            timings: list[float] = []
+            for fut in (kafka_f, pg_f):
+                try:
+                    timings.append(fut.result())
+                except BaseException as exc:
+                    errors.append(exc)
+        if errors:
+            # leave nothing half-started behind; logs stay for diagnosis
+            if not kafka_reused:
+                self.kafka.stop(timeout=10)
+            if not pg_reused:
+                self.postgres.stop()
+            if len(errors) == 2:
+                raise DevstackError(
+                    f"{errors[0]}\n\nAlso: {errors[1]}",
+                    getattr(errors[0], "hint", "") or "see the messages above",
+                ) from errors[0]
+            raise errors[0]
+        self._write_env_file()
+        return StackInfo(
+            kafka_bootstrap=self.kafka_bootstrap,
+            database_url=self.database_url,
+            stack_dir=self.dir,
+            env_file=self.env_file,
+            kafka_ready_s=timings[0],
+            postgres_ready_s=timings[1],
+            total_s=time.monotonic() - started,
+            kafka_reused=kafka_reused,
+            postgres_reused=pg_reused,
+        )
+
+    def down(self, *, purge: bool = False, timeout: float = 30.0) -> bool:
+        """Stop Kafka (SIGTERM, SIGKILL after ``timeout``) and PostgreSQL (``pg_ctl stop -m
+        fast``) in parallel; then make sure no process of this stack is left. Idempotent.
+        ``purge`` also deletes all data. True if everything stopped cleanly."""
+        with self._locked():
+            return self._down_locked(purge=purge, timeout=timeout)
+
+    def _down_locked(self, *, purge: bool, timeout: float) -> bool:
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="devstack-down") as pool:
+            kafka_f = pool.submit(self.kafka.stop, timeout)
+            pg_f = pool.submit(self.postgres.stop)
+            clean = kafka_f.result() and pg_f.result()
+        # anything still mentioning our directories (e.g. a server whose pidfile was lost)
+        for pid in self._stray_processes():
+            clean = False
+            terminate(pid, timeout=10)
+        self._auto_marker.unlink(missing_ok=True)
+        self.env_file.unlink(missing_ok=True)
+        if purge:
+            self.kafka.purge()
+            self.postgres.purge()
+        return clean
+
+    def _stray_processes(self) -> list[int]:
+        """Servers or reapers of this stack that are still alive (e.g. pidfile lost)."""
+        stray = []
+        for pid in processes_mentioning(str(self.dir) + "/"):
+            cmdline = proc_cmdline(pid)
+            exe = Path(cmdline[0]).name if cmdline else ""
+            if exe in {"java", "postgres"} or any(a.endswith("_reaper.py") for a in cmdline):
+                stray.append(pid)
+        return stray
+
+    def status(self, probe: bool = True) -> StackStatus:
+        kafka_pids = list(self.kafka.running_pids().values())
+        pg_pid = self.postgres.pid()
+        kafka_running = self.kafka.is_running()
+        pg_running = pg_pid is not None
+        return StackStatus(
+            stack_dir=self.dir,
+            components=[
+                ComponentStatus(
+                    name=f"kafka ({len(self.kafka.nodes)} node{'s' * (len(self.kafka.nodes) > 1)})",
+                    running=kafka_running,
+                    healthy=kafka_running and probe and self.kafka.is_healthy(),
+                    pids=kafka_pids,
+                    endpoint=self.kafka_bootstrap,
+                    log=self.kafka.nodes[0].log_file,
+                ),
+                ComponentStatus(
+                    name="postgresql",
+                    running=pg_running,
+                    healthy=pg_running and probe and self.postgres.is_healthy(),
+                    pids=[pg_pid] if pg_pid else [],
+                    endpoint=self.database_url,
+                    log=self.postgres.log_file,
+                ),
+            ],
+            leases=[p.name for p in self._live_leases()],
+            auto_started=self._auto_marker.exists(),
+        )
+
+    def pids(self) -> dict[str, list[int]]:
+        """Server pids by component (for tests that check nothing is left)."""
+        pg = self.postgres.pid()
+        return {"kafka": list(self.kafka.running_pids().values()), "postgres": [pg] if pg else []}
+
+    # -- shared use by test sessions
+
+    def _live_leases(self) -> list[Path]:
+        live: list[Path] = []
+        if not self._leases_dir.is_dir():
+            return live
+        for lease in self._leases_dir.iterdir():
+            try:
+                pid = int(lease.name.split("-", 1)[0])
+            except ValueError:
+                pid = -1
+            if pid_alive(pid):
+                live.append(lease)
+            else:
+                lease.unlink(missing_ok=True)
+        return live
+
+    @contextlib.contextmanager
+    def lease(self, owner: str = "session") -> Iterator[StackInfo]:
+        """Use the stack for the duration of a block (e.g. a pytest session).
+
+        Starts it if needed. When the last lease ends, the stack is stopped only if a
+        lease started it (a stack brought up with ``up()``/the CLI keeps running).
+        Safe across concurrent processes (file lock + lease files).
+        """
+        with self._locked():
+            nothing_running = not self.kafka.running_pids() and self.postgres.pid() is None
+            info = self._up_locked()
+            if nothing_running:
+                self._auto_marker.write_text(f"{os.getpid()} {owner}\n")
+            self._leases_dir.mkdir(parents=True, exist_ok=True)
+            lease = self._leases_dir / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            lease.write_text(json.dumps({"owner": owner, "started": time.time()}) + "\n")
+        try:
+            yield info
+        finally:
+            with self._locked():
+                lease.unlink(missing_ok=True)
+                if self._auto_marker.exists() and not self._live_leases():
+                    self._down_locked(purge=False, timeout=30.0)
+
+    # -- fault-injection helpers
+
+    def kill_kafka(self, node: int = 1, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to Kafka node ``node`` (default SIGKILL: crash it)."""
+        self.kafka.kill_node(node, sig)
+
+    def restart_kafka(self, node: int = 1) -> None:
+        """Stop node ``node`` if it still runs, start it again, wait until ready."""
+        self.kafka.restart_node(node, self.ready_timeout)
+
+    def kill_postgres(self, sig: int = signal.SIGKILL) -> None:
+        self.postgres.kill(sig)
+
+    def restart_postgres(self) -> None:
+        """``pg_ctl stop -m fast`` (or clean up after a kill) and start again."""
+        self.postgres.restart(self.ready_timeout)
+
+
+def info_as_dict(info: StackInfo) -> dict[str, object]:
+    data = asdict(info)
+    return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}

@@ -1,0 +1,3 @@
+from carebridge_booking.app import main
+
+main()

@@ -1,0 +1,260 @@
+"""HTTP API of the booking service: clinicians, free slots, appointments, patient eligibility."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import AwareDatetime, ValidationError
+
+from carebridge_booking import appointments, domain, store
+from carebridge_booking.config import BookingSettings
+from carebridge_booking.errors import not_found
+from carebridge_booking.models import (
+    AppointmentList,
+    AppointmentOut,
+    BookRequest,
+    CancelRequest,
+    ClinicianBody,
+    ClinicianList,
+    ClinicianOut,
+    ClinicianPatch,
+    EligibilityOut,
+    RescheduleRequest,
+    SlotList,
+    SlotOut,
+)
+from carebridge_contracts.events.common import (
+    ClinicianId,
+    ClinicianRole,
+    PatientId,
+    StateCode,
+    VisitType,
+)
+from carebridge_shared.service import ServiceContext, service_context
+
+router = APIRouter(prefix="/v1", tags=["booking"])
+
+Context = Annotated[ServiceContext, Depends(service_context)]
+ClinicianPath = Annotated[ClinicianId, Path(description="Opaque clinician id, e.g. psy-ny-1")]
+PatientPath = Annotated[PatientId, Path(description="Opaque patient id")]
+
+
+def booking_rules(ctx: Context) -> domain.BookingRules:
+    settings = ctx.settings
+    return settings.rules() if isinstance(settings, BookingSettings) else domain.BookingRules()
+
+
+Rules = Annotated[domain.BookingRules, Depends(booking_rules)]
+
+
+def _invalid(location: tuple[str, ...], reason: str) -> RequestValidationError:
+    """A 422 in the shared error format, for checks that span several parameters."""
+    return RequestValidationError([{"loc": location, "msg": reason, "type": "value_error"}])
+
+
+def _appointment_out(appointment: domain.Appointment) -> AppointmentOut:
+    return AppointmentOut.model_validate(appointment, from_attributes=True)
+
+
+# --- clinicians ----------------------------------------------------------------------------
+
+
+@router.get("/clinicians")
+async def list_clinicians(
+    ctx: Context,
+    state: Annotated[StateCode | None, Query(description="Holding a valid licence here")] = None,
+    role: ClinicianRole | None = None,
+    active: bool | None = None,
+) -> ClinicianList:
+    async with ctx.pool.acquire() as conn:
+        found = await store.list_clinicians(
+            conn, state=state, role=role, active=active, licensed_at=ctx.clock.now()
+        )
+    return ClinicianList(clinicians=[ClinicianOut.of(c) for c in found])
+
+
+@router.get("/clinicians/{clinician_id}")
+async def get_clinician(ctx: Context, clinician_id: ClinicianPath) -> ClinicianOut:
+    async with ctx.pool.acquire() as conn:
+        clinician = await store.get_clinician(conn, clinician_id)
+    if clinician is None:
+        raise not_found("clinician")
+    return ClinicianOut.of(clinician)
+
+
+@router.put(
+    "/clinicians/{clinician_id}",
+    responses={201: {"description": "Created"}, 200: {"description": "Replaced"}},
+)
+async def put_clinician(
+    ctx: Context, clinician_id: ClinicianPath, body: ClinicianBody, response: Response
+) -> ClinicianOut:
+    clinician = body.to_domain(clinician_id)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        created = await store.upsert_clinician(conn, clinician)
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return ClinicianOut.of(clinician)
+
+
+@router.patch("/clinicians/{clinician_id}")
+async def patch_clinician(
+    ctx: Context, clinician_id: ClinicianPath, patch: ClinicianPatch
+) -> ClinicianOut:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        current = await store.get_clinician(conn, clinician_id)
+        if current is None:
+            raise not_found("clinician")
+        merged: dict[str, Any] = {
+            **ClinicianBody.from_domain(current).model_dump(),
+            **patch.model_dump(exclude_unset=True),
+        }
+        try:
+            body = ClinicianBody.model_validate(merged)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
+        clinician = body.to_domain(clinician_id)
+        await store.upsert_clinician(conn, clinician)
+    return ClinicianOut.of(clinician)
+
+
+# --- slots ---------------------------------------------------------------------------------
+
+
+@router.get("/slots")
+async def list_slots(
+    ctx: Context,
+    rules: Rules,
+    state: Annotated[StateCode, Query(description="Where the patient will be")],
+    visit_type: VisitType,
+    from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    to: AwareDatetime | None = None,
+    clinician_id: ClinicianId | None = None,
+) -> SlotList:
+    """Free slots of active clinicians of the right role, licensed in `state` on the slot date."""
+    now = ctx.clock.now()
+    start = from_ or now
+    end = to or start + rules.max_query_range
+    if end <= start:
+        raise _invalid(("query", "to"), "to must be after from")
+    if end - start > rules.max_query_range:
+        raise _invalid(
+            ("query", "to"),
+            f"the range from..to may span at most {rules.max_query_range.days} days",
+        )
+    length = rules.lengths.of(visit_type)
+    searchable_end = min(end, now + rules.horizon)
+    async with ctx.pool.acquire() as conn:
+        candidates = await store.list_clinicians(
+            conn,
+            state=state,
+            role=domain.ROLE_FOR_VISIT[visit_type],
+            active=True,
+            licensed_at=start,
+        )
+        if clinician_id is not None:
+            candidates = [c for c in candidates if c.id == clinician_id]
+        busy = await store.busy_intervals(
+            conn, [c.id for c in candidates], start, searchable_end + length
+        )
+    slots = [
+        SlotOut(
+            clinician_id=clinician.id,
+            visit_type=visit_type,
+            state=state,
+            starts_at=slot.start,
+            ends_at=slot.end,
+        )
+        for clinician in candidates
+        for slot in domain.free_slots(
+            clinician,
+            state=state,
+            length=length,
+            step=rules.slot_step,
+            start=start,
+            end=searchable_end,
+            now=now,
+            busy=busy.get(clinician.id, []),
+        )
+    ]
+    slots.sort(key=lambda s: (s.starts_at, s.clinician_id))
+    return SlotList(from_=start, to=end, slots=slots)
+
+
+# --- appointments --------------------------------------------------------------------------
+
+
+@router.post("/appointments", status_code=status.HTTP_201_CREATED)
+async def book_appointment(ctx: Context, rules: Rules, body: BookRequest) -> AppointmentOut:
+    return _appointment_out(await appointments.book(ctx, rules, body))
+
+
+@router.get("/appointments")
+async def list_appointments(
+    ctx: Context,
+    patient_id: PatientId | None = None,
+    clinician_id: ClinicianId | None = None,
+    status: domain.AppointmentStatus | None = None,
+) -> AppointmentList:
+    if patient_id is None and clinician_id is None:
+        raise _invalid(("query", "patient_id"), "give patient_id or clinician_id")
+    async with ctx.pool.acquire() as conn:
+        found = await store.list_appointments(
+            conn, patient_id=patient_id, clinician_id=clinician_id, status=status
+        )
+    return AppointmentList(appointments=[_appointment_out(a) for a in found])
+
+
+@router.get("/appointments/{appointment_id}")
+async def get_appointment(ctx: Context, appointment_id: UUID) -> AppointmentOut:
+    async with ctx.pool.acquire() as conn:
+        appointment = await store.get_appointment(conn, appointment_id)
+    if appointment is None:
+        raise not_found("appointment")
+    return _appointment_out(appointment)
+
+
+@router.post("/appointments/{appointment_id}/reschedule")
+async def reschedule_appointment(
+    ctx: Context, rules: Rules, appointment_id: UUID, body: RescheduleRequest
+) -> AppointmentOut:
+    return _appointment_out(await appointments.reschedule(ctx, rules, appointment_id, body))
+
+
+@router.post("/appointments/{appointment_id}/cancel")
+async def cancel_appointment(
+    ctx: Context, rules: Rules, appointment_id: UUID, body: CancelRequest
+) -> AppointmentOut:
+    return _appointment_out(await appointments.cancel(ctx, rules, appointment_id, body))
+
+
+@router.post("/appointments/{appointment_id}/complete")
+async def complete_appointment(ctx: Context, rules: Rules, appointment_id: UUID) -> AppointmentOut:
+    return _appointment_out(await appointments.complete(ctx, rules, appointment_id))
+
+
+@router.post("/appointments/{appointment_id}/no-show")
+async def no_show_appointment(ctx: Context, rules: Rules, appointment_id: UUID) -> AppointmentOut:
+    return _appointment_out(await appointments.no_show(ctx, rules, appointment_id))
+
+
+# --- patients ------------------------------------------------------------------------------
+
+
+@router.get("/patients/{patient_id}/eligibility")
+async def patient_eligibility(ctx: Context, patient_id: PatientPath) -> EligibilityOut:
+    """What booking has learnt from intake; polled to know the assessment was consumed."""
+    async with ctx.pool.acquire() as conn:
+        standing = await store.patient_standing(conn, patient_id)
+    return EligibilityOut(
+        patient_id=patient_id,
+        assessment_completed=standing.assessment_completed,
+        urgent_review_required=standing.urgent_review_required,
+        initial_evaluation_fulfilled=standing.initial_evaluation_fulfilled,
+        can_self_book_initial_evaluation=domain.patient_refusal(
+            standing, "initial_psychiatric_evaluation", ""
+        )
+        is None,
+    )

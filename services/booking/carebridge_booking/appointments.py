@@ -1,0 +1,271 @@
+"""Booking, rescheduling and status changes: rules, SQL and outbox event in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from carebridge_booking import domain, store
+from carebridge_booking.errors import Refused, not_found, refuse
+from carebridge_booking.models import BookRequest, CancelRequest, RescheduleRequest
+from carebridge_contracts import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentCompleted,
+    AppointmentNoShow,
+    AppointmentRescheduled,
+    BaseEvent,
+)
+from carebridge_shared.db import Connection
+from carebridge_shared.logging import get_logger
+from carebridge_shared.service import ServiceContext
+
+log = get_logger(__name__)
+
+
+def _overlap_refusal(exc: asyncpg.ExclusionViolationError) -> Refused:
+    if exc.constraint_name == store.PATIENT_OVERLAP:
+        return refuse(
+            "patient_double_booked", "The patient already has a visit booked at that time."
+        )
+    return refuse("slot_taken", "That slot was just taken; pick another one from GET /v1/slots.")
+
+
+async def book(
+    ctx: ServiceContext, rules: domain.BookingRules, request: BookRequest
+) -> domain.Appointment:
+    now = ctx.clock.now()
+    length = rules.lengths.of(request.visit_type)
+    async with ctx.pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                clinician = await store.get_clinician(conn, request.clinician_id, for_share=True)
+                if clinician is None:
+                    raise not_found("clinician")
+                standing = await store.patient_standing(conn, request.patient_id)
+                refusal = domain.patient_refusal(
+                    standing, request.visit_type, clinician.id
+                ) or domain.scheduling_refusal(
+                    clinician,
+                    request.visit_type,
+                    request.state,
+                    request.starts_at,
+                    now=now,
+                    rules=rules,
+                )
+                if refusal is not None:
+                    raise Refused(refusal)
+                appointment = await store.insert_appointment(
+                    conn,
+                    domain.Appointment(
+                        id=uuid4(),
+                        patient_id=request.patient_id,
+                        clinician_id=clinician.id,
+                        clinician_role=clinician.role,
+                        visit_type=request.visit_type,
+                        state=request.state,
+                        starts_at=request.starts_at,
+                        ends_at=request.starts_at + length,
+                        status="booked",
+                    ),
+                )
+                await ctx.outbox.add(
+                    conn,
+                    AppointmentBooked(
+                        patient_id=appointment.patient_id,
+                        appointment_id=appointment.id,
+                        clinician_id=appointment.clinician_id,
+                        clinician_role=appointment.clinician_role,
+                        visit_type=appointment.visit_type,
+                        state=appointment.state,
+                        starts_at=appointment.starts_at,
+                        ends_at=appointment.ends_at,
+                    ),
+                )
+        except asyncpg.ExclusionViolationError as exc:
+            raise _overlap_refusal(exc) from None
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != store.ONE_INITIAL_EVALUATION:
+                raise
+            raise refuse(
+                "initial_evaluation_already_booked",
+                "The patient already has an initial psychiatric evaluation booked; "
+                "reschedule it instead.",
+            ) from None
+    log.info(
+        "appointment_booked",
+        appointment_id=str(appointment.id),
+        clinician_id=appointment.clinician_id,
+        visit_type=appointment.visit_type,
+    )
+    return appointment
+
+
+async def reschedule(
+    ctx: ServiceContext,
+    rules: domain.BookingRules,
+    appointment_id: UUID,
+    request: RescheduleRequest,
+) -> domain.Appointment:
+    now = ctx.clock.now()
+    async with ctx.pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                current = await _locked(conn, appointment_id)
+                _check(
+                    domain.transition_refusal(
+                        current.status, "reschedule", starts_at=current.starts_at, now=now
+                    )
+                )
+                if request.starts_at == current.starts_at and request.state == current.state:
+                    return current  # a retried request: nothing moves, nothing is emitted
+                clinician = await store.get_clinician(conn, current.clinician_id, for_share=True)
+                if clinician is None:  # pragma: no cover - a foreign key keeps it
+                    raise not_found("clinician")
+                _check(
+                    domain.scheduling_refusal(
+                        clinician,
+                        current.visit_type,
+                        request.state,
+                        request.starts_at,
+                        now=now,
+                        rules=rules,
+                    )
+                )
+                moved = await store.update_appointment(
+                    conn,
+                    current.id,
+                    status="booked",
+                    state=request.state,
+                    starts_at=request.starts_at,
+                    ends_at=request.starts_at + rules.lengths.of(current.visit_type),
+                )
+                await ctx.outbox.add(
+                    conn,
+                    AppointmentRescheduled(
+                        patient_id=moved.patient_id,
+                        appointment_id=moved.id,
+                        clinician_id=moved.clinician_id,
+                        visit_type=moved.visit_type,
+                        previous_starts_at=current.starts_at,
+                        starts_at=moved.starts_at,
+                        ends_at=moved.ends_at,
+                        state=moved.state,
+                    ),
+                )
+        except asyncpg.ExclusionViolationError as exc:
+            raise _overlap_refusal(exc) from None
+    log.info("appointment_rescheduled", appointment_id=str(moved.id))
+    return moved
+
+
+async def cancel(
+    ctx: ServiceContext,
+    rules: domain.BookingRules,
+    appointment_id: UUID,
+    request: CancelRequest,
+) -> domain.Appointment:
+    async def apply(conn: Connection, current: domain.Appointment) -> domain.Appointment:
+        return await store.update_appointment(
+            conn,
+            current.id,
+            status="cancelled",
+            cancelled_by=request.cancelled_by,
+            cancel_reason=request.reason_code,
+        )
+
+    def event(a: domain.Appointment) -> BaseEvent:
+        return AppointmentCancelled(
+            patient_id=a.patient_id,
+            appointment_id=a.id,
+            clinician_id=a.clinician_id,
+            visit_type=a.visit_type,
+            starts_at=a.starts_at,
+            cancelled_by=request.cancelled_by,
+            reason_code=request.reason_code,
+        )
+
+    return await _transition(ctx, rules, appointment_id, "cancel", apply, event)
+
+
+async def complete(
+    ctx: ServiceContext, rules: domain.BookingRules, appointment_id: UUID
+) -> domain.Appointment:
+    async def apply(conn: Connection, current: domain.Appointment) -> domain.Appointment:
+        return await store.update_appointment(conn, current.id, status="fulfilled")
+
+    def event(a: domain.Appointment) -> BaseEvent:
+        return AppointmentCompleted(
+            patient_id=a.patient_id,
+            appointment_id=a.id,
+            clinician_id=a.clinician_id,
+            visit_type=a.visit_type,
+            starts_at=a.starts_at,
+            ends_at=a.ends_at,
+        )
+
+    return await _transition(ctx, rules, appointment_id, "complete", apply, event)
+
+
+async def no_show(
+    ctx: ServiceContext, rules: domain.BookingRules, appointment_id: UUID
+) -> domain.Appointment:
+    async def apply(conn: Connection, current: domain.Appointment) -> domain.Appointment:
+        return await store.update_appointment(conn, current.id, status="noshow")
+
+    def event(a: domain.Appointment) -> BaseEvent:
+        return AppointmentNoShow(
+            patient_id=a.patient_id,
+            appointment_id=a.id,
+            clinician_id=a.clinician_id,
+            visit_type=a.visit_type,
+            starts_at=a.starts_at,
+        )
+
+    return await _transition(ctx, rules, appointment_id, "no_show", apply, event)
+
+
+async def _transition(
+    ctx: ServiceContext,
+    rules: domain.BookingRules,
+    appointment_id: UUID,
+    action: domain.Action,
+    apply: Callable[[Connection, domain.Appointment], Awaitable[domain.Appointment]],
+    event: Callable[[domain.Appointment], BaseEvent],
+) -> domain.Appointment:
+    now: datetime = ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        current = await _locked(conn, appointment_id)
+        _check(
+            domain.transition_refusal(
+                current.status,
+                action,
+                starts_at=current.starts_at,
+                now=now,
+                allow_outcome_before_start=rules.allow_outcome_before_start,
+            )
+        )
+        changed = await apply(conn, current)
+        await ctx.outbox.add(conn, event(changed))
+    log.info(
+        "appointment_status_changed",
+        appointment_id=str(changed.id),
+        action=action,
+        status=changed.status,
+    )
+    return changed
+
+
+async def _locked(conn: Connection, appointment_id: UUID) -> domain.Appointment:
+    appointment = await store.get_appointment(conn, appointment_id, for_update=True)
+    if appointment is None:
+        raise not_found("appointment")
+    return appointment
+
+
+def _check(refusal: domain.Refusal | None) -> None:
+    if refusal is not None:
+        raise Refused(refusal)

@@ -1,0 +1,24 @@
+"""Event subscribers of the booking service: intake outcomes decide who may self-book."""
+
+from __future__ import annotations
+
+from carebridge_booking import store
+from carebridge_contracts import AssessmentCompleted, SafetyRiskFlagged
+from carebridge_shared.consumer import ConsumerRuntime, EventContext
+from carebridge_shared.service import ServiceContext
+
+
+def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
+    @runtime.on(AssessmentCompleted)
+    async def assessment_completed(event: AssessmentCompleted, ctx: EventContext) -> None:
+        await store.record_assessment(
+            ctx.conn,
+            event.patient_id,
+            event.assessment_id,
+            event.completed_at,
+            imminent_risk=event.cssrs_imminent_risk,
+        )
+
+    @runtime.on(SafetyRiskFlagged)
+    async def safety_risk_flagged(event: SafetyRiskFlagged, ctx: EventContext) -> None:
+        await store.record_risk(ctx.conn, event.patient_id, event.flagged_at, event.imminent)

@@ -1,0 +1,3 @@
+from carebridge_intake.app import main
+
+main()

@@ -1,0 +1,35 @@
+"""Wiring of the intake service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from carebridge_intake import api, handlers
+from carebridge_shared.service import ServiceDefinition, create_app, serve
+from carebridge_shared.settings import ServiceSettings
+
+SERVICE = "intake"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class IntakeSettings(ServiceSettings):
+    http_port: int = 8001
+
+
+def build(settings: IntakeSettings | None = None) -> FastAPI:
+    return create_app(
+        ServiceDefinition(
+            name=SERVICE,
+            settings=settings or IntakeSettings(),
+            migrations=MIGRATIONS,
+            routers=[api.router],
+            register_handlers=handlers.register,
+        )
+    )
+
+
+def main() -> None:
+    settings = IntakeSettings()
+    serve(build(settings), settings)

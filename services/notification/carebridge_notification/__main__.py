@@ -1,0 +1,3 @@
+from carebridge_notification.app import main
+
+main()

@@ -1,0 +1,43 @@
+"""Wiring of the notification service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from carebridge_notification import api, dispatcher, handlers
+from carebridge_notification.settings import NotificationSettings
+from carebridge_shared.clock import Clock, OffsetClock, SystemClock
+from carebridge_shared.service import ServiceDefinition, create_app, serve
+
+SERVICE = "notification"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+__all__ = ["SERVICE", "NotificationSettings", "build", "main"]
+
+
+def build(settings: NotificationSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """The service app. With `dev_clock`, its clock is an OffsetClock moved by /v1/_dev/clock."""
+    settings = settings or NotificationSettings()
+    if clock is None:
+        clock = OffsetClock() if settings.dev_clock else SystemClock()
+    if settings.dev_clock and not isinstance(clock, OffsetClock):
+        raise ValueError("dev_clock needs an OffsetClock")
+    routers = [api.router, api.dev_router] if settings.dev_clock else [api.router]
+    return create_app(
+        ServiceDefinition(
+            name=SERVICE,
+            settings=settings,
+            migrations=MIGRATIONS,
+            routers=routers,
+            register_handlers=handlers.register,
+            background=[dispatcher.dispatch] if settings.dispatcher_enabled else [],
+            clock=clock,
+        )
+    )
+
+
+def main() -> None:
+    settings = NotificationSettings()
+    serve(build(settings), settings)

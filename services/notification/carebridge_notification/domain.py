@@ -1,0 +1,396 @@
+"""Pure rules of the notification service: who is told what and when, on which channel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from carebridge_contracts import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentRescheduled,
+    SafetyRiskFlagged,
+)
+from carebridge_contracts.events.common import Channel
+
+RecipientKind = Literal["patient", "clinician"]
+DeliveryKind = Literal["confirmation", "notice", "reminder", "alert"]
+DeliveryStatus = Literal["pending", "sent", "failed", "cancelled"]
+
+# Lower runs first: the dispatcher orders its queue by (priority, due_at).
+PRIORITY_URGENT = 0
+PRIORITY_NORMAL = 100
+
+BOOKED_PATIENT = "appointment_confirmation_patient"
+BOOKED_CLINICIAN = "appointment_confirmation_clinician"
+RESCHEDULED_PATIENT = "appointment_rescheduled_patient"
+RESCHEDULED_CLINICIAN = "appointment_rescheduled_clinician"
+CANCELLED_PATIENT = "appointment_cancelled_patient"
+CANCELLED_CLINICIAN = "appointment_cancelled_clinician"
+SAFETY_REVIEW = "safety_urgent_review"
+REMINDER_PREFIX = "appointment_reminder_"
+
+# Error codes of failed deliveries (codes, never prose).
+NO_CONTACT = "no_contact"
+CHANNEL_UNSUPPORTED = "channel_unsupported"
+TEMPLATE_ERROR = "template_error"
+
+
+def reminder_template(offset_minutes: int) -> str:
+    """One template per offset, so each reminder has its own row under the unique key."""
+    return f"{REMINDER_PREFIX}{offset_minutes}m"
+
+
+def reminder_offset(template: str) -> int | None:
+    if not template.startswith(REMINDER_PREFIX) or not template.endswith("m"):
+        return None
+    digits = template[len(REMINDER_PREFIX) : -1]
+    return int(digits) if digits.isdigit() else None
+
+
+# --- what to send ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedDelivery:
+    recipient_kind: RecipientKind
+    recipient_id: str
+    template: str
+    kind: DeliveryKind
+    priority: int
+    due_at: datetime
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The effect of one event: deliveries to add, and whether to cancel the appointment's
+    pending ones first (a reschedule, a cancellation or the end of a visit supersedes them)."""
+
+    deliveries: tuple[PlannedDelivery, ...] = ()
+    cancel_pending: bool = False
+
+
+@dataclass(frozen=True)
+class Reminder:
+    offset_minutes: int
+    due_at: datetime
+
+
+def reminder_schedule(
+    starts_at: datetime, offsets_minutes: Iterable[int], now: datetime
+) -> list[Reminder]:
+    """A reminder `offset` minutes before `starts_at` for each offset, earliest first.
+
+    Reminders whose time is already past are skipped (a visit booked 30 minutes ahead gets
+    neither the 24 h nor the 1 h reminder).
+    """
+    reminders = [
+        Reminder(offset, starts_at - timedelta(minutes=offset))
+        for offset in sorted(set(offsets_minutes), reverse=True)
+        if offset > 0
+    ]
+    return [r for r in reminders if r.due_at >= now]
+
+
+def _visit_params(appointment_id: object, visit_type: str, starts_at: datetime) -> dict[str, str]:
+    return {
+        "appointment_id": str(appointment_id),
+        "visit_type": visit_type,
+        "starts_at": starts_at.isoformat(),
+    }
+
+
+def _to_both(
+    patient_id: str,
+    clinician_id: str,
+    templates: tuple[str, str],
+    kind: DeliveryKind,
+    now: datetime,
+    params: Mapping[str, str],
+) -> list[PlannedDelivery]:
+    patient_template, clinician_template = templates
+    return [
+        PlannedDelivery(
+            "patient", patient_id, patient_template, kind, PRIORITY_NORMAL, now, params
+        ),
+        PlannedDelivery(
+            "clinician", clinician_id, clinician_template, kind, PRIORITY_NORMAL, now, params
+        ),
+    ]
+
+
+def _reminders(
+    patient_id: str,
+    params: Mapping[str, str],
+    starts_at: datetime,
+    offsets: Sequence[int],
+    now: datetime,
+) -> list[PlannedDelivery]:
+    return [
+        PlannedDelivery(
+            "patient",
+            patient_id,
+            reminder_template(r.offset_minutes),
+            "reminder",
+            PRIORITY_NORMAL,
+            r.due_at,
+            {**params, "offset_minutes": str(r.offset_minutes)},
+        )
+        for r in reminder_schedule(starts_at, offsets, now)
+    ]
+
+
+def plan_booked(event: AppointmentBooked, now: datetime, offsets: Sequence[int]) -> Plan:
+    params = _visit_params(event.appointment_id, event.visit_type, event.starts_at)
+    confirmations = _to_both(
+        event.patient_id,
+        event.clinician_id,
+        (BOOKED_PATIENT, BOOKED_CLINICIAN),
+        "confirmation",
+        now,
+        params,
+    )
+    reminders = _reminders(event.patient_id, params, event.starts_at, offsets, now)
+    return Plan(tuple(confirmations + reminders))
+
+
+def plan_rescheduled(event: AppointmentRescheduled, now: datetime, offsets: Sequence[int]) -> Plan:
+    params = {
+        **_visit_params(event.appointment_id, event.visit_type, event.starts_at),
+        "previous_starts_at": event.previous_starts_at.isoformat(),
+    }
+    notices = _to_both(
+        event.patient_id,
+        event.clinician_id,
+        (RESCHEDULED_PATIENT, RESCHEDULED_CLINICIAN),
+        "notice",
+        now,
+        params,
+    )
+    base = _visit_params(event.appointment_id, event.visit_type, event.starts_at)
+    reminders = _reminders(event.patient_id, base, event.starts_at, offsets, now)
+    return Plan(tuple(notices + reminders), cancel_pending=True)
+
+
+def plan_cancelled(event: AppointmentCancelled, now: datetime) -> Plan:
+    params = _visit_params(event.appointment_id, event.visit_type, event.starts_at)
+    notices = _to_both(
+        event.patient_id,
+        event.clinician_id,
+        (CANCELLED_PATIENT, CANCELLED_CLINICIAN),
+        "notice",
+        now,
+        params,
+    )
+    return Plan(tuple(notices), cancel_pending=True)
+
+
+def plan_visit_closed() -> Plan:
+    """A completed visit or a no-show: nothing to say, and no reminder may follow."""
+    return Plan(cancel_pending=True)
+
+
+def plan_safety_alert(event: SafetyRiskFlagged, on_call_clinician_id: str, now: datetime) -> Plan:
+    alert = PlannedDelivery(
+        "clinician",
+        on_call_clinician_id,
+        SAFETY_REVIEW,
+        "alert",
+        PRIORITY_URGENT,
+        now,
+        {"assessment_id": str(event.assessment_id)},
+    )
+    return Plan((alert,))
+
+
+def dispatch_order(priority: int, due_at: datetime) -> tuple[int, datetime]:
+    """The dispatcher's queue order (mirrored by store.claim_next's ORDER BY)."""
+    return (priority, due_at)
+
+
+# --- on which channel ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContactInfo:
+    email: str | None
+    phone: str | None
+    preferred_channel: Channel
+
+
+def planned_channel(contact: ContactInfo | None) -> Channel:
+    """The channel a new delivery is recorded under.
+
+    Only e-mail is delivered for real: an SMS-preferring recipient with an e-mail address is
+    written to by e-mail; without one the delivery stays "sms" and fails as unsupported.
+    """
+    if contact is not None and contact.preferred_channel == "sms" and contact.email is None:
+        return "sms"
+    return "email"
+
+
+@dataclass(frozen=True)
+class EmailRoute:
+    address: str
+
+
+@dataclass(frozen=True)
+class Undeliverable:
+    error_code: str
+
+
+def route(contact: ContactInfo | None) -> EmailRoute | Undeliverable:
+    """How a due delivery goes out, decided with the contact as it is at send time."""
+    if contact is None or (contact.email is None and contact.phone is None):
+        return Undeliverable(NO_CONTACT)
+    if contact.email is None:
+        return Undeliverable(CHANNEL_UNSUPPORTED)
+    return EmailRoute(contact.email)
+
+
+# --- retries ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int
+    initial_backoff: timedelta
+    max_backoff: timedelta
+
+    def backoff(self, attempts: int) -> timedelta:
+        """Delay after the `attempts`-th failed attempt: initial, 2x, 4x... capped."""
+        delay: timedelta = self.initial_backoff * 2 ** max(attempts - 1, 0)
+        return min(delay, self.max_backoff)
+
+
+@dataclass(frozen=True)
+class RetryAt:
+    next_attempt_at: datetime
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    pass
+
+
+def is_permanent(error_code: str) -> bool:
+    """SMTP 5xx replies are permanent (RFC 5321): retrying cannot help."""
+    return error_code.startswith("smtp_5")
+
+
+def after_failure(
+    attempts: int, error_code: str, policy: RetryPolicy, now: datetime
+) -> RetryAt | GiveUp:
+    """What follows the `attempts`-th failed attempt (counting it)."""
+    if is_permanent(error_code) or attempts >= policy.max_attempts:
+        return GiveUp()
+    return RetryAt(now + policy.backoff(attempts))
+
+
+# --- what the message says -----------------------------------------------------------------
+
+VISIT_WORDS: Mapping[str, str] = {
+    "initial_psychiatric_evaluation": "first psychiatry appointment",
+    "psychiatric_follow_up": "psychiatry follow-up appointment",
+    "therapy_intake": "first therapy appointment",
+    "therapy_session": "therapy appointment",
+}
+
+CRISIS_FOOTER = (
+    "If you are in crisis, call or text 988 (Suicide & Crisis Lifeline). In an emergency, call 911."
+)
+SIGNATURE = "This is an automated message from carebridge. Please do not reply."
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    body: str
+
+
+def format_time(value: datetime) -> str:
+    return f"{value:%A} {value.day} {value:%B %Y} at {value:%H:%M} UTC"
+
+
+def _in_words(minutes: int) -> str:
+    if minutes % 60 == 0:
+        hours = minutes // 60
+        return f"{hours} hour" if hours == 1 else f"{hours} hours"
+    return f"{minutes} minute" if minutes == 1 else f"{minutes} minutes"
+
+
+Audience = Literal["patient", "clinician"]
+
+# template -> (audience, subject, first line); {visit}, {when} and {previous} are filled in.
+_APPOINTMENT_TEMPLATES: Mapping[str, tuple[Audience, str, str]] = {
+    BOOKED_PATIENT: ("patient", "Your appointment is booked", "Your {visit} is booked for {when}."),
+    BOOKED_CLINICIAN: (
+        "clinician",
+        "New appointment booked",
+        "A {visit} with a patient is booked for {when}.",
+    ),
+    RESCHEDULED_PATIENT: (
+        "patient",
+        "Your appointment has moved",
+        "Your {visit} has moved from {previous} to {when}.",
+    ),
+    RESCHEDULED_CLINICIAN: (
+        "clinician",
+        "Appointment moved",
+        "A {visit} has moved from {previous} to {when}.",
+    ),
+    CANCELLED_PATIENT: (
+        "patient",
+        "Your appointment is cancelled",
+        "Your {visit} on {when} is cancelled. You will get no reminders for it.",
+    ),
+    CANCELLED_CLINICIAN: (
+        "clinician",
+        "Appointment cancelled",
+        "A {visit} on {when} is cancelled.",
+    ),
+}
+
+
+def render(template: str, params: Mapping[str, str], link_base_url: str) -> Rendered:
+    """Subject and plain-text body. No names are known here: people are addressed generically,
+    and messages carry no clinical detail beyond the time and the kind of visit."""
+    base = link_base_url.rstrip("/")
+    if template == SAFETY_REVIEW:
+        link = f"{base}/reviews/{params['assessment_id']}"
+        line = "An intake assessment was flagged for urgent clinical review. Please review it now."
+        return Rendered(
+            "Urgent: a patient needs clinical review",
+            _body(line, link, "Details are in carebridge only; this message carries none."),
+        )
+    link = f"{base}/appointments/{params['appointment_id']}"
+    visit = VISIT_WORDS.get(params["visit_type"], "appointment")
+    when = format_time(datetime.fromisoformat(params["starts_at"]))
+    offset = reminder_offset(template)
+    if offset is not None:
+        return Rendered(
+            f"Reminder: your appointment in {_in_words(offset)}",
+            _body(f"This is a reminder of your {visit} on {when}.", link, CRISIS_FOOTER),
+        )
+    try:
+        audience, subject, line = _APPOINTMENT_TEMPLATES[template]
+    except KeyError:
+        raise ValueError(f"unknown template {template!r}") from None
+    previous = params.get("previous_starts_at")
+    text = line.format(
+        visit=visit,
+        when=when,
+        previous=format_time(datetime.fromisoformat(previous)) if previous else "",
+    )
+    extra = CRISIS_FOOTER if audience == "patient" else None
+    return Rendered(subject, _body(text, link, extra))
+
+
+def _body(line: str, link: str, extra: str | None = None) -> str:
+    parts = ["Hello,", line, f"Details: {link}"]
+    if extra:
+        parts.append(extra)
+    return "\n\n".join([*parts, SIGNATURE])

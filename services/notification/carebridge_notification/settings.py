@@ -1,0 +1,62 @@
+"""Settings of the notification service (environment variables prefixed CAREBRIDGE_)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from carebridge_shared.service import ServiceContext
+from carebridge_shared.settings import ServiceSettings
+
+
+class NotificationSettings(ServiceSettings):
+    http_port: int = 8004
+    smtp_host: str = Field(default="127.0.0.1", description="SMTP server (relay) host.")
+    smtp_port: int = Field(default=2525, description="SMTP server port.")
+    smtp_sender: str = Field(default="carebridge@localhost", description="From address.")
+    smtp_timeout_seconds: float = Field(
+        default=10.0, description="Bound on one SMTP conversation (the row stays locked meanwhile)."
+    )
+    reminder_offsets_minutes: list[int] = Field(
+        default=[1440, 60], description="Reminders go out this many minutes before a visit."
+    )
+    delivery_max_attempts: int = Field(
+        default=5, ge=1, description="SMTP attempts before a delivery is failed."
+    )
+    delivery_backoff_initial_seconds: float = Field(
+        default=2.0, gt=0, description="First retry delay after an SMTP failure; doubles."
+    )
+    delivery_backoff_max_seconds: float = Field(
+        default=600.0, gt=0, description="Ceiling of the SMTP retry delay."
+    )
+    dispatch_interval_ms: int = Field(
+        default=500, ge=1, description="Dispatcher poll interval when the queue is empty."
+    )
+    dispatch_batch_size: int = Field(
+        default=50, ge=1, description="Most deliveries one dispatch round handles."
+    )
+    dispatcher_enabled: bool = Field(
+        default=True, description="Run the background dispatcher (tests may drive it by hand)."
+    )
+    on_call_clinician_id: str = Field(
+        default="on-call", description="Clinician id that receives urgent safety alerts."
+    )
+    link_base_url: str = Field(
+        default="https://carebridge.invalid", description="Base of the links put in messages."
+    )
+    dev_clock: bool = Field(
+        default=False, description="Expose /v1/_dev/clock to move the service's time forward."
+    )
+
+    @field_validator("reminder_offsets_minutes")
+    @classmethod
+    def _positive_offsets(cls, value: list[int]) -> list[int]:
+        if any(offset <= 0 for offset in value):
+            raise ValueError("reminder offsets must be positive minutes")
+        return value
+
+
+def settings_of(context: ServiceContext) -> NotificationSettings:
+    settings = context.settings
+    if not isinstance(settings, NotificationSettings):
+        raise TypeError("the notification service runs with NotificationSettings")
+    return settings

@@ -1,0 +1,276 @@
+"""SQL of the notification service (tables in its own schema: contacts, deliveries)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import asyncpg
+
+from carebridge_contracts.events.common import Channel
+from carebridge_notification.domain import (
+    ContactInfo,
+    DeliveryKind,
+    DeliveryStatus,
+    PlannedDelivery,
+    RecipientKind,
+)
+from carebridge_shared.db import Connection
+
+# --- contacts -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Contact:
+    recipient_kind: RecipientKind
+    recipient_id: str
+    email: str | None
+    phone: str | None
+    preferred_channel: Channel
+    channel_source: str
+    updated_at: datetime
+
+    @property
+    def info(self) -> ContactInfo:
+        return ContactInfo(self.email, self.phone, self.preferred_channel)
+
+
+_CONTACT_COLUMNS = (
+    "recipient_kind, recipient_id, email, phone, preferred_channel, channel_source, updated_at"
+)
+
+
+def _contact(row: asyncpg.Record) -> Contact:
+    return Contact(**dict(row.items()))
+
+
+async def get_contact(conn: Connection, kind: str, recipient_id: str) -> Contact | None:
+    row = await conn.fetchrow(
+        f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE recipient_kind = $1 AND recipient_id = $2",
+        kind,
+        recipient_id,
+    )
+    return _contact(row) if row else None
+
+
+async def put_contact(
+    conn: Connection,
+    kind: str,
+    recipient_id: str,
+    *,
+    email: str | None,
+    phone: str | None,
+    preferred_channel: Channel | None,
+) -> Contact:
+    """Replace the address and phone; a channel given here wins over one from an assessment,
+    an omitted channel keeps what is stored."""
+    row = await conn.fetchrow(
+        "INSERT INTO contacts AS c (recipient_kind, recipient_id, email, phone,"
+        " preferred_channel, channel_source)"
+        " VALUES ($1, $2, $3, $4, COALESCE($5, 'email'),"
+        " CASE WHEN $5::text IS NULL THEN 'default' ELSE 'api' END)"
+        " ON CONFLICT (recipient_kind, recipient_id) DO UPDATE SET"
+        " email = excluded.email, phone = excluded.phone,"
+        " preferred_channel = COALESCE($5, c.preferred_channel),"
+        " channel_source = CASE WHEN $5::text IS NULL THEN c.channel_source ELSE 'api' END,"
+        " updated_at = now()"
+        f" RETURNING {_CONTACT_COLUMNS}",
+        kind,
+        recipient_id,
+        email,
+        phone,
+        preferred_channel,
+    )
+    if row is None:
+        raise RuntimeError("INSERT ... RETURNING returned no row")
+    return _contact(row)
+
+
+async def delete_contact(conn: Connection, kind: str, recipient_id: str) -> bool:
+    deleted = await conn.fetchval(
+        "DELETE FROM contacts WHERE recipient_kind = $1 AND recipient_id = $2 RETURNING true",
+        kind,
+        recipient_id,
+    )
+    return bool(deleted)
+
+
+async def channel_from_assessment(conn: Connection, patient_id: str, channel: Channel) -> None:
+    """Remember the channel the patient chose at intake, unless one was set through the API."""
+    await conn.execute(
+        "INSERT INTO contacts AS c (recipient_kind, recipient_id, preferred_channel,"
+        " channel_source) VALUES ('patient', $1, $2, 'assessment')"
+        " ON CONFLICT (recipient_kind, recipient_id) DO UPDATE SET"
+        " preferred_channel = excluded.preferred_channel, channel_source = 'assessment',"
+        " updated_at = now() WHERE c.channel_source <> 'api'",
+        patient_id,
+        channel,
+    )
+
+
+# --- deliveries -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cause:
+    event_id: uuid.UUID
+    event_type: str
+    correlation_id: uuid.UUID
+    patient_id: str
+    appointment_id: uuid.UUID | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: uuid.UUID
+    cause_event_id: uuid.UUID
+    cause_event_type: str
+    correlation_id: uuid.UUID
+    patient_id: str
+    appointment_id: uuid.UUID | None
+    recipient_kind: RecipientKind
+    recipient_id: str
+    channel: Channel
+    template: str
+    kind: DeliveryKind
+    params: dict[str, str]
+    status: DeliveryStatus
+    priority: int
+    due_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    last_error_code: str | None
+    sent_at: datetime | None
+    failed_at: datetime | None
+    created_at: datetime
+
+
+_DELIVERY_COLUMNS = (
+    "id, cause_event_id, cause_event_type, correlation_id, patient_id, appointment_id,"
+    " recipient_kind, recipient_id, channel, template, kind, params, status, priority, due_at,"
+    " attempts, next_attempt_at, last_error_code, sent_at, failed_at, created_at"
+)
+
+
+def _delivery(row: asyncpg.Record) -> Delivery:
+    values: dict[str, Any] = dict(row.items())
+    values["params"] = cast(dict[str, str], json.loads(values["params"]))
+    return Delivery(**values)
+
+
+async def add_deliveries(
+    conn: Connection,
+    cause: Cause,
+    planned: Sequence[tuple[PlannedDelivery, Channel]],
+) -> int:
+    """Insert the planned deliveries; a second copy of the same cause adds nothing."""
+    added = 0
+    for delivery, channel in planned:
+        inserted = await conn.fetchval(
+            "INSERT INTO deliveries (id, cause_event_id, cause_event_type, correlation_id,"
+            " patient_id, appointment_id, recipient_kind, recipient_id, channel, template, kind,"
+            " params, priority, due_at, next_attempt_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $14)"
+            " ON CONFLICT (cause_event_id, recipient_kind, recipient_id, channel, template)"
+            " DO NOTHING RETURNING true",
+            uuid.uuid4(),
+            cause.event_id,
+            cause.event_type,
+            cause.correlation_id,
+            cause.patient_id,
+            cause.appointment_id,
+            delivery.recipient_kind,
+            delivery.recipient_id,
+            channel,
+            delivery.template,
+            delivery.kind,
+            json.dumps(dict(delivery.params)),
+            delivery.priority,
+            delivery.due_at,
+        )
+        added += bool(inserted)
+    return added
+
+
+async def cancel_pending(
+    conn: Connection, appointment_id: uuid.UUID, cancelled_by: uuid.UUID
+) -> int:
+    """Cancel what is still queued for an appointment, except what `cancelled_by` itself queued
+    (so a re-applied event cannot cancel its own deliveries)."""
+    result = await conn.execute(
+        "UPDATE deliveries SET status = 'cancelled', cancelled_by_event_id = $2,"
+        " updated_at = now()"
+        " WHERE appointment_id = $1 AND status = 'pending' AND cause_event_id <> $2",
+        appointment_id,
+        cancelled_by,
+    )
+    return int(result.split()[-1])
+
+
+async def claim_next(conn: Connection, now: datetime) -> Delivery | None:
+    """Lock the most urgent due delivery; other replicas skip it while this transaction lasts."""
+    if not conn.is_in_transaction():
+        raise RuntimeError("claim_next must run inside the transaction that records the outcome")
+    row = await conn.fetchrow(
+        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
+        " WHERE status = 'pending' AND due_at <= $1 AND next_attempt_at <= $1"
+        " ORDER BY priority, due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+        now,
+    )
+    return _delivery(row) if row else None
+
+
+async def mark_sent(conn: Connection, delivery_id: uuid.UUID, now: datetime) -> None:
+    await conn.execute(
+        "UPDATE deliveries SET status = 'sent', attempts = attempts + 1, sent_at = $2,"
+        " last_error_code = NULL, updated_at = now() WHERE id = $1",
+        delivery_id,
+        now,
+    )
+
+
+async def mark_retry(
+    conn: Connection, delivery_id: uuid.UUID, error_code: str, next_attempt_at: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE deliveries SET attempts = attempts + 1, last_error_code = $2,"
+        " next_attempt_at = $3, updated_at = now() WHERE id = $1",
+        delivery_id,
+        error_code,
+        next_attempt_at,
+    )
+
+
+async def mark_failed(
+    conn: Connection, delivery_id: uuid.UUID, error_code: str, now: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE deliveries SET status = 'failed', attempts = attempts + 1,"
+        " last_error_code = $2, failed_at = $3, updated_at = now() WHERE id = $1",
+        delivery_id,
+        error_code,
+        now,
+    )
+
+
+async def list_deliveries(
+    conn: Connection,
+    *,
+    patient_id: str | None,
+    appointment_id: uuid.UUID | None,
+    limit: int,
+) -> list[Delivery]:
+    rows = await conn.fetch(
+        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
+        " WHERE ($1::text IS NULL OR patient_id = $1)"
+        " AND ($2::uuid IS NULL OR appointment_id = $2)"
+        " ORDER BY created_at, due_at, template, id LIMIT $3",
+        patient_id,
+        appointment_id,
+        limit,
+    )
+    return [_delivery(row) for row in rows]

@@ -1,0 +1,189 @@
+"""Message text: generic address, time and visit type in plain words, no PHI but the To header."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import aiosmtplib
+import pytest
+
+from carebridge_contracts import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentRescheduled,
+    SafetyRiskFlagged,
+)
+from carebridge_notification import domain, mailer
+
+STARTS = datetime(2026, 3, 9, 15, 0, tzinfo=UTC)
+PARAMS = {
+    "appointment_id": "3f1f6c1e-0000-4000-8000-000000000001",
+    "visit_type": "psychiatric_follow_up",
+    "starts_at": STARTS.isoformat(),
+    "previous_starts_at": datetime(2026, 3, 8, 9, 30, tzinfo=UTC).isoformat(),
+}
+ADDRESS = "someone@example.test"
+PATIENT_ID = "patient-8c2e"
+CLINICIAN_ID = "clinician-77"
+
+TEMPLATES = [
+    domain.BOOKED_PATIENT,
+    domain.BOOKED_CLINICIAN,
+    domain.RESCHEDULED_PATIENT,
+    domain.RESCHEDULED_CLINICIAN,
+    domain.CANCELLED_PATIENT,
+    domain.CANCELLED_CLINICIAN,
+    domain.reminder_template(1440),
+    domain.reminder_template(60),
+]
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_appointment_messages(template: str) -> None:
+    rendered = domain.render(template, PARAMS, "https://portal.test/")
+    assert rendered.body.startswith("Hello,")
+    assert "Monday 9 March 2026 at 15:00 UTC" in rendered.body
+    assert "psychiatry follow-up appointment" in rendered.body
+    assert f"https://portal.test/appointments/{PARAMS['appointment_id']}" in rendered.body
+    assert ("988" in rendered.body) == template.endswith(("_patient", "m"))
+
+
+@pytest.mark.parametrize(
+    ("template", "subject", "line"),
+    [
+        (domain.reminder_template(1440), "Reminder: your appointment in 24 hours", "reminder"),
+        (domain.reminder_template(60), "Reminder: your appointment in 1 hour", "reminder"),
+        (domain.reminder_template(90), "Reminder: your appointment in 90 minutes", "reminder"),
+        (domain.RESCHEDULED_PATIENT, "Your appointment has moved", "Sunday 8 March 2026 at 09:30"),
+        (domain.CANCELLED_PATIENT, "Your appointment is cancelled", "no reminders"),
+        (domain.BOOKED_CLINICIAN, "New appointment booked", "with a patient"),
+    ],
+)
+def test_subjects_and_lines(template: str, subject: str, line: str) -> None:
+    rendered = domain.render(template, PARAMS, "https://portal.test")
+    assert rendered.subject == subject
+    assert line in rendered.body
+
+
+def test_safety_alert_carries_a_link_and_no_clinical_detail() -> None:
+    assessment = str(uuid.uuid4())
+    rendered = domain.render(domain.SAFETY_REVIEW, {"assessment_id": assessment}, "https://p.test")
+    assert rendered.subject.startswith("Urgent")
+    assert f"https://p.test/reviews/{assessment}" in rendered.body
+    for clinical in ("suicid", "self-harm", "phq", "c-ssrs", "cssrs", "imminent", "item 9"):
+        assert clinical not in rendered.body.lower()
+
+
+def test_unknown_template_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown template"):
+        domain.render("nope", PARAMS, "https://p.test")
+
+
+@pytest.mark.parametrize("template", [*TEMPLATES, domain.SAFETY_REVIEW])
+def test_email_has_the_address_in_the_to_header_only(template: str) -> None:
+    params = {**PARAMS, "assessment_id": str(uuid.uuid4())}
+    delivery_id = uuid.uuid4()
+    rendered = domain.render(template, params, "https://p.test")
+    message = mailer.build_email(
+        delivery_id,
+        sender="carebridge@clinic.test",
+        to=ADDRESS,
+        rendered=rendered,
+        template=template,
+        date=STARTS,
+    )
+    assert message["To"] == ADDRESS
+    assert message["Message-ID"] == f"<{delivery_id}@clinic.test>"
+    assert message["X-Carebridge-Template"] == template
+    headers_without_to = "".join(f"{k}: {v}\n" for k, v in message.items() if k != "To")
+    text = headers_without_to + message.get_content()
+    assert ADDRESS not in text
+    # Ids that identify people are not in the message; nor are names (none are known here).
+    assert PATIENT_ID not in text and CLINICIAN_ID not in text
+
+
+def test_stored_params_hold_ids_times_and_codes_only() -> None:
+    """What a delivery keeps for rendering never names the patient or the clinician."""
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    appointment = uuid.uuid4()
+    common = {"patient_id": PATIENT_ID, "appointment_id": appointment, "clinician_id": CLINICIAN_ID}
+    plans = [
+        domain.plan_booked(
+            AppointmentBooked(
+                **common,
+                clinician_role="therapist",
+                visit_type="therapy_intake",
+                state="CA",
+                starts_at=STARTS,
+                ends_at=STARTS + timedelta(minutes=53),
+            ),
+            now,
+            [1440, 60],
+        ),
+        domain.plan_rescheduled(
+            AppointmentRescheduled(
+                **common,
+                visit_type="therapy_session",
+                previous_starts_at=STARTS,
+                starts_at=STARTS + timedelta(days=1),
+                ends_at=STARTS + timedelta(days=1, minutes=53),
+            ),
+            now,
+            [1440, 60],
+        ),
+        domain.plan_cancelled(
+            AppointmentCancelled(
+                **common,
+                visit_type="therapy_session",
+                starts_at=STARTS,
+                cancelled_by="clinician",
+                reason_code="clinician_unavailable",
+            ),
+            now,
+        ),
+        domain.plan_safety_alert(
+            SafetyRiskFlagged(
+                patient_id=PATIENT_ID,
+                assessment_id=uuid.uuid4(),
+                state="CA",
+                reasons=["phq9_item9"],
+                imminent=False,
+                flagged_at=now,
+            ),
+            "on-call",
+            now,
+        ),
+    ]
+    params = [d.params for plan in plans for d in plan.deliveries]
+    assert {key for p in params for key in p} <= {
+        "appointment_id",
+        "visit_type",
+        "starts_at",
+        "previous_starts_at",
+        "offset_minutes",
+        "assessment_id",
+    }
+    values = {value for p in params for value in p.values()}
+    assert PATIENT_ID not in values and CLINICIAN_ID not in values
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (aiosmtplib.SMTPDataError(451, "try later for x@y.test"), "smtp_451"),
+        (aiosmtplib.SMTPResponseException(554, "no"), "smtp_554"),
+        (
+            aiosmtplib.SMTPRecipientsRefused(
+                [aiosmtplib.SMTPRecipientRefused(450, "busy", "x@y.test")]
+            ),
+            "smtp_450",
+        ),
+        (aiosmtplib.SMTPConnectError("refused"), "smtp_unreachable"),
+        (aiosmtplib.SMTPReadTimeoutError("slow"), "smtp_timeout"),
+        (ConnectionRefusedError(), "smtp_unreachable"),
+        (aiosmtplib.SMTPNotSupported("x"), "smtp_error"),
+    ],
+)
+def test_error_codes_never_carry_server_text(exc: BaseException, code: str) -> None:
+    assert mailer.error_code(exc) == code

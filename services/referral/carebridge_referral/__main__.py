@@ -1,0 +1,3 @@
+from carebridge_referral.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Pure rules of the referral service (therapist matching arrives with the referral issue)."""

@@ -1,0 +1,96 @@
+"""asyncpg pool per service schema, and ordered SQL migrations."""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+import asyncpg
+
+from carebridge_shared.logging import get_logger
+
+log = get_logger(__name__)
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+    """A connection, whether held directly or borrowed from a pool."""
+else:
+    Connection = asyncpg.Connection
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+SHARED_MIGRATIONS = Path(str(resources.files("carebridge_shared") / "migrations"))
+
+
+def check_schema_name(schema: str) -> str:
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"schema name {schema!r} must match {_SCHEMA_NAME.pattern}")
+    return schema
+
+
+async def create_pool(
+    database_url: str, schema: str, *, max_size: int = 10, min_size: int = 1
+) -> asyncpg.Pool:
+    """A pool whose connections see `schema` first on their search path."""
+    check_schema_name(schema)
+    pool = await asyncpg.create_pool(
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": f"{schema},public", "application_name": schema},
+        command_timeout=60,
+    )
+    if pool is None:  # pragma: no cover - asyncpg returns None only when not awaited
+        raise RuntimeError("asyncpg.create_pool returned no pool")
+    return pool
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    path: Path
+
+
+def discover(directory: Path, prefix: str) -> list[Migration]:
+    files = sorted(p for p in directory.glob("*.sql") if p.is_file())
+    return [Migration(version=f"{prefix}:{p.stem}", path=p) for p in files]
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, service_migrations: Path) -> list[str]:
+    """Apply shared then service migrations, each once, in order; safe for concurrent replicas."""
+    check_schema_name(schema)
+    migrations = discover(SHARED_MIGRATIONS, "shared") + discover(service_migrations, "service")
+    applied: list[str] = []
+    async with pool.acquire() as conn:
+        lock_key = zlib.crc32(f"migrate:{schema}".encode())
+        await conn.execute("SELECT pg_advisory_lock($1)", lock_key)
+        try:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations ('
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {
+                r["version"]
+                for r in await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations')
+            }
+            for migration in migrations:
+                if migration.version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(f'SET LOCAL search_path TO "{schema}", public')
+                    await conn.execute(migration.path.read_text())
+                    await conn.execute(
+                        f'INSERT INTO "{schema}".schema_migrations (version) VALUES ($1)',
+                        migration.version,
+                    )
+                applied.append(migration.version)
+                log.info("migration_applied", schema=schema, version=migration.version)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
+    return applied

@@ -1,0 +1,183 @@
+"""Outbox relay: publishes committed outbox rows to Kafka until Kafka has them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from carebridge_shared.logging import get_logger
+from carebridge_shared.outbox import notify_channel
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    topic: str
+    key: str
+    payload: bytes
+    headers: dict[str, str]
+
+
+ProducerFactory = Callable[[], AIOKafkaProducer]
+PublishedHook = Callable[[Sequence[OutboxRow]], Awaitable[None]]
+
+
+class OutboxRelay:
+    """One leader per schema (advisory lock) publishes rows in id order, so per-key order holds.
+
+    A row is marked published only after Kafka acknowledged it (acks=all). A crash between the
+    two republishes the row; subscribers drop the duplicate by event_id.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schema: str,
+        producer_factory: ProducerFactory,
+        *,
+        batch_size: int = 200,
+        poll_interval: float = 0.5,
+        after_publish: PublishedHook | None = None,
+    ) -> None:
+        self._pool = pool
+        self._schema = schema
+        self._producer_factory = producer_factory
+        self._producer: AIOKafkaProducer | None = None
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._after_publish = after_publish
+        self._wake = asyncio.Event()
+        self._lock_key = zlib.crc32(f"outbox-relay:{schema}".encode())
+        self.published_total = 0
+        self.is_leader = False
+        self.healthy = False
+
+    async def _get_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = self._producer_factory()
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def close(self) -> None:
+        await self._drop_producer()
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of unpublished rows; returns how many were published."""
+        async with self._pool.acquire() as conn:
+            records = await conn.fetch(
+                "SELECT id, topic, message_key, payload, headers FROM outbox"
+                " WHERE published_at IS NULL ORDER BY id LIMIT $1",
+                self._batch_size,
+            )
+        if not records:
+            return 0
+        rows = [
+            OutboxRow(
+                id=r["id"],
+                topic=r["topic"],
+                key=r["message_key"],
+                payload=bytes(r["payload"]),
+                headers=json.loads(r["headers"]),
+            )
+            for r in records
+        ]
+        producer = await self._get_producer()
+        pending = [
+            await producer.send(
+                row.topic,
+                value=row.payload,
+                key=row.key.encode(),
+                headers=[(k, v.encode()) for k, v in row.headers.items()],
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*pending)
+        if self._after_publish is not None:
+            await self._after_publish(rows)
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                [row.id for row in rows],
+            )
+        self.published_total += len(rows)
+        return len(rows)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until `stop` is set; survives Kafka and PostgreSQL outages by retrying."""
+        backoff = self._poll_interval
+        while not stop.is_set():
+            try:
+                await self._lead(stop)
+                backoff = self._poll_interval
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.healthy = False
+                self.is_leader = False
+                log.warning("outbox_relay_retrying", error=type(exc).__name__, delay_s=backoff)
+                await self._drop_producer()
+                await _sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, 10.0)
+        await self._drop_producer()
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        conn = await self._pool.acquire()
+        try:
+            while not stop.is_set():
+                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
+                    break
+                self.is_leader = False
+                self.healthy = True  # a follower is healthy: the leader publishes
+                await _sleep_or_stop(stop, self._poll_interval * 4)
+            else:
+                return
+            self.is_leader = True
+            await conn.add_listener(notify_channel(self._schema), self._on_notify)
+            try:
+                while not stop.is_set():
+                    self._wake.clear()
+                    published = await self.publish_pending()
+                    self.healthy = True
+                    if published < self._batch_size:
+                        await self._wait_for_work(stop)
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(notify_channel(self._schema), self._on_notify)
+                with contextlib.suppress(Exception):
+                    await conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key)
+        finally:
+            self.is_leader = False
+            with contextlib.suppress(Exception):
+                await self._pool.release(conn)
+
+    def _on_notify(self, *_args: object) -> None:
+        self._wake.set()
+
+    async def _wait_for_work(self, stop: asyncio.Event) -> None:
+        waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=self._poll_interval, return_when="FIRST_COMPLETED")
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

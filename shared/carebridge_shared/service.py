@@ -1,0 +1,200 @@
+"""Wiring every service shares: pool, migrations, topics, relay, consumers, HTTP, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from carebridge_contracts.registry import all_topics_with_dlq
+from carebridge_shared.clock import Clock, SystemClock
+from carebridge_shared.consumer import ConsumerRuntime, RetryPolicy
+from carebridge_shared.db import create_pool, migrate
+from carebridge_shared.http import install_http_plumbing
+from carebridge_shared.kafka import ensure_topics, make_producer
+from carebridge_shared.logging import configure_logging, get_logger
+from carebridge_shared.outbox import Outbox
+from carebridge_shared.relay import OutboxRelay
+from carebridge_shared.settings import ServiceSettings
+
+log = get_logger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    """What handlers, API routes and background tasks of one service share."""
+
+    name: str
+    settings: ServiceSettings
+    pool: asyncpg.Pool
+    outbox: Outbox
+    clock: Clock
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+RegisterHandlers = Callable[[ConsumerRuntime, ServiceContext], None]
+StartupHook = Callable[[ServiceContext], Awaitable[None]]
+BackgroundTask = Callable[[ServiceContext, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class ServiceDefinition:
+    name: str
+    settings: ServiceSettings
+    migrations: Path
+    routers: Sequence[APIRouter] = ()
+    register_handlers: RegisterHandlers | None = None
+    on_startup: Sequence[StartupHook] = ()
+    background: Sequence[BackgroundTask] = ()
+    clock: Clock = field(default_factory=SystemClock)
+
+
+def service_context(request: Request) -> ServiceContext:
+    """FastAPI dependency: the running service's context."""
+    context: ServiceContext = request.app.state.context
+    return context
+
+
+def instance_name(settings: ServiceSettings, service: str) -> str:
+    return settings.instance_id or f"{service}-{os.getpid()}"
+
+
+def create_app(definition: ServiceDefinition) -> FastAPI:
+    settings = definition.settings
+    configure_logging(definition.name, settings.log_level)
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = instance_name(settings, definition.name)
+        pool = await create_pool(
+            settings.database_url, definition.name, max_size=settings.db_pool_max_size
+        )
+        await migrate(pool, definition.name, definition.migrations)
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            all_topics_with_dlq(),
+            partitions=settings.kafka_topic_partitions,
+            replication_factor=settings.kafka_replication_factor,
+        )
+        context = ServiceContext(
+            definition.name,
+            settings,
+            pool,
+            Outbox(definition.name, definition.name),
+            definition.clock,
+        )
+        app.state.context = context
+        for hook in definition.on_startup:
+            await hook(context)
+
+        def producer() -> Any:
+            return make_producer(settings.kafka_bootstrap_servers, client_id=client)
+
+        stop = asyncio.Event()
+        relay = OutboxRelay(
+            pool,
+            definition.name,
+            producer,
+            batch_size=settings.relay_batch_size,
+            poll_interval=settings.relay_poll_interval_ms / 1000,
+        )
+        tasks = [asyncio.create_task(relay.run(stop), name="outbox-relay")]
+        runtime: ConsumerRuntime | None = None
+        if definition.register_handlers is not None:
+            runtime = ConsumerRuntime(
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                pool=pool,
+                group_id=settings.consumer_group or definition.name,
+                producer_factory=producer,
+                retry=RetryPolicy(
+                    settings.consumer_max_attempts,
+                    settings.consumer_backoff_initial_ms / 1000,
+                    settings.consumer_backoff_max_ms / 1000,
+                ),
+                graceful_timeout=settings.shutdown_grace_seconds,
+                auto_offset_reset=settings.consumer_offset_reset,
+            )
+            definition.register_handlers(runtime, context)
+            await runtime.start()
+        tasks += [
+            asyncio.create_task(task(context, stop), name=getattr(task, "__name__", "task"))
+            for task in definition.background
+        ]
+        state.update(relay=relay, runtime=runtime, pool=pool)
+        log.info("service_started", instance=client, port=settings.http_port)
+        try:
+            yield
+        finally:
+            log.info("service_stopping")
+            if runtime is not None:
+                await runtime.stop()
+            stop.set()
+            await asyncio.wait(tasks, timeout=settings.shutdown_grace_seconds)
+            for task in tasks:
+                task.cancel()
+            await pool.close()
+            log.info("service_stopped")
+
+    app = FastAPI(title=f"carebridge {definition.name}", lifespan=lifespan)
+    install_http_plumbing(app)
+    for router in definition.routers:
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": definition.name}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> JSONResponse:
+        checks = await _readiness(state)
+        ready = all(checks.values())
+        return JSONResponse(
+            status_code=200 if ready else 503,
+            content={"status": "ready" if ready else "not_ready", "checks": checks},
+        )
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _readiness(state: dict[str, Any]) -> dict[str, bool]:
+    pool: asyncpg.Pool | None = state.get("pool")
+    database = False
+    if pool is not None:
+        try:
+            async with asyncio.timeout(2):
+                database = await pool.fetchval("SELECT true") is True
+        except Exception:
+            database = False
+    relay: OutboxRelay | None = state.get("relay")
+    runtime: ConsumerRuntime | None = state.get("runtime")
+    checks = {"database": database, "outbox_relay": bool(relay and relay.healthy)}
+    if runtime is not None:
+        checks["consumer"] = runtime.joined
+    return checks
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run the API; SIGTERM drains in-flight requests and events before exiting."""
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    )

@@ -1,0 +1,142 @@
+"""Helpers for tests and demos that read topics back (no consumer group, no commits)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from carebridge_contracts import AssessmentCompleted, BaseEvent, Envelope, kafka_headers
+from carebridge_contracts.registry import model_for, topic_for
+from carebridge_shared.kafka import make_producer
+
+
+def topic_for_type(event_type: str, version: int) -> str:
+    return str(topic_for(model_for(event_type, version)))
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+
+
+def _record(r: ConsumerRecord[bytes, bytes]) -> Record:
+    return Record(r.topic, r.partition, r.offset, r.key, r.value or b"", dict(r.headers or ()))
+
+
+async def read_topic(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    where: Callable[[Record], bool] = lambda _r: True,
+    expect: int | None = None,
+    timeout: float = 30.0,  # noqa: ASYNC109 - also bounds the wait for metadata
+    settle: float = 0.0,
+) -> list[Record]:
+    """Every record of `topic` from the beginning that matches `where`.
+
+    With `expect`, stops once that many matched (then waits `settle` seconds to catch extras)
+    or at `timeout`; without it, stops at the end each partition had when the call started.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        deadline = time.monotonic() + timeout
+        while not partitions:
+            if time.monotonic() > deadline:
+                return []
+            await asyncio.sleep(0.2)
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic)
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        end_offsets = await consumer.end_offsets(assigned)
+        found: list[Record] = []
+        settle_until: float | None = None
+        while True:
+            now = time.monotonic()
+            if settle_until is not None and now >= settle_until:
+                break
+            if now >= deadline:
+                break
+            batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+            for records in batches.values():
+                found.extend(m for m in map(_record, records) if where(m))
+            if expect is None:
+                positions = [await consumer.position(tp) for tp in assigned]
+                if all(pos >= end_offsets[tp] for pos, tp in zip(positions, assigned, strict=True)):
+                    break
+            elif len(found) >= expect and settle_until is None:
+                settle_until = time.monotonic() + settle
+        return sorted(found, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()
+
+
+async def produce(bootstrap_servers: str, envelope: Envelope, *, topic: str | None = None) -> None:
+    """Publish an envelope straight to Kafka, as a relay would (tests that bypass an outbox)."""
+    producer = make_producer(bootstrap_servers, client_id="carebridge-test-producer")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topic or str(topic_for_type(envelope.type, envelope.version)),
+            value=envelope.to_bytes(),
+            key=envelope.subject.encode(),
+            headers=kafka_headers(envelope),
+        )
+    finally:
+        await producer.stop()
+
+
+async def produce_raw(
+    bootstrap_servers: str,
+    topic: str,
+    value: bytes,
+    *,
+    key: bytes | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    producer = make_producer(bootstrap_servers, client_id="carebridge-test-producer")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value=value, key=key, headers=headers or [])
+    finally:
+        await producer.stop()
+
+
+def sample_assessment(patient_id: str, *, state: str = "NY") -> AssessmentCompleted:
+    return AssessmentCompleted(
+        assessment_id=uuid.uuid4(),
+        patient_id=patient_id,
+        state=state,
+        phq9_total=12,
+        phq9_band="moderate",
+        gad7_total=6,
+        gad7_band="mild",
+        item9_positive=False,
+        cssrs_imminent_risk=False,
+        therapy_interest=True,
+        preferred_channel="email",
+        completed_at=datetime.now(UTC),
+    )
+
+
+def wrap(event: BaseEvent, subject: str, sequence: int = 1) -> Envelope:
+    return Envelope.wrap(
+        event, producer="test", subject=subject, sequence=sequence, correlation_id=uuid.uuid4()
+    )

@@ -1,0 +1,273 @@
+"""Consumer runtime against real Kafka and PostgreSQL: dedup, dead letters, crash safety."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from carebridge_contracts import AssessmentCompleted, Envelope, Topic, dlq_topic
+from carebridge_shared.consumer import (
+    DLQ_ATTEMPTS,
+    DLQ_CONSUMER_GROUP,
+    DLQ_ERROR,
+    DLQ_ORIGINAL_OFFSET,
+    DLQ_ORIGINAL_PARTITION,
+    DLQ_ORIGINAL_TOPIC,
+    ConsumerRuntime,
+    EventContext,
+    RetryPolicy,
+)
+from carebridge_shared.db import create_pool, migrate
+from carebridge_shared.kafka import ensure_topics, make_producer
+from carebridge_shared.testing import produce, produce_raw, read_topic, sample_assessment, wrap
+
+pytestmark = pytest.mark.integration
+
+PROCS = Path(__file__).parent.parent / "procs"
+SCHEMA = "consumer_test"
+TOPIC = str(Topic.ASSESSMENTS)
+
+
+@pytest.fixture
+async def pool(fresh_database_url: str, stack_endpoints):  # type: ignore[no-untyped-def]
+    pool = await create_pool(fresh_database_url, SCHEMA)
+    await migrate(pool, SCHEMA, PROCS / "migrations")
+    await ensure_topics(
+        stack_endpoints.kafka_bootstrap,
+        [TOPIC, dlq_topic(TOPIC)],
+        partitions=3,
+        replication_factor=1,
+    )
+    yield pool
+    await pool.close()
+
+
+def _runtime(pool, bootstrap: str, group: str, attempts: int = 3) -> ConsumerRuntime:  # type: ignore[no-untyped-def]
+    return ConsumerRuntime(
+        bootstrap_servers=bootstrap,
+        pool=pool,
+        group_id=group,
+        producer_factory=lambda: make_producer(bootstrap, "test-dlq"),
+        retry=RetryPolicy(max_attempts=attempts, initial_backoff=0.05, max_backoff=0.2),
+    )
+
+
+async def _eventually(check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.2)
+
+
+async def test_event_delivered_twice_changes_state_once(pool, stack_endpoints) -> None:
+    bootstrap = stack_endpoints.kafka_bootstrap
+    patient = f"p-{uuid.uuid4()}"
+    group = f"dup-{uuid.uuid4().hex[:8]}"
+    envelope = wrap(sample_assessment(patient), patient)
+    await produce(bootstrap, envelope)
+    await produce(bootstrap, envelope)  # same event_id, a second delivery
+    marker = wrap(sample_assessment(patient), patient, sequence=2)
+    await produce(bootstrap, marker)
+
+    runtime = _runtime(pool, bootstrap, group)
+
+    @runtime.on(AssessmentCompleted)
+    async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
+        if ctx.envelope.subject == patient:
+            await ctx.conn.execute(
+                "INSERT INTO effects (event_id, subject, sequence) VALUES ($1, $2, $3)",
+                ctx.envelope.event_id,
+                patient,
+                ctx.envelope.sequence,
+            )
+
+    await runtime.start()
+    try:
+        await _eventually(lambda: _has_effect(pool, marker.event_id))
+    finally:
+        await runtime.stop()
+    rows = await pool.fetch(
+        "SELECT event_id FROM effects WHERE subject = $1 ORDER BY sequence", patient
+    )
+    assert [r["event_id"] for r in rows] == [envelope.event_id, marker.event_id]
+
+
+async def _has_effect(pool, event_id: uuid.UUID) -> bool:  # type: ignore[no-untyped-def]
+    return bool(await pool.fetchval("SELECT count(*) FROM effects WHERE event_id = $1", event_id))
+
+
+async def test_failing_handler_dead_letters_after_n_attempts_and_partition_moves_on(
+    pool, stack_endpoints
+) -> None:
+    bootstrap = stack_endpoints.kafka_bootstrap
+    patient = f"p-{uuid.uuid4()}"
+    group = f"dlq-{uuid.uuid4().hex[:8]}"
+    poison = wrap(sample_assessment(patient), patient, sequence=1)
+    healthy = wrap(sample_assessment(patient), patient, sequence=2)
+    await produce(bootstrap, poison)
+    await produce(bootstrap, healthy)  # same key: same partition, after the poison one
+    attempts: list[uuid.UUID] = []
+
+    runtime = _runtime(pool, bootstrap, group, attempts=4)
+
+    @runtime.on(AssessmentCompleted)
+    async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
+        if ctx.envelope.subject != patient:
+            return
+        if ctx.envelope.event_id == poison.event_id:
+            attempts.append(ctx.envelope.event_id)
+            raise ValueError("handler always fails for this event")
+        await ctx.conn.execute(
+            "INSERT INTO effects (event_id, subject, sequence) VALUES ($1, $2, $3)",
+            ctx.envelope.event_id,
+            patient,
+            ctx.envelope.sequence,
+        )
+
+    await runtime.start()
+    try:
+        await _eventually(lambda: _has_effect(pool, healthy.event_id))
+    finally:
+        await runtime.stop()
+
+    assert len(attempts) == 4
+    source = await read_topic(
+        bootstrap, TOPIC, where=lambda r: _event_id(r.value) == poison.event_id, expect=1
+    )
+    dead = await read_topic(
+        bootstrap,
+        dlq_topic(TOPIC),
+        where=lambda r: _event_id(r.value) == poison.event_id,
+        expect=1,
+        settle=1.0,
+    )
+    assert len(dead) == 1
+    headers = {k: v.decode() for k, v in dead[0].headers.items()}
+    assert headers[DLQ_ORIGINAL_TOPIC] == TOPIC
+    assert headers[DLQ_ORIGINAL_PARTITION] == str(source[0].partition)
+    assert headers[DLQ_ORIGINAL_OFFSET] == str(source[0].offset)
+    assert headers[DLQ_CONSUMER_GROUP] == group
+    assert headers[DLQ_ATTEMPTS] == "4"
+    assert headers[DLQ_ERROR].startswith("ValueError")
+    assert headers["ce-type"] == "AssessmentCompleted"
+    assert dead[0].key == patient.encode()
+    assert not await _has_effect(pool, poison.event_id)
+
+
+async def test_malformed_message_goes_to_dlq_with_reason(pool, stack_endpoints) -> None:
+    bootstrap = stack_endpoints.kafka_bootstrap
+    key = f"p-{uuid.uuid4()}".encode()
+    group = f"poison-{uuid.uuid4().hex[:8]}"
+    await produce_raw(bootstrap, TOPIC, b"{not json", key=key)
+    runtime = _runtime(pool, bootstrap, group)
+
+    @runtime.on(AssessmentCompleted)
+    async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
+        return None
+
+    await runtime.start()
+    try:
+        dead = await read_topic(
+            bootstrap, dlq_topic(TOPIC), where=lambda r: r.key == key, expect=1, timeout=60
+        )
+    finally:
+        await runtime.stop()
+    assert len(dead) == 1
+    assert dead[0].headers[DLQ_ATTEMPTS] == b"1"
+    assert dead[0].headers[DLQ_CONSUMER_GROUP] == group.encode()
+
+
+async def test_consumer_sigkilled_between_effect_and_offset_commit_loses_and_duplicates_nothing(
+    pool, stack_endpoints, fresh_database_url: str
+) -> None:
+    bootstrap = stack_endpoints.kafka_bootstrap
+    patient = f"p-{uuid.uuid4()}"
+    group = f"kill-{uuid.uuid4().hex[:8]}"
+    events = [wrap(sample_assessment(patient), patient, sequence=n) for n in (1, 2, 3)]
+    for envelope in events:
+        await produce(bootstrap, envelope)
+
+    command = [
+        sys.executable,
+        str(PROCS / "counter_consumer.py"),
+        "--bootstrap",
+        bootstrap,
+        "--database-url",
+        fresh_database_url,
+        "--schema",
+        SCHEMA,
+        "--group",
+        group,
+        "--subject",
+        patient,
+    ]
+    first = subprocess.run(
+        [*command, "--kill-after-effect", str(events[1].event_id)], capture_output=True, timeout=180
+    )
+    assert first.returncode == -9, first.stdout.decode()[-3000:]
+    applied = await pool.fetch("SELECT event_id FROM effects WHERE subject = $1", patient)
+    assert {r["event_id"] for r in applied} == {events[0].event_id, events[1].event_id}
+
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        await _eventually(lambda: _has_effect(pool, events[2].event_id), timeout=120)
+    finally:
+        second.terminate()
+        output, _ = second.communicate(timeout=30)
+    assert second.returncode == 0, output.decode()[-3000:]
+    rows = await pool.fetch(
+        "SELECT event_id FROM effects WHERE subject = $1 ORDER BY sequence", patient
+    )
+    assert [r["event_id"] for r in rows] == [e.event_id for e in events]
+    assert b'"event_duplicate"' in output, "event 2 must be redelivered and dropped by the inbox"
+
+
+def _event_id(value: bytes) -> uuid.UUID | None:
+    try:
+        return Envelope.from_bytes(value).event_id
+    except Exception:
+        return None
+
+
+async def test_dead_letters_of_one_group_are_redriven_once_and_poison_stays(
+    pool, stack_endpoints
+) -> None:
+    from carebridge_shared.dlq import REDRIVEN_FROM, redrive
+
+    bootstrap = stack_endpoints.kafka_bootstrap
+    patient = f"p-{uuid.uuid4()}"
+    failed_group = f"g-{uuid.uuid4().hex[:8]}"
+    envelope = wrap(sample_assessment(patient), patient)
+
+    def letter(group: str) -> list[tuple[str, bytes]]:
+        return [
+            (DLQ_ORIGINAL_TOPIC, TOPIC.encode()),
+            (DLQ_CONSUMER_GROUP, group.encode()),
+            (DLQ_ATTEMPTS, b"5"),
+            ("ce-type", b"AssessmentCompleted"),
+        ]
+
+    for value, group in (
+        (envelope.to_bytes(), failed_group),
+        (b"{not json", failed_group),
+        (envelope.to_bytes(), "some-other-group"),
+    ):
+        await produce_raw(
+            bootstrap, dlq_topic(TOPIC), value, key=patient.encode(), headers=letter(group)
+        )
+    first = await redrive(bootstrap, dlq_topic(TOPIC), failed_group=failed_group)
+    second = await redrive(bootstrap, dlq_topic(TOPIC), failed_group=failed_group)
+    assert (first.redriven, first.invalid) == (1, 1)
+    assert second.redriven == 0, "a second run never republishes what was already redriven"
+    back = await read_topic(
+        bootstrap, TOPIC, where=lambda r: r.key == patient.encode(), expect=1, settle=1.0
+    )
+    assert len(back) == 1
+    assert back[0].headers["ce-type"] == b"AssessmentCompleted"
+    assert REDRIVEN_FROM in back[0].headers and DLQ_ATTEMPTS not in back[0].headers

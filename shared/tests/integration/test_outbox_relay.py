@@ -1,0 +1,163 @@
+"""Outbox + relay against real PostgreSQL and Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from carebridge_contracts import Envelope, Topic
+from carebridge_shared.db import create_pool, migrate
+from carebridge_shared.kafka import ensure_topics, make_producer
+from carebridge_shared.outbox import Outbox, OutboxUsageError
+from carebridge_shared.relay import OutboxRelay
+from carebridge_shared.testing import read_topic, sample_assessment
+
+pytestmark = pytest.mark.integration
+
+PROCS = Path(__file__).parent.parent / "procs"
+SCHEMA = "outbox_test"
+
+
+@pytest.fixture
+async def pool(fresh_database_url: str, stack_endpoints):  # type: ignore[no-untyped-def]
+    pool = await create_pool(fresh_database_url, SCHEMA)
+    await migrate(pool, SCHEMA, PROCS / "migrations")
+    await ensure_topics(
+        stack_endpoints.kafka_bootstrap,
+        [str(Topic.ASSESSMENTS)],
+        partitions=3,
+        replication_factor=1,
+    )
+    yield pool
+    await pool.close()
+
+
+def _relay(pool, bootstrap: str) -> OutboxRelay:  # type: ignore[no-untyped-def]
+    return OutboxRelay(pool, SCHEMA, lambda: make_producer(bootstrap, "test-relay"))
+
+
+async def test_rolled_back_row_is_never_published_and_committed_one_is_published_once(
+    pool, stack_endpoints
+) -> None:
+    patient = f"p-{uuid.uuid4()}"
+    outbox = Outbox("test", SCHEMA)
+    with pytest.raises(RuntimeError, match="rollback"):
+        async with pool.acquire() as conn, conn.transaction():
+            await outbox.add(conn, sample_assessment(patient), subject=patient)
+            raise RuntimeError("rollback")
+    async with pool.acquire() as conn, conn.transaction():
+        committed = await outbox.add(conn, sample_assessment(patient), subject=patient)
+
+    relay = _relay(pool, stack_endpoints.kafka_bootstrap)
+    assert await relay.publish_pending() == 1
+    assert await relay.publish_pending() == 0
+    await relay.close()
+
+    records = await read_topic(
+        stack_endpoints.kafka_bootstrap,
+        str(Topic.ASSESSMENTS),
+        where=lambda r: r.key == patient.encode(),
+        expect=1,
+        settle=2.0,
+    )
+    assert [Envelope.from_bytes(r.value).event_id for r in records] == [committed.event_id]
+    assert committed.sequence == 1, "the rolled-back row must not consume a sequence number"
+    assert records[0].headers["ce-type"] == b"AssessmentCompleted"
+
+
+async def test_outbox_refuses_writes_outside_a_transaction(pool) -> None:
+    async with pool.acquire() as conn:
+        with pytest.raises(OutboxUsageError):
+            await Outbox("test", SCHEMA).add(conn, sample_assessment("p"), subject="p")
+
+
+async def test_relay_killed_after_publish_republishes_and_consumer_applies_once(
+    pool, stack_endpoints, fresh_database_url: str
+) -> None:
+    bootstrap = stack_endpoints.kafka_bootstrap
+    patient = f"p-{uuid.uuid4()}"
+    async with pool.acquire() as conn, conn.transaction():
+        envelope = await Outbox("test", SCHEMA).add(
+            conn, sample_assessment(patient), subject=patient
+        )
+
+    base = [
+        sys.executable,
+        str(PROCS / "relay_once.py"),
+        "--bootstrap",
+        bootstrap,
+        "--database-url",
+        fresh_database_url,
+        "--schema",
+        SCHEMA,
+    ]
+    killed = subprocess.run([*base, "--kill-after-publish"], capture_output=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 1
+
+    drained = subprocess.run(base, capture_output=True, timeout=120)
+    assert drained.returncode == 0, drained.stderr.decode()[-2000:]
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+
+    copies = await read_topic(
+        bootstrap,
+        str(Topic.ASSESSMENTS),
+        where=lambda r: r.key == patient.encode(),
+        expect=2,
+        settle=1.0,
+    )
+    assert [Envelope.from_bytes(r.value).event_id for r in copies] == [envelope.event_id] * 2
+
+    group = f"dedup-{uuid.uuid4().hex[:8]}"
+    consumer = subprocess.Popen(
+        [
+            sys.executable,
+            str(PROCS / "counter_consumer.py"),
+            "--bootstrap",
+            bootstrap,
+            "--database-url",
+            fresh_database_url,
+            "--schema",
+            SCHEMA,
+            "--group",
+            group,
+            "--subject",
+            patient,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        await _wait_for(
+            lambda: pool.fetchval(
+                "SELECT count(*) FROM inbox WHERE consumer = $1 AND event_id = $2",
+                group,
+                envelope.event_id,
+            ),
+            1,
+        )
+        await asyncio.sleep(2.0)  # give the second copy time to arrive and be dropped
+    finally:
+        consumer.terminate()
+        output, _ = consumer.communicate(timeout=30)
+    assert (
+        await pool.fetchval("SELECT count(*) FROM effects WHERE event_id = $1", envelope.event_id)
+        == 1
+    )
+    assert b'"event_duplicate"' in output, "the second copy must reach the consumer and be dropped"
+
+
+async def _wait_for(query, expected: int, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await query()
+        if value == expected:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"waited {timeout}s for {expected}, last saw {value}")
+        await asyncio.sleep(0.2)
