@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
+
 from carebridge_contracts import (
     AppointmentBooked,
     AppointmentCancelled,
@@ -13,6 +14,7 @@ from carebridge_contracts import (
     AssessmentCompleted,
     BaseEvent,
     CarePlanUpdated,
+    CareTeamEnded,
     CareTeamFormed,
     ConsentGranted,
     ConsentRevoked,
@@ -127,6 +129,14 @@ def example_events() -> list[BaseEvent]:
         ),
         CareTeamFormed(
             patient_id=PATIENT, care_team_id=_id(6), psychiatrist_id="clin-7", therapist_id="clin-9"
+        ),
+        CareTeamEnded(
+            patient_id=PATIENT,
+            care_team_id=_id(6),
+            referral_id=_id(5),
+            therapist_id="clin-9",
+            psychiatrist_id="clin-7",
+            reason_code="completed",
         ),
         CarePlanUpdated(
             patient_id=PATIENT,

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel, ConfigDict, create_model
+from pydantic.fields import FieldInfo
+
 from carebridge_contracts import AppointmentBooked, AssessmentCompleted
 from carebridge_contracts._schemas import SCHEMA_DIR, event_schema
 from carebridge_contracts.compat import check_all, check_compatible
 from carebridge_contracts.registry import entries
 from carebridge_contracts.schema_export import stale_schemas
-from pydantic import BaseModel, ConfigDict, create_model
-from pydantic.fields import FieldInfo
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 

@@ -6,6 +6,10 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
 from carebridge_contracts import (
     HEADER_CORRELATION_ID,
     HEADER_EVENT_ID,
@@ -20,9 +24,6 @@ from carebridge_contracts import (
     kafka_key,
     type_from_headers,
 )
-from hypothesis import given
-from hypothesis import strategies as st
-from pydantic import ValidationError
 
 json_scalars = (
     st.none()

@@ -6,6 +6,8 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from pydantic import ValidationError
+
 from carebridge_contracts import (
     AppointmentBooked,
     AssessmentCompleted,
@@ -19,7 +21,6 @@ from carebridge_contracts import (
 )
 from carebridge_contracts._schemas import event_schema
 from carebridge_contracts.events.intake import gad7_band, phq9_band
-from pydantic import ValidationError
 
 PHI_FIELD_NAMES = re.compile(r"name|email|phone|address|note|text|comment", re.IGNORECASE)
 

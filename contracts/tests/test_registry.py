@@ -4,8 +4,9 @@ import json
 from pathlib import Path
 from uuid import uuid4
 
-import carebridge_contracts
 import pytest
+
+import carebridge_contracts
 from carebridge_contracts import (
     AppointmentBooked,
     AssessmentCompleted,
@@ -38,6 +39,7 @@ EXPECTED_TOPICS = {
     "TherapistMatched": Topic.REFERRALS,
     "ReferralWaitlisted": Topic.REFERRALS,
     "CareTeamFormed": Topic.REFERRALS,
+    "CareTeamEnded": Topic.REFERRALS,
     "CarePlanUpdated": Topic.CARE_PLANS,
     "ConsentGranted": Topic.CONSENTS,
     "ConsentRevoked": Topic.CONSENTS,

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from carebridge_contracts import IncompatibleSchemaChange
 from carebridge_contracts._schemas import SCHEMA_DIR, expected_schemas
 from carebridge_contracts.schema_export import main, stale_schemas, write_schemas

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from carebridge_contracts import GapDetector, SequenceVerdict, Topic
 
 A = Topic.APPOINTMENTS

@@ -12,6 +12,7 @@ from carebridge_contracts.events.care import CarePlanUpdated
 from carebridge_contracts.events.intake import AssessmentCompleted, SafetyRiskFlagged
 from carebridge_contracts.events.notification import NotificationFailed, NotificationSent
 from carebridge_contracts.events.referral import (
+    CareTeamEnded,
     CareTeamFormed,
     ConsentGranted,
     ConsentRevoked,
@@ -29,6 +30,7 @@ __all__ = [
     "AssessmentCompleted",
     "BaseEvent",
     "CarePlanUpdated",
+    "CareTeamEnded",
     "CareTeamFormed",
     "ConsentGranted",
     "ConsentRevoked",

@@ -13,6 +13,7 @@ from carebridge_contracts.events.common import ClinicianId, Modality, StateCode,
 RequestedBy = Literal["psychiatrist", "intake"]
 WaitlistReason = Literal["no_capacity", "no_licensed_therapist", "awaiting_consent"]
 ConsentScope = Literal["care_plan_sharing"]
+CareTeamEndReason = Literal["completed", "revoked"]
 
 
 class TherapistRequested(BaseEvent):
@@ -70,6 +71,22 @@ class CareTeamFormed(BaseEvent):
     care_team_id: UUID
     psychiatrist_id: ClinicianId | None = None
     therapist_id: ClinicianId
+
+
+class CareTeamEnded(BaseEvent):
+    """The patient left the care team: the therapist's place is free, plan sharing with them ends.
+
+    `completed`: the referral was fulfilled; `revoked`: it was withdrawn before that.
+    """
+
+    event_type: ClassVar[str] = "CareTeamEnded"
+    event_version: ClassVar[int] = 1
+
+    care_team_id: UUID
+    referral_id: UUID
+    therapist_id: ClinicianId
+    psychiatrist_id: ClinicianId | None = None
+    reason_code: CareTeamEndReason
 
 
 class ConsentGranted(BaseEvent):

@@ -1,1 +1,319 @@
-"""Pure rules of the referral service (therapist matching arrives with the referral issue)."""
+"""Pure rules of referral: therapist matching, the waitlist, referral statuses, plan access, diffs.
+
+No I/O here. Referral statuses follow FHIR ServiceRequest; a matched referral stays `active`
+with its therapist while the care team it formed lasts (see ADR 0004).
+"""
+
+from __future__ import annotations
+
+import re
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from carebridge_contracts.events.care import PlanSection
+from carebridge_contracts.events.common import ClinicianRole, Modality, Urgency
+from carebridge_contracts.events.intake import Gad7Band, Phq9Band
+from carebridge_contracts.events.referral import (
+    CareTeamEndReason,
+    ConsentScope,
+    RequestedBy,
+    WaitlistReason,
+)
+
+ReferralStatus = Literal["draft", "active", "on-hold", "revoked", "completed"]
+OPEN_STATUSES: frozenset[ReferralStatus] = frozenset({"draft", "active", "on-hold"})
+Action = Literal["match", "hold", "revoke", "complete"]
+
+
+# --- refusals ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request the rules turn down: an HTTP status, a machine code and a message."""
+
+    code: str
+    message: str
+    status: int = 409
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+# --- referral lifecycle --------------------------------------------------------------------
+
+# (status, therapist assigned?, action) -> next status. `hold` and `match` only apply to a
+# referral nobody took yet; a revoked or completed referral is never matched again.
+_TRANSITIONS: Mapping[tuple[ReferralStatus, bool, Action], ReferralStatus] = {
+    ("draft", False, "revoke"): "revoked",
+    ("active", False, "match"): "active",
+    ("active", False, "hold"): "on-hold",
+    ("active", False, "revoke"): "revoked",
+    ("on-hold", False, "match"): "active",
+    ("on-hold", False, "hold"): "on-hold",
+    ("on-hold", False, "revoke"): "revoked",
+    ("active", True, "complete"): "completed",
+    ("active", True, "revoke"): "revoked",
+}
+
+
+def next_status(current: ReferralStatus, matched: bool, action: Action) -> ReferralStatus | None:
+    """The status after `action`, or None when it is not allowed from `current`."""
+    return _TRANSITIONS.get((current, matched, action))
+
+
+def transition_refusal(current: ReferralStatus, matched: bool, action: Action) -> Refusal | None:
+    if next_status(current, matched, action) is not None:
+        return None
+    return Refusal(
+        "illegal_transition",
+        f"Cannot {action} a referral that is {current}"
+        + (" and matched." if matched else " and not matched."),
+        extra={"current_status": current, "action": action},
+    )
+
+
+def intake_urgency(phq9: Phq9Band, gad7: Gad7Band) -> Urgency:
+    """Urgent when PHQ-9 is moderately severe or severe, or GAD-7 is severe."""
+    if phq9 in ("moderately_severe", "severe") or gad7 == "severe":
+        return "urgent"
+    return "routine"
+
+
+@dataclass(frozen=True, slots=True)
+class Referral:
+    id: UUID
+    patient_id: str
+    state: str
+    modality: Modality
+    urgency: Urgency
+    requested_by: RequestedBy
+    requesting_clinician_id: str | None
+    assessment_id: UUID | None
+    status: ReferralStatus
+    hold_reason: WaitlistReason | None
+    therapist_id: str | None
+    care_team_id: UUID | None
+    created_at: datetime
+    updated_at: datetime
+    matched_at: datetime | None = None
+    closed_at: datetime | None = None
+
+    @property
+    def matched(self) -> bool:
+        return self.therapist_id is not None
+
+    def same_request(
+        self, state: str, modality: str, urgency: str, requesting_clinician_id: str
+    ) -> bool:
+        """A retried POST: same place, modality, urgency and psychiatrist."""
+        return (self.state, self.modality, self.urgency, self.requesting_clinician_id) == (
+            state,
+            modality,
+            urgency,
+            requesting_clinician_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CareTeam:
+    id: UUID
+    patient_id: str
+    referral_id: UUID
+    psychiatrist_id: str | None
+    therapist_id: str
+    status: Literal["active", "ended"]
+    formed_at: datetime
+    end_reason: CareTeamEndReason | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    patient_id: str
+    scope: ConsentScope
+    consent_id: UUID
+    status: Literal["granted", "revoked"]
+    granted_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def granted(self) -> bool:
+        return self.status == "granted"
+
+
+# --- matching ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Therapist:
+    id: str
+    licence_states: frozenset[str]
+    modalities: frozenset[str]
+    capacity: int
+    active: bool = True
+
+    def qualified_for(self, state: str, modality: str) -> bool:
+        return self.active and state in self.licence_states and modality in self.modalities
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingReferral:
+    """An open referral nobody took yet, as the matcher sees it."""
+
+    id: UUID
+    state: str
+    modality: str
+    urgency: Urgency
+    created_at: datetime
+    consent_granted: bool
+
+    @classmethod
+    def of(cls, referral: Referral, *, consent_granted: bool) -> WaitingReferral:
+        return cls(
+            referral.id,
+            referral.state,
+            referral.modality,
+            referral.urgency,
+            referral.created_at,
+            consent_granted,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    therapist_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    reason: WaitlistReason
+
+
+Decision = Match | Hold
+
+
+def queue_key(referral: WaitingReferral) -> tuple[int, datetime, str]:
+    """Urgent first, then oldest first; the id breaks ties so the order is total."""
+    return (0 if referral.urgency == "urgent" else 1, referral.created_at, str(referral.id))
+
+
+def queue_order(waiting: Iterable[WaitingReferral]) -> list[WaitingReferral]:
+    return sorted(waiting, key=queue_key)
+
+
+def choose_therapist(
+    state: str, modality: str, therapists: Iterable[Therapist], loads: Mapping[str, int]
+) -> Decision:
+    """The least loaded qualified therapist with a free place (ties by id), or why none.
+
+    `no_licensed_therapist`: no active therapist licensed in `state` offers `modality`;
+    `no_capacity`: some do, but all are full.
+    """
+    qualified = [t for t in therapists if t.qualified_for(state, modality)]
+    if not qualified:
+        return Hold("no_licensed_therapist")
+    free = [t for t in qualified if loads.get(t.id, 0) < t.capacity]
+    if not free:
+        return Hold("no_capacity")
+    best = min(free, key=lambda t: (loads.get(t.id, 0), t.id))
+    return Match(best.id)
+
+
+def allocate(
+    waiting: Iterable[WaitingReferral],
+    therapists: Sequence[Therapist],
+    loads: Mapping[str, int],
+) -> list[tuple[WaitingReferral, Decision]]:
+    """Decide every waiting referral in queue order; each match takes a place at once."""
+    taken = dict(loads)
+    decisions: list[tuple[WaitingReferral, Decision]] = []
+    for referral in queue_order(waiting):
+        if not referral.consent_granted:
+            decisions.append((referral, Hold("awaiting_consent")))
+            continue
+        decision = choose_therapist(referral.state, referral.modality, therapists, taken)
+        if isinstance(decision, Match):
+            taken[decision.therapist_id] = taken.get(decision.therapist_id, 0) + 1
+        decisions.append((referral, decision))
+    return decisions
+
+
+# --- care plan -----------------------------------------------------------------------------
+
+PLAN_SECTIONS: tuple[PlanSection, ...] = (
+    "goals",
+    "diagnosis_codes",
+    "medication_summary",
+    "therapy_modality",
+    "therapy_frequency",
+)
+
+
+def changed_sections(
+    before: Mapping[str, object], after: Mapping[str, object]
+) -> list[PlanSection]:
+    """The plan sections whose value differs, in canonical order (a missing one is None)."""
+    return [s for s in PLAN_SECTIONS if before.get(s) != after.get(s)]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanTeam:
+    """Who may see a patient's plan: the care team's psychiatrist (or, before a team exists,
+    the patient's known psychiatrist), the active care team's therapist, and the consent."""
+
+    psychiatrist_id: str | None
+    therapist_id: str | None
+    consent_granted: bool
+
+
+def plan_access(team: PlanTeam, clinician_id: str) -> ClinicianRole | Refusal:
+    """The caller's role on the plan, or a 403 refusal.
+
+    The therapist needs the patient's care_plan_sharing consent as well; the psychiatrist,
+    who treats the patient directly, does not.
+    """
+    if team.psychiatrist_id is not None and clinician_id == team.psychiatrist_id:
+        return "psychiatrist"
+    if team.therapist_id is not None and clinician_id == team.therapist_id:
+        if team.consent_granted:
+            return "therapist"
+        return Refusal(
+            "consent_required",
+            "The patient has not granted care_plan_sharing consent; the plan is not shared "
+            "with the therapist.",
+            status=403,
+        )
+    return Refusal(
+        "not_in_care_team", "Only the patient's care team may see the care plan.", status=403
+    )
+
+
+_VERSION = re.compile(r"[0-9]{1,9}")
+
+
+@dataclass(frozen=True, slots=True)
+class CarePlan:
+    """A stored plan version; version 0 with empty content is the plan nobody wrote yet."""
+
+    patient_id: str
+    version: int
+    content: Mapping[str, Any]
+    author_id: str | None = None
+    author_role: ClinicianRole | None = None
+    updated_at: datetime | None = None
+
+
+def parse_version_tag(raw: str) -> int | None:
+    """A plan version from an If-Match value: `3`, `"3"` or `W/"3"`; None when it is not one."""
+    value = raw.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    value = value.strip('"')
+    return int(value) if _VERSION.fullmatch(value) else None
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
