@@ -85,8 +85,11 @@ class CareClient:
 
         return wait_until(f"booking to consume {patient_id}'s assessment", probe, timeout)
 
-    def first_slot(self, state: str, visit_type: str) -> dict[str, Any]:
-        start = datetime.now(UTC) + timedelta(hours=2)
+    def first_slot(
+        self, state: str, visit_type: str, *, after: datetime | None = None
+    ) -> dict[str, Any]:
+        """The earliest free slot at least two hours after `after` (default: now)."""
+        start = (after or datetime.now(UTC)) + timedelta(hours=2)
         params = {
             "state": state,
             "visit_type": visit_type,
@@ -109,6 +112,9 @@ class CareClient:
         }
         booked: dict[str, Any] = self.ok("booking", "POST", "/v1/appointments", json=body)
         return booked
+
+    def notification_now(self) -> datetime:
+        return datetime.fromisoformat(self.ok("notification", "GET", "/v1/_dev/clock")["now"])
 
     def advance_notification_clock(self, seconds: float) -> None:
         self.ok("notification", "POST", "/v1/_dev/clock", json={"advance_seconds": seconds})

@@ -271,3 +271,38 @@ async def test_dead_letters_of_one_group_are_redriven_once_and_poison_stays(
     assert len(back) == 1
     assert back[0].headers["ce-type"] == b"AssessmentCompleted"
     assert REDRIVEN_FROM in back[0].headers and DLQ_ATTEMPTS not in back[0].headers
+
+
+async def test_sigterm_finishes_the_in_flight_event_and_commits_its_offset(
+    pool, stack_endpoints, fresh_database_url: str
+) -> None:
+    bootstrap = stack_endpoints.kafka_bootstrap
+    patient = f"p-{uuid.uuid4()}"
+    group = f"term-{uuid.uuid4().hex[:8]}"
+    envelope = wrap(sample_assessment(patient), patient)
+    await produce(bootstrap, envelope)
+    command = [sys.executable, str(PROCS / "counter_consumer.py"), "--bootstrap", bootstrap,
+               "--database-url", fresh_database_url, "--schema", SCHEMA, "--group", group,
+               "--subject", patient]  # fmt: skip
+
+    slow = subprocess.Popen(
+        [*command, "--slow-seconds", "3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert slow.stdout is not None
+    for line in iter(slow.stdout.readline, b""):
+        if b"handler-started" in line:
+            break
+    slow.terminate()  # SIGTERM while the handler sleeps
+    output, _ = slow.communicate(timeout=60)
+    assert slow.returncode == 0, output.decode()[-3000:]
+    assert await _has_effect(pool, envelope.event_id), "the in-flight event was finished"
+
+    again = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    await asyncio.sleep(6)  # long enough to be redelivered if the offset had not been committed
+    again.terminate()
+    output, _ = again.communicate(timeout=60)
+    assert b'"event_duplicate"' not in output, "the offset was committed before exit"
+    count = await pool.fetchval(
+        "SELECT count(*) FROM effects WHERE event_id = $1", envelope.event_id
+    )
+    assert count == 1

@@ -31,6 +31,7 @@ async def main() -> None:
     parser.add_argument("--group", required=True)
     parser.add_argument("--subject", required=True)
     parser.add_argument("--kill-after-effect", default=None)
+    parser.add_argument("--slow-seconds", type=float, default=0.0)
     args = parser.parse_args()
     configure_logging("counter-consumer", "INFO")
     kill_on = uuid.UUID(args.kill_after_effect) if args.kill_after_effect else None
@@ -56,6 +57,9 @@ async def main() -> None:
     async def record(event: AssessmentCompleted, ctx: EventContext) -> None:
         if ctx.envelope.subject != args.subject:
             return
+        if args.slow_seconds:
+            print("handler-started", flush=True)
+            await asyncio.sleep(args.slow_seconds)
         await ctx.conn.execute(
             "INSERT INTO effects (event_id, subject, sequence) VALUES ($1, $2, $3)",
             ctx.envelope.event_id,
