@@ -12,6 +12,7 @@ Environment: ``CAREBRIDGE_STACK_DIR``, ``CAREBRIDGE_KAFKA_PORT``,
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -58,6 +59,22 @@ def _env_bool(name: str, default: bool) -> bool:
     if not value:
         return default
     return value not in {"0", "off", "false", "no"}
+
+
+def _others_can_enter(path: Path) -> bool:
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.stat().st_mode & 0o001:
+            return False
+    return True
+
+
+def postgres_dir(stack_dir: Path) -> Path:
+    """Where PostgreSQL keeps its data: under the stack, unless the unprivileged user that runs
+    it (root may not) could not enter the stack directory (a checkout under /root, say)."""
+    if os.geteuid() != 0 or _others_can_enter(stack_dir):
+        return stack_dir / "postgres"
+    digest = hashlib.sha256(str(stack_dir).encode()).hexdigest()[:10]
+    return Path("/var/tmp") / f"carebridge-{digest}" / "postgres"
 
 
 def default_stack_dir() -> Path:
@@ -147,7 +164,7 @@ class Stack:
             heap=kafka_heap,
         )
         self.postgres = PostgresServer(
-            self.dir / "postgres",
+            postgres_dir(self.dir),
             port=pg_port or _env_int("CAREBRIDGE_PG_PORT", DEFAULT_PG_PORT),
             fsync=pg_fsync if pg_fsync is not None else _env_bool("CAREBRIDGE_PG_FSYNC", True),
         )
@@ -268,8 +285,9 @@ class Stack:
 
     def _stray_processes(self) -> list[int]:
         """Servers or reapers of this stack that are still alive (e.g. pidfile lost)."""
-        stray = []
-        for pid in processes_mentioning(str(self.dir) + "/"):
+        stray: list[int] = []
+        roots = {str(self.dir) + "/", str(self.postgres.base_dir) + "/"}
+        for pid in sorted({p for root in roots for p in processes_mentioning(root)}):
             cmdline = proc_cmdline(pid)
             exe = Path(cmdline[0]).name if cmdline else ""
             if exe in {"java", "postgres"} or any(a.endswith("_reaper.py") for a in cmdline):
