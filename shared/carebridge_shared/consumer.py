@@ -94,24 +94,39 @@ class RetryPolicy:
 
 
 class _AssignmentTracker(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Knows when the subscriber has joined its group (an assignment, possibly empty, arrived)."""
+    """Knows when the subscriber is ready to receive: it joined its group and the starting
+    position of every assigned partition is resolved (with offset reset "latest" a position
+    is only fixed on the first fetch; a record published before that would be skipped)."""
 
     def __init__(self, group_id: str, topic: str) -> None:
         self.joined = asyncio.Event()
+        self.consumer: Callable[[], Any] = lambda: None
         self._group_id = group_id
         self._topic = topic
+        self._resolving: asyncio.Task[None] | None = None
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         log.info("partitions_revoked", group=self._group_id, partitions=len(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        self.joined.set()
         log.info(
             "partitions_assigned",
             group=self._group_id,
             topic=self._topic,
             partitions=sorted(tp.partition for tp in assigned),
         )
+        # Resolving positions needs the rebalance to finish first: do it outside the callback.
+        self._resolving = asyncio.create_task(self._resolve_positions(list(assigned)))
+
+    async def _resolve_positions(self, assigned: list[Any]) -> None:
+        consumer = self.consumer()
+        try:
+            for partition in assigned if consumer is not None else []:
+                await consumer.position(partition)
+        except Exception as exc:  # a new rebalance superseded this one; it will set joined
+            log.info("positions_not_resolved", group=self._group_id, error=type(exc).__name__)
+            return
+        self.joined.set()
 
 
 class ConsumerRuntime:
@@ -151,6 +166,11 @@ class ConsumerRuntime:
     def joined(self) -> bool:
         """Every subscription has joined its consumer group (ready to receive)."""
         return self.started and all(t.joined.is_set() for t in self._trackers)
+
+    async def until_joined(self) -> None:
+        """Wait until every subscription can receive (see `joined`)."""
+        for tracker in self._trackers:
+            await tracker.joined.wait()
 
     def on(
         self, event_cls: type[E]
@@ -200,6 +220,7 @@ class ConsumerRuntime:
             ack_policy=AckPolicy.NACK_ON_ERROR,
             listener=tracker,
         )
+        tracker.consumer = lambda: subscriber.consumer
 
         async def consume(message: KafkaMessage) -> None:
             await self.process(message.raw_message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -140,3 +141,17 @@ def wrap(event: BaseEvent, subject: str, sequence: int = 1) -> Envelope:
     return Envelope.wrap(
         event, producer="test", subject=subject, sequence=sequence, correlation_id=uuid.uuid4()
     )
+
+
+def spawn_until(command: list[str], marker: bytes) -> subprocess.Popen[bytes]:
+    """Start a process and return once it printed `marker` (its output stays on the pipe)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert process.stdout is not None
+    seen: list[bytes] = []
+    for line in iter(process.stdout.readline, b""):
+        seen.append(line)
+        if marker in line:
+            return process
+    process.wait(timeout=30)
+    tail = b"".join(seen[-40:]).decode(errors="replace")
+    raise RuntimeError(f"{command[1]} exited before printing {marker!r}:\n{tail}")

@@ -132,8 +132,16 @@ async def list_slots(
     from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     to: AwareDatetime | None = None,
     clinician_id: ClinicianId | None = None,
+    patient_id: Annotated[
+        PatientId | None,
+        Query(description="Only clinicians this patient may book for this visit type"),
+    ] = None,
 ) -> SlotList:
-    """Free slots of active clinicians of the right role, licensed in `state` on the slot date."""
+    """Free slots of active clinicians of the right role, licensed in `state` on the slot date.
+
+    With `patient_id`, therapy intakes are offered only with the therapist(s) referral matched
+    the patient with, and therapy sessions only with a therapist who held their intake.
+    """
     now = ctx.clock.now()
     start = from_ or now
     end = to or start + rules.max_query_range
@@ -156,6 +164,9 @@ async def list_slots(
         )
         if clinician_id is not None:
             candidates = [c for c in candidates if c.id == clinician_id]
+        if patient_id is not None:
+            standing = await store.patient_standing(conn, patient_id)
+            candidates = [c for c in candidates if domain.offered_to(standing, visit_type, c.id)]
         busy = await store.busy_intervals(
             conn, [c.id for c in candidates], start, searchable_end + length
         )

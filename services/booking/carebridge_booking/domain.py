@@ -232,7 +232,8 @@ class PatientStanding:
     urgent_review_required: bool = False
     initial_evaluation_fulfilled: bool = False
     therapy_intake_fulfilled_with: frozenset[str] = frozenset()
-    # None: therapist matching does not restrict therapy intakes (yet; see referral).
+    # Therapists referral matched the patient with whose care team has not ended; None while
+    # the patient was never matched (then therapy intakes are not restricted).
     matched_therapists: frozenset[str] | None = None
 
 
@@ -276,8 +277,18 @@ def patient_refusal(
 
 
 def therapist_allowed(standing: PatientStanding, clinician_id: str) -> bool:
-    """The seam for referral matching: any therapist until a match restricts the choice."""
+    """Referral matching: any therapist until a match restricts the choice to the matched ones."""
     return standing.matched_therapists is None or clinician_id in standing.matched_therapists
+
+
+def offered_to(standing: PatientStanding, visit_type: VisitType, clinician_id: str) -> bool:
+    """Whether slots of this clinician are worth offering to this patient for this visit type:
+    therapy intakes only with a matched therapist, sessions only after an intake with them."""
+    if visit_type == "therapy_intake":
+        return therapist_allowed(standing, clinician_id)
+    if visit_type == "therapy_session":
+        return clinician_id in standing.therapy_intake_fulfilled_with
+    return True
 
 
 def clinician_refusal(

@@ -1,9 +1,15 @@
-"""Event subscribers of the booking service: intake outcomes decide who may self-book."""
+"""Event subscribers of the booking service: intake outcomes decide who may self-book, and
+referral's matches decide with which therapist a therapy intake may be booked."""
 
 from __future__ import annotations
 
 from carebridge_booking import store
-from carebridge_contracts import AssessmentCompleted, SafetyRiskFlagged
+from carebridge_contracts import (
+    AssessmentCompleted,
+    CareTeamEnded,
+    SafetyRiskFlagged,
+    TherapistMatched,
+)
 from carebridge_shared.consumer import ConsumerRuntime, EventContext
 from carebridge_shared.service import ServiceContext
 
@@ -22,3 +28,11 @@ def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
     @runtime.on(SafetyRiskFlagged)
     async def safety_risk_flagged(event: SafetyRiskFlagged, ctx: EventContext) -> None:
         await store.record_risk(ctx.conn, event.patient_id, event.flagged_at, event.imminent)
+
+    @runtime.on(TherapistMatched)
+    async def therapist_matched(event: TherapistMatched, ctx: EventContext) -> None:
+        await store.record_match(ctx.conn, event.referral_id, event.patient_id, event.therapist_id)
+
+    @runtime.on(CareTeamEnded)
+    async def care_team_ended(event: CareTeamEnded, ctx: EventContext) -> None:
+        await store.end_match(ctx.conn, event.referral_id, event.patient_id, event.therapist_id)

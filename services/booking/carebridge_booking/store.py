@@ -205,7 +205,10 @@ async def patient_standing(conn: Connection, patient_id: str) -> domain.PatientS
         "   AS initial_evaluation_fulfilled,"
         " coalesce((SELECT array_agg(DISTINCT a.clinician_id) FROM appointments a"
         "   WHERE a.patient_id = $1 AND a.visit_type = 'therapy_intake'"
-        "   AND a.status = 'fulfilled'), '{}') AS therapy_intake_fulfilled_with",
+        "   AND a.status = 'fulfilled'), '{}') AS therapy_intake_fulfilled_with,"
+        " EXISTS (SELECT 1 FROM therapist_matches m WHERE m.patient_id = $1) AS ever_matched,"
+        " coalesce((SELECT array_agg(DISTINCT m.therapist_id) FROM therapist_matches m"
+        "   WHERE m.patient_id = $1 AND m.ended_at IS NULL), '{}') AS matched_therapists",
         patient_id,
     )
     assert row is not None  # a SELECT without FROM always returns one row
@@ -214,8 +217,38 @@ async def patient_standing(conn: Connection, patient_id: str) -> domain.PatientS
         urgent_review_required=row["urgent_review_required"],
         initial_evaluation_fulfilled=row["initial_evaluation_fulfilled"],
         therapy_intake_fulfilled_with=frozenset(row["therapy_intake_fulfilled_with"]),
-        # Referral matching is not known to booking yet: any therapist may take an intake.
-        matched_therapists=None,
+        # Until referral matched the patient once, any therapist may take the intake.
+        matched_therapists=(frozenset(row["matched_therapists"]) if row["ever_matched"] else None),
+    )
+
+
+# --- therapist matches (from referral) -----------------------------------------------------
+
+
+async def record_match(
+    conn: Connection, referral_id: UUID, patient_id: str, therapist_id: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO therapist_matches (referral_id, patient_id, therapist_id)"
+        " VALUES ($1, $2, $3) ON CONFLICT (referral_id) DO NOTHING",
+        referral_id,
+        patient_id,
+        therapist_id,
+    )
+
+
+async def end_match(
+    conn: Connection, referral_id: UUID, patient_id: str, therapist_id: str
+) -> None:
+    """The care team ended; recorded even if the match itself was never seen."""
+    await conn.execute(
+        "INSERT INTO therapist_matches (referral_id, patient_id, therapist_id, ended_at)"
+        " VALUES ($1, $2, $3, now())"
+        " ON CONFLICT (referral_id) DO UPDATE SET ended_at = coalesce("
+        "  therapist_matches.ended_at, EXCLUDED.ended_at)",
+        referral_id,
+        patient_id,
+        therapist_id,
     )
 
 

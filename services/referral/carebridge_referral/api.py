@@ -1,7 +1,270 @@
-"""HTTP API of the referral service (referrals and care plans arrive with the referral issue)."""
+"""HTTP API of the referral service: therapists, referrals, care teams, consents, care plans.
+
+`X-Clinician-Id` names the caller of the care-plan routes. It stands in for an authenticated
+principal (a verified token's subject): real authentication is out of scope here.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
+from fastapi.exceptions import RequestValidationError
+
+from carebridge_contracts.events.common import ClinicianId, Modality, PatientId, StateCode
+from carebridge_contracts.events.referral import ConsentScope
+from carebridge_referral import care_plans, consents, domain, referrals, roster, store
+from carebridge_referral.errors import not_found, refuse
+from carebridge_referral.models import (
+    CarePlanOut,
+    CarePlanWrite,
+    CareTeamOut,
+    ConsentList,
+    ConsentOut,
+    ConsentRequest,
+    ReferralList,
+    ReferralOut,
+    ReferralRequest,
+    TherapistBody,
+    TherapistList,
+    TherapistOut,
+)
+from carebridge_shared.service import ServiceContext, service_context
 
 router = APIRouter(prefix="/v1", tags=["referral"])
+
+Context = Annotated[ServiceContext, Depends(service_context)]
+PatientPath = Annotated[PatientId, Path(description="Opaque patient id")]
+TherapistPath = Annotated[ClinicianId, Path(description="Opaque therapist id, e.g. thr-ny-1")]
+
+
+def _invalid(location: tuple[str, ...], reason: str) -> RequestValidationError:
+    """A 422 in the shared error format, for checks that span several parameters."""
+    return RequestValidationError([{"loc": location, "msg": reason, "type": "value_error"}])
+
+
+def caller(
+    x_clinician_id: Annotated[
+        ClinicianId | None,
+        Header(description="The calling clinician (stands in for an authenticated principal)"),
+    ] = None,
+) -> str:
+    if x_clinician_id is None:
+        raise refuse(
+            "clinician_id_required", "Send the calling clinician's id in X-Clinician-Id.", 401
+        )
+    return x_clinician_id
+
+
+Caller = Annotated[str, Depends(caller)]
+
+
+# --- therapists ----------------------------------------------------------------------------
+
+
+def _therapist_out(therapist: domain.Therapist, load: int) -> TherapistOut:
+    return TherapistOut(
+        id=therapist.id,
+        licence_states=sorted(therapist.licence_states),
+        modalities=sorted(therapist.modalities),
+        capacity=therapist.capacity,
+        active=therapist.active,
+        active_patients=load,
+        free_places=max(therapist.capacity - load, 0),
+    )
+
+
+@router.get("/therapists")
+async def list_therapists(
+    ctx: Context,
+    state: Annotated[StateCode | None, Query(description="Licensed in this state")] = None,
+    modality: Modality | None = None,
+    active: bool | None = None,
+) -> TherapistList:
+    async with ctx.pool.acquire() as conn:
+        found = await store.list_therapists(conn, state=state, modality=modality, active=active)
+    return TherapistList(therapists=[_therapist_out(t, load) for t, load in found])
+
+
+@router.get("/therapists/{therapist_id}")
+async def get_therapist(ctx: Context, therapist_id: TherapistPath) -> TherapistOut:
+    async with ctx.pool.acquire() as conn:
+        found = await store.get_therapist(conn, therapist_id)
+    if found is None:
+        raise not_found("therapist")
+    return _therapist_out(*found)
+
+
+@router.put(
+    "/therapists/{therapist_id}",
+    responses={201: {"description": "Created"}, 200: {"description": "Replaced"}},
+)
+async def put_therapist(
+    ctx: Context, therapist_id: TherapistPath, body: TherapistBody, response: Response
+) -> TherapistOut:
+    """Create or replace a therapist's matching view; new places go to the waitlist at once."""
+    therapist, load, created = await roster.put_therapist(ctx, therapist_id, body)
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return _therapist_out(therapist, load)
+
+
+# --- referrals -----------------------------------------------------------------------------
+
+
+def _referral_out(referral: domain.Referral) -> ReferralOut:
+    return ReferralOut.model_validate(referral, from_attributes=True)
+
+
+@router.post(
+    "/referrals",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "The same request again: the referral it opened"}},
+)
+async def open_referral(ctx: Context, body: ReferralRequest, response: Response) -> ReferralOut:
+    """A psychiatrist refers a patient to therapy; matched at once when someone is free."""
+    referral, created = await referrals.open_by_psychiatrist(ctx, body)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return _referral_out(referral)
+
+
+@router.get("/referrals")
+async def list_referrals(
+    ctx: Context,
+    patient_id: PatientId | None = None,
+    status: domain.ReferralStatus | None = None,
+    therapist_id: ClinicianId | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> ReferralList:
+    """Referrals, oldest first; e.g. `?status=on-hold` is the waitlist."""
+    async with ctx.pool.acquire() as conn:
+        found = await store.list_referrals(
+            conn, patient_id=patient_id, status=status, therapist_id=therapist_id, limit=limit
+        )
+    return ReferralList(referrals=[_referral_out(r) for r in found])
+
+
+@router.get("/referrals/{referral_id}")
+async def get_referral(ctx: Context, referral_id: UUID) -> ReferralOut:
+    async with ctx.pool.acquire() as conn:
+        referral = await store.get_referral(conn, referral_id)
+    if referral is None:
+        raise not_found("referral")
+    return _referral_out(referral)
+
+
+@router.post("/referrals/{referral_id}/revoke")
+async def revoke_referral(ctx: Context, referral_id: UUID) -> ReferralOut:
+    """Withdraw a referral: never matched afterwards; a care team it formed ends."""
+    return _referral_out(await referrals.close(ctx, referral_id, "revoke"))
+
+
+@router.post("/referrals/{referral_id}/complete")
+async def complete_referral(ctx: Context, referral_id: UUID) -> ReferralOut:
+    """The therapy episode is over: the patient leaves the care team, the place is freed."""
+    return _referral_out(await referrals.close(ctx, referral_id, "complete"))
+
+
+# --- patients: care team and consents ------------------------------------------------------
+
+
+@router.get("/patients/{patient_id}/care-team")
+async def get_care_team(ctx: Context, patient_id: PatientPath) -> CareTeamOut:
+    async with ctx.pool.acquire() as conn:
+        team = await store.active_care_team(conn, patient_id)
+    if team is None:
+        raise not_found("care_team")
+    return CareTeamOut.model_validate(team, from_attributes=True)
+
+
+def _consent_out(consent: domain.Consent) -> ConsentOut:
+    return ConsentOut.model_validate(consent, from_attributes=True)
+
+
+@router.post(
+    "/patients/{patient_id}/consents",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "Already granted: nothing changed"}},
+)
+async def grant_consent(
+    ctx: Context, patient_id: PatientPath, body: ConsentRequest, response: Response
+) -> ConsentOut:
+    consent, created = await consents.grant(ctx, patient_id, body.scope)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return _consent_out(consent)
+
+
+@router.get("/patients/{patient_id}/consents")
+async def list_consents(ctx: Context, patient_id: PatientPath) -> ConsentList:
+    async with ctx.pool.acquire() as conn:
+        found = await store.list_consents(conn, patient_id)
+    return ConsentList(consents=[_consent_out(c) for c in found])
+
+
+@router.get("/patients/{patient_id}/consents/{scope}")
+async def get_consent(ctx: Context, patient_id: PatientPath, scope: ConsentScope) -> ConsentOut:
+    async with ctx.pool.acquire() as conn:
+        consent = await store.get_consent(conn, patient_id, scope)
+    if consent is None:
+        raise not_found("consent")
+    return _consent_out(consent)
+
+
+@router.delete("/patients/{patient_id}/consents/{scope}")
+async def revoke_consent(ctx: Context, patient_id: PatientPath, scope: ConsentScope) -> ConsentOut:
+    return _consent_out(await consents.revoke(ctx, patient_id, scope))
+
+
+# --- care plans ----------------------------------------------------------------------------
+
+
+def _plan_out(plan: domain.CarePlan, response: Response) -> CarePlanOut:
+    response.headers["ETag"] = domain.etag(plan.version)
+    return CarePlanOut.model_validate(
+        {
+            **plan.content,
+            "patient_id": plan.patient_id,
+            "version": plan.version,
+            "updated_at": plan.updated_at,
+            "updated_by": plan.author_id,
+            "updated_by_role": plan.author_role,
+        }
+    )
+
+
+def _expected_version(if_match: str | None, body_version: int | None) -> int | None:
+    if if_match is None:
+        return body_version
+    version = domain.parse_version_tag(if_match)
+    if version is None:
+        raise _invalid(("header", "if-match"), 'If-Match must be a plan version such as "3"')
+    if body_version is not None and body_version != version:
+        raise _invalid(("body", "version"), "version and If-Match disagree")
+    return version
+
+
+@router.get("/care-plans/{patient_id}")
+async def get_care_plan(
+    ctx: Context, patient_id: PatientPath, clinician: Caller, response: Response
+) -> CarePlanOut:
+    """The shared plan (version 0 when nobody wrote it yet), for the patient's care team."""
+    return _plan_out(await care_plans.read(ctx, patient_id, clinician), response)
+
+
+@router.put("/care-plans/{patient_id}")
+async def put_care_plan(
+    ctx: Context,
+    patient_id: PatientPath,
+    clinician: Caller,
+    body: CarePlanWrite,
+    response: Response,
+    if_match: Annotated[
+        str | None, Header(description='The version the change is based on, e.g. "3"')
+    ] = None,
+) -> CarePlanOut:
+    """Replace the plan; `If-Match` (or `version`) must name the current version."""
+    expected = _expected_version(if_match, body.version)
+    plan = await care_plans.write(ctx, patient_id, clinician, expected, body.content())
+    return _plan_out(plan, response)

@@ -7,27 +7,32 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from carebridge_referral import api, handlers
+from carebridge_referral.errors import install_error_handler
+from carebridge_referral.roster import seed_therapists
+from carebridge_referral.settings import ReferralSettings
+from carebridge_shared.clock import Clock, SystemClock
 from carebridge_shared.service import ServiceDefinition, create_app, serve
-from carebridge_shared.settings import ServiceSettings
 
 SERVICE = "referral"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-
-class ReferralSettings(ServiceSettings):
-    http_port: int = 8003
+__all__ = ["SERVICE", "ReferralSettings", "build", "main"]
 
 
-def build(settings: ReferralSettings | None = None) -> FastAPI:
-    return create_app(
+def build(settings: ReferralSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    app = create_app(
         ServiceDefinition(
             name=SERVICE,
             settings=settings or ReferralSettings(),
             migrations=MIGRATIONS,
             routers=[api.router],
             register_handlers=handlers.register,
+            on_startup=[seed_therapists],
+            clock=clock or SystemClock(),
         )
     )
+    install_error_handler(app)
+    return app
 
 
 def main() -> None:

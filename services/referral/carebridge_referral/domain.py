@@ -7,7 +7,6 @@ with its therapist while the care team it formed lasts (see ADR 0004).
 from __future__ import annotations
 
 import re
-
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +24,6 @@ from carebridge_contracts.events.referral import (
 )
 
 ReferralStatus = Literal["draft", "active", "on-hold", "revoked", "completed"]
-OPEN_STATUSES: frozenset[ReferralStatus] = frozenset({"draft", "active", "on-hold"})
 Action = Literal["match", "hold", "revoke", "complete"]
 
 
@@ -80,6 +78,9 @@ def intake_urgency(phq9: Phq9Band, gad7: Gad7Band) -> Urgency:
     if phq9 in ("moderately_severe", "severe") or gad7 == "severe":
         return "urgent"
     return "routine"
+
+
+# --- records -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,9 +292,6 @@ def plan_access(team: PlanTeam, clinician_id: str) -> ClinicianRole | Refusal:
     )
 
 
-_VERSION = re.compile(r"[0-9]{1,9}")
-
-
 @dataclass(frozen=True, slots=True)
 class CarePlan:
     """A stored plan version; version 0 with empty content is the plan nobody wrote yet."""
@@ -306,13 +304,16 @@ class CarePlan:
     updated_at: datetime | None = None
 
 
+_VERSION_TAG = re.compile(r'"?([0-9]{1,9})"?')
+
+
 def parse_version_tag(raw: str) -> int | None:
-    """A plan version from an If-Match value: `3`, `"3"` or `W/"3"`; None when it is not one."""
-    value = raw.strip()
-    if value.startswith("W/"):
-        value = value[2:]
-    value = value.strip('"')
-    return int(value) if _VERSION.fullmatch(value) else None
+    """A plan version from an If-Match value, `"3"` (or bare `3`); None when it is not one.
+
+    Weak tags (`W/"3"`) and `*` are not versions: If-Match compares strongly (RFC 9110).
+    """
+    found = _VERSION_TAG.fullmatch(raw.strip())
+    return int(found.group(1)) if found else None
 
 
 def etag(version: int) -> str:

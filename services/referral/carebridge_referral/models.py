@@ -145,10 +145,8 @@ class ConsentList(BaseModel):
 # --- care plans ----------------------------------------------------------------------------
 
 Goal = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-# ICD-10(-CM) code: letter, two characters, then optionally a dot and up to four more.
-DiagnosisCode = Annotated[
-    str, StringConstraints(pattern=r"^[A-TV-Z][0-9][0-9AB](\.[0-9A-TV-Z]{1,4})?$")
-]
+# ICD-10(-CM) code: a letter, a digit, a digit or A/B, then optionally a dot and 1-4 more.
+DiagnosisCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][0-9][0-9AB](\.[0-9A-Z]{1,4})?$")]
 MedicationSummary = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)
 ]

@@ -24,7 +24,14 @@ from carebridge_shared.consumer import (
 )
 from carebridge_shared.db import create_pool, migrate
 from carebridge_shared.kafka import ensure_topics, make_producer
-from carebridge_shared.testing import produce, produce_raw, read_topic, sample_assessment, wrap
+from carebridge_shared.testing import (
+    produce,
+    produce_raw,
+    read_topic,
+    sample_assessment,
+    spawn_until,
+    wrap,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +61,13 @@ def _runtime(pool, bootstrap: str, group: str, attempts: int = 3) -> ConsumerRun
         group_id=group,
         producer_factory=lambda: make_producer(bootstrap, "test-dlq"),
         retry=RetryPolicy(max_attempts=attempts, initial_backoff=0.05, max_backoff=0.2),
+        auto_offset_reset="latest",  # new group: see only what this test publishes
     )
+
+
+async def _start(runtime: ConsumerRuntime) -> None:
+    await runtime.start()
+    await asyncio.wait_for(runtime.until_joined(), timeout=60)
 
 
 async def _eventually(check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
@@ -70,11 +83,7 @@ async def test_event_delivered_twice_changes_state_once(pool, stack_endpoints) -
     patient = f"p-{uuid.uuid4()}"
     group = f"dup-{uuid.uuid4().hex[:8]}"
     envelope = wrap(sample_assessment(patient), patient)
-    await produce(bootstrap, envelope)
-    await produce(bootstrap, envelope)  # same event_id, a second delivery
     marker = wrap(sample_assessment(patient), patient, sequence=2)
-    await produce(bootstrap, marker)
-
     runtime = _runtime(pool, bootstrap, group)
 
     @runtime.on(AssessmentCompleted)
@@ -87,8 +96,11 @@ async def test_event_delivered_twice_changes_state_once(pool, stack_endpoints) -
                 ctx.envelope.sequence,
             )
 
-    await runtime.start()
+    await _start(runtime)
     try:
+        await produce(bootstrap, envelope)
+        await produce(bootstrap, envelope)  # same event_id, a second delivery
+        await produce(bootstrap, marker)
         await _eventually(lambda: _has_effect(pool, marker.event_id))
     finally:
         await runtime.stop()
@@ -110,8 +122,6 @@ async def test_failing_handler_dead_letters_after_n_attempts_and_partition_moves
     group = f"dlq-{uuid.uuid4().hex[:8]}"
     poison = wrap(sample_assessment(patient), patient, sequence=1)
     healthy = wrap(sample_assessment(patient), patient, sequence=2)
-    await produce(bootstrap, poison)
-    await produce(bootstrap, healthy)  # same key: same partition, after the poison one
     attempts: list[uuid.UUID] = []
 
     runtime = _runtime(pool, bootstrap, group, attempts=4)
@@ -130,8 +140,10 @@ async def test_failing_handler_dead_letters_after_n_attempts_and_partition_moves
             ctx.envelope.sequence,
         )
 
-    await runtime.start()
+    await _start(runtime)
     try:
+        await produce(bootstrap, poison)
+        await produce(bootstrap, healthy)  # same key: same partition, after the poison one
         await _eventually(lambda: _has_effect(pool, healthy.event_id))
     finally:
         await runtime.stop()
@@ -164,17 +176,23 @@ async def test_malformed_message_goes_to_dlq_with_reason(pool, stack_endpoints) 
     bootstrap = stack_endpoints.kafka_bootstrap
     key = f"p-{uuid.uuid4()}".encode()
     group = f"poison-{uuid.uuid4().hex[:8]}"
-    await produce_raw(bootstrap, TOPIC, b"{not json", key=key)
     runtime = _runtime(pool, bootstrap, group)
 
     @runtime.on(AssessmentCompleted)
     async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
         return None
 
-    await runtime.start()
+    await _start(runtime)
     try:
+        await produce_raw(bootstrap, TOPIC, b"{not json", key=key)
+        # Every group reading the topic parks its own copy: look for this group's.
         dead = await read_topic(
-            bootstrap, dlq_topic(TOPIC), where=lambda r: r.key == key, expect=1, timeout=60
+            bootstrap,
+            dlq_topic(TOPIC),
+            where=lambda r: r.key == key and r.headers.get(DLQ_CONSUMER_GROUP) == group.encode(),
+            expect=1,
+            timeout=60,
+            settle=1.0,
         )
     finally:
         await runtime.stop()
@@ -190,9 +208,6 @@ async def test_consumer_sigkilled_between_effect_and_offset_commit_loses_and_dup
     patient = f"p-{uuid.uuid4()}"
     group = f"kill-{uuid.uuid4().hex[:8]}"
     events = [wrap(sample_assessment(patient), patient, sequence=n) for n in (1, 2, 3)]
-    for envelope in events:
-        await produce(bootstrap, envelope)
-
     command = [
         sys.executable,
         str(PROCS / "counter_consumer.py"),
@@ -207,10 +222,11 @@ async def test_consumer_sigkilled_between_effect_and_offset_commit_loses_and_dup
         "--subject",
         patient,
     ]
-    first = subprocess.run(
-        [*command, "--kill-after-effect", str(events[1].event_id)], capture_output=True, timeout=180
-    )
-    assert first.returncode == -9, first.stdout.decode()[-3000:]
+    first = spawn_ready([*command, "--kill-after-effect", str(events[1].event_id)])
+    for envelope in events:
+        await produce(bootstrap, envelope)
+    output, _ = first.communicate(timeout=180)
+    assert first.returncode == -9, output.decode()[-3000:]
     applied = await pool.fetch("SELECT event_id FROM effects WHERE subject = $1", patient)
     assert {r["event_id"] for r in applied} == {events[0].event_id, events[1].event_id}
 
@@ -226,6 +242,10 @@ async def test_consumer_sigkilled_between_effect_and_offset_commit_loses_and_dup
     )
     assert [r["event_id"] for r in rows] == [e.event_id for e in events]
     assert b'"event_duplicate"' in output, "event 2 must be redelivered and dropped by the inbox"
+
+
+def spawn_ready(command: list[str]) -> subprocess.Popen[bytes]:
+    return spawn_until(command, b"consumer-ready")
 
 
 def _event_id(value: bytes) -> uuid.UUID | None:
@@ -280,14 +300,12 @@ async def test_sigterm_finishes_the_in_flight_event_and_commits_its_offset(
     patient = f"p-{uuid.uuid4()}"
     group = f"term-{uuid.uuid4().hex[:8]}"
     envelope = wrap(sample_assessment(patient), patient)
-    await produce(bootstrap, envelope)
     command = [sys.executable, str(PROCS / "counter_consumer.py"), "--bootstrap", bootstrap,
                "--database-url", fresh_database_url, "--schema", SCHEMA, "--group", group,
                "--subject", patient]  # fmt: skip
 
-    slow = subprocess.Popen(
-        [*command, "--slow-seconds", "3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    slow = spawn_ready([*command, "--slow-seconds", "3"])
+    await produce(bootstrap, envelope)
     assert slow.stdout is not None
     for line in iter(slow.stdout.readline, b""):
         if b"handler-started" in line:
@@ -306,3 +324,49 @@ async def test_sigterm_finishes_the_in_flight_event_and_commits_its_offset(
         "SELECT count(*) FROM effects WHERE event_id = $1", envelope.event_id
     )
     assert count == 1
+
+
+async def test_database_restart_mid_event_is_retried_not_dead_lettered(
+    pool, stack_endpoints
+) -> None:
+    """A PostgreSQL restart ends the sessions in use (57P01; asyncpg reports a lost
+    connection). That is the database's trouble, not the event's, so it must not spend the
+    event's attempts: here the session is terminated more times than the runtime has attempts,
+    and the event must still be applied once and never dead-lettered."""
+    bootstrap = stack_endpoints.kafka_bootstrap
+    patient = f"p-{uuid.uuid4()}"
+    group = f"pgdown-{uuid.uuid4().hex[:8]}"
+    envelope = wrap(sample_assessment(patient), patient)
+    terminated: list[int] = []
+
+    runtime = _runtime(pool, bootstrap, group, attempts=3)
+
+    @runtime.on(AssessmentCompleted)
+    async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
+        if ctx.envelope.subject != patient:
+            return
+        if len(terminated) < 5:  # more terminations than attempts
+            terminated.append(1)
+            # what PostgreSQL does to every session on `pg_ctl stop -m fast`
+            await ctx.conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        await ctx.conn.execute(
+            "INSERT INTO effects (event_id, subject, sequence) VALUES ($1, $2, $3)",
+            ctx.envelope.event_id,
+            patient,
+            ctx.envelope.sequence,
+        )
+
+    await _start(runtime)
+    try:
+        await produce(bootstrap, envelope)
+        await _eventually(lambda: _has_effect(pool, envelope.event_id))
+    finally:
+        await runtime.stop()
+    assert len(terminated) == 5
+    dead = await read_topic(
+        bootstrap,
+        dlq_topic(TOPIC),
+        where=lambda r: _event_id(r.value) == envelope.event_id,
+        timeout=5.0,
+    )
+    assert dead == []

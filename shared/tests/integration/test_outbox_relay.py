@@ -15,7 +15,7 @@ from carebridge_shared.db import create_pool, migrate
 from carebridge_shared.kafka import ensure_topics, make_producer
 from carebridge_shared.outbox import Outbox, OutboxUsageError
 from carebridge_shared.relay import OutboxRelay
-from carebridge_shared.testing import read_topic, sample_assessment
+from carebridge_shared.testing import read_topic, sample_assessment, spawn_until
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +96,13 @@ async def test_relay_killed_after_publish_republishes_and_consumer_applies_once(
         "--schema",
         SCHEMA,
     ]
+    group = f"dedup-{uuid.uuid4().hex[:8]}"
+    consumer = spawn_until(
+        [sys.executable, str(PROCS / "counter_consumer.py"), "--bootstrap", bootstrap,
+         "--database-url", fresh_database_url, "--schema", SCHEMA, "--group", group,
+         "--subject", patient],
+        b"consumer-ready",
+    )  # fmt: skip
     killed = subprocess.run([*base, "--kill-after-publish"], capture_output=True, timeout=120)
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     assert await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 1
@@ -113,25 +120,6 @@ async def test_relay_killed_after_publish_republishes_and_consumer_applies_once(
     )
     assert [Envelope.from_bytes(r.value).event_id for r in copies] == [envelope.event_id] * 2
 
-    group = f"dedup-{uuid.uuid4().hex[:8]}"
-    consumer = subprocess.Popen(
-        [
-            sys.executable,
-            str(PROCS / "counter_consumer.py"),
-            "--bootstrap",
-            bootstrap,
-            "--database-url",
-            fresh_database_url,
-            "--schema",
-            SCHEMA,
-            "--group",
-            group,
-            "--subject",
-            patient,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
     try:
         await _wait_for(
             lambda: pool.fetchval(

@@ -32,6 +32,7 @@ async def main() -> None:
     parser.add_argument("--subject", required=True)
     parser.add_argument("--kill-after-effect", default=None)
     parser.add_argument("--slow-seconds", type=float, default=0.0)
+    parser.add_argument("--offset-reset", choices=["earliest", "latest"], default="latest")
     args = parser.parse_args()
     configure_logging("counter-consumer", "INFO")
     kill_on = uuid.UUID(args.kill_after_effect) if args.kill_after_effect else None
@@ -51,6 +52,7 @@ async def main() -> None:
         producer_factory=lambda: make_producer(args.bootstrap, "counter-consumer"),
         retry=RetryPolicy(max_attempts=3, initial_backoff=0.05, max_backoff=0.2),
         after_effect=after_effect,
+        auto_offset_reset=args.offset_reset,
     )
 
     @runtime.on(AssessmentCompleted)
@@ -72,6 +74,7 @@ async def main() -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     await runtime.start()
+    await asyncio.wait_for(runtime.until_joined(), timeout=60)
     print("consumer-ready", flush=True)
     await stop.wait()
     await runtime.stop()

@@ -190,7 +190,21 @@ def _settings(database_url: str, kafka: str, seed: str) -> BookingSettings:
         db_pool_max_size=20,
         relay_poll_interval_ms=100,
         instance_id=unique("booking-test"),
+        # A group of its own that starts at the end: events of other test runs on the shared
+        # topics neither replay into this database nor get taken from this instance.
+        consumer_group=unique("booking-test"),
+        consumer_offset_reset="latest",
     )
+
+
+async def wait_ready(client: httpx.AsyncClient, timeout: float = 60.0) -> None:
+    """Until /readyz says the consumer joined its group (then a moment for its positions)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await client.get("/readyz")).status_code != 200:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("booking did not become ready")
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)
 
 
 @pytest.fixture
@@ -217,4 +231,5 @@ async def booking(
             transport=httpx.ASGITransport(app=app), base_url="http://booking", timeout=60
         ) as client,
     ):
+        await wait_ready(client)
         yield Harness(client, clock, stack_endpoints.kafka_bootstrap, app.state.context)

@@ -1,0 +1,106 @@
+"""The shared treatment plan: care-team access, consent, optimistic versions, CarePlanUpdated.
+
+The plan's content stays in this service's database: events carry the version, the names of
+the changed sections and the author, never the content, and nothing here logs it.
+"""
+
+from __future__ import annotations
+
+from carebridge_contracts import CarePlanUpdated
+from carebridge_contracts.events.common import ClinicianRole
+from carebridge_referral import domain, store
+from carebridge_referral.errors import Refused, refuse
+from carebridge_referral.models import CarePlanContent
+from carebridge_shared.db import Connection
+from carebridge_shared.logging import get_logger
+from carebridge_shared.service import ServiceContext
+
+log = get_logger(__name__)
+
+EMPTY_CONTENT = CarePlanContent().sections()
+
+
+def _blank(patient_id: str) -> domain.CarePlan:
+    return domain.CarePlan(patient_id=patient_id, version=0, content=EMPTY_CONTENT)
+
+
+async def _authorise(conn: Connection, patient_id: str, clinician_id: str) -> ClinicianRole:
+    access = domain.plan_access(await store.plan_team(conn, patient_id), clinician_id)
+    if isinstance(access, domain.Refusal):
+        log.info("care_plan_access_refused", code=access.code, clinician_id=clinician_id)
+        raise Refused(access)
+    return access
+
+
+async def read(ctx: ServiceContext, patient_id: str, clinician_id: str) -> domain.CarePlan:
+    """The current plan (version 0 and empty when nobody wrote one yet)."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await _authorise(conn, patient_id, clinician_id)
+        plan = await store.get_plan(conn, patient_id)
+    return plan or _blank(patient_id)
+
+
+def version_conflict(current: int) -> Refused:
+    refused = refuse(
+        "version_conflict",
+        "The care plan changed since you read it; read it again and reapply your change.",
+        current_version=current,
+    )
+    refused.headers["ETag"] = domain.etag(current)
+    return refused
+
+
+async def write(
+    ctx: ServiceContext,
+    patient_id: str,
+    clinician_id: str,
+    expected_version: int | None,
+    content: CarePlanContent,
+) -> domain.CarePlan:
+    """Replace the plan if it is still at `expected_version` (428 without one, 409 when stale);
+    an identical plan is a no-op that keeps the version."""
+    now = ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        role = await _authorise(conn, patient_id, clinician_id)
+        if expected_version is None:
+            raise refuse(
+                "precondition_required",
+                'Send If-Match with the version you read (e.g. If-Match: "3"; "0" creates the '
+                "plan), or a version field.",
+                428,
+            )
+        current = await store.get_plan(conn, patient_id, for_update=True) or _blank(patient_id)
+        if current.version != expected_version:
+            raise version_conflict(current.version)
+        sections = content.sections()
+        changed = domain.changed_sections(current.content, sections)
+        if not changed:
+            return current
+        plan = domain.CarePlan(
+            patient_id=patient_id,
+            version=current.version + 1,
+            content=sections,
+            author_id=clinician_id,
+            author_role=role,
+            updated_at=now,
+        )
+        if not await store.save_plan(conn, plan, changed=list(changed)):
+            created = await store.get_plan(conn, patient_id)
+            raise version_conflict(created.version if created else 0)
+        await ctx.outbox.add(
+            conn,
+            CarePlanUpdated(
+                patient_id=patient_id,
+                plan_version=plan.version,
+                changed_sections=changed,
+                author_id=clinician_id,
+                author_role=role,
+            ),
+        )
+    log.info(
+        "care_plan_updated",
+        version=plan.version,
+        changed_sections=changed,
+        author_role=role,
+    )
+    return plan

@@ -1,0 +1,24 @@
+"""Settings of the referral service (environment variables, prefix CAREBRIDGE_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from carebridge_contracts.events.common import Modality
+from carebridge_shared.settings import ServiceSettings
+
+DEFAULT_SEED_FILE = Path(__file__).parent / "seed" / "therapists.json"
+
+
+class ReferralSettings(ServiceSettings):
+    http_port: int = 8003
+    default_modality: Modality = Field(
+        default="CBT", description="Modality of referrals opened from an intake assessment."
+    )
+    therapist_seed_file: str = Field(
+        default=str(DEFAULT_SEED_FILE),
+        description="JSON file of therapists (matching view) added at startup when missing; "
+        "empty disables seeding.",
+    )

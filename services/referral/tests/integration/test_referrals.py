@@ -1,0 +1,323 @@
+"""Referrals through real Kafka and PostgreSQL: opened, matched, held for consent, from intake."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from carebridge_contracts import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentCompleted,
+    AssessmentCompleted,
+    CareTeamFormed,
+    ConsentGranted,
+    ReferralWaitlisted,
+    TherapistMatched,
+    TherapistRequested,
+    Topic,
+)
+from carebridge_referral.settings import DEFAULT_SEED_FILE
+from carebridge_shared.testing import sample_assessment
+
+if TYPE_CHECKING:
+    from conftest import Referral
+
+pytestmark = pytest.mark.integration
+
+
+async def test_psychiatrist_referral_is_matched_and_forms_a_care_team(referral: Referral) -> None:
+    therapist = await referral.put_therapist(capacity=2)
+    patient = await referral.consented_patient()
+
+    opened = await referral.referred(patient, psychiatrist="psy-wy-7")
+    assert opened["status"] == "active"
+    assert opened["therapist_id"] == therapist
+    assert opened["hold_reason"] is None
+    assert opened["requested_by"] == "psychiatrist"
+
+    events = await referral.events(Topic.REFERRALS, patient, expect=3)
+    assert [e.type for e, _ in events] == [
+        "TherapistRequested",
+        "TherapistMatched",
+        "CareTeamFormed",
+    ]
+    assert [e.sequence for e, _ in events] == [1, 2, 3]
+    assert len({e.correlation_id for e, _ in events}) == 1
+    (_, requested), (_, matched), (_, formed) = events
+    assert isinstance(requested, TherapistRequested)
+    assert requested.requested_by == "psychiatrist"
+    assert requested.requesting_clinician_id == "psy-wy-7"
+    assert str(requested.referral_id) == opened["id"]
+    assert isinstance(matched, TherapistMatched)
+    assert (matched.therapist_id, matched.psychiatrist_id) == (therapist, "psy-wy-7")
+    assert (matched.state, matched.modality) == ("WY", "CBT")
+    assert isinstance(formed, CareTeamFormed)
+    assert (formed.psychiatrist_id, formed.therapist_id) == ("psy-wy-7", therapist)
+    assert str(formed.care_team_id) == opened["care_team_id"]
+
+    team = (await referral.client.get(f"/v1/patients/{patient}/care-team")).json()
+    assert team["therapist_id"] == therapist
+    assert team["psychiatrist_id"] == "psy-wy-7"
+    assert team["status"] == "active"
+    load = (await referral.client.get(f"/v1/therapists/{therapist}")).json()
+    assert (load["active_patients"], load["free_places"]) == (1, 1)
+
+    # the same request again is answered with the same referral; a different one is refused
+    again = await referral.refer(patient, psychiatrist="psy-wy-7")
+    assert again.status_code == 200
+    assert again.json()["id"] == opened["id"]
+    other = await referral.refer(patient, psychiatrist="psy-wy-7", modality="DBT")
+    assert other.status_code == 409
+    assert other.json()["code"] == "referral_already_open"
+    assert other.json()["referral_id"] == opened["id"]
+    assert len(await referral.referrals_of(patient)) == 1
+
+
+async def test_without_consent_a_referral_waits_and_is_matched_when_consent_is_granted(
+    referral: Referral,
+) -> None:
+    therapist = await referral.put_therapist()
+    patient = referral.new_id("p")
+
+    opened = await referral.referred(patient)
+    assert (opened["status"], opened["hold_reason"]) == ("on-hold", "awaiting_consent")
+    assert opened["therapist_id"] is None
+    events = await referral.events(Topic.REFERRALS, patient, expect=2)
+    waitlisted = events[1][1]
+    assert isinstance(waitlisted, ReferralWaitlisted)
+    assert waitlisted.reason_code == "awaiting_consent"
+
+    consent = await referral.grant(patient)
+    assert consent["status"] == "granted"
+    after = await referral.referral(opened["id"])
+    assert (after["status"], after["therapist_id"]) == ("active", therapist)
+    types = await referral.event_types(Topic.REFERRALS, patient, expect=4)
+    assert types == [
+        "TherapistRequested",
+        "ReferralWaitlisted",
+        "TherapistMatched",
+        "CareTeamFormed",
+    ]
+    consents = await referral.events(Topic.CONSENTS, patient, expect=1)
+    granted = consents[0][1]
+    assert isinstance(granted, ConsentGranted)
+    assert str(granted.consent_id) == consent["consent_id"]
+
+    # granting again changes nothing and emits nothing
+    again = await referral.client.post(
+        f"/v1/patients/{patient}/consents", json={"scope": "care_plan_sharing"}
+    )
+    assert again.status_code == 200
+    assert again.json()["consent_id"] == consent["consent_id"]
+    assert len(await referral.events(Topic.CONSENTS, patient)) == 1
+
+
+def assessment(patient: str, *, severe: bool, interest: bool = True) -> AssessmentCompleted:
+    base = sample_assessment(patient, state="WY").model_dump()
+    if severe:
+        base.update(phq9_total=21, phq9_band="severe")
+    base.update(therapy_interest=interest, assessment_id=uuid.uuid4())
+    return AssessmentCompleted.model_validate(base)
+
+
+async def test_an_assessment_with_therapy_interest_opens_one_referral(referral: Referral) -> None:
+    therapist = await referral.put_therapist()
+    patient = referral.new_id("p")
+    uninterested = referral.new_id("p")
+    visit_start = datetime.now(UTC) - timedelta(hours=2)
+    # booking tells referral who the patient's psychiatrist is
+    await referral.publish(
+        AppointmentCompleted(
+            patient_id=patient,
+            appointment_id=uuid.uuid4(),
+            clinician_id="psy-wy-3",
+            visit_type="initial_psychiatric_evaluation",
+            starts_at=visit_start,
+            ends_at=visit_start + timedelta(hours=1),
+        )
+    )
+    first = assessment(patient, severe=True)
+    envelope = await referral.publish(first)
+    await referral.publish(assessment(uninterested, severe=True, interest=False))
+
+    async def opened() -> list[dict[str, Any]]:
+        return await referral.referrals_of(patient)
+
+    found = await referral.eventually(opened, what="the intake referral")
+    assert len(found) == 1
+    opened_referral = found[0]
+    assert opened_referral["requested_by"] == "intake"
+    assert opened_referral["urgency"] == "urgent"  # PHQ-9 severe
+    assert opened_referral["modality"] == "CBT"  # the default_modality setting
+    assert opened_referral["state"] == "WY"
+    assert opened_referral["assessment_id"] == str(first.assessment_id)
+    assert opened_referral["hold_reason"] == "awaiting_consent"
+
+    # a redelivered event and a second assessment open nothing more
+    await referral.republish(envelope)
+    await referral.publish(assessment(patient, severe=False), sequence=2)
+    await referral.grant(patient)
+    events = await referral.events(Topic.REFERRALS, patient, expect=4, settle=3.0)
+    assert [e.type for e, _ in events] == [
+        "TherapistRequested",
+        "ReferralWaitlisted",
+        "TherapistMatched",
+        "CareTeamFormed",
+    ]
+    requested, formed = events[0][1], events[3][1]
+    assert isinstance(requested, TherapistRequested)
+    assert (requested.requested_by, requested.urgency) == ("intake", "urgent")
+    assert requested.requesting_clinician_id is None
+    assert isinstance(formed, CareTeamFormed)
+    # the care team's psychiatrist is the one of the patient's completed psychiatric visit
+    assert (formed.psychiatrist_id, formed.therapist_id) == ("psy-wy-3", therapist)
+    assert len(await referral.referrals_of(patient)) == 1
+    assert await referral.referrals_of(uninterested) == []
+
+
+async def test_a_booked_psychiatric_visit_names_the_care_team_psychiatrist(
+    referral: Referral,
+) -> None:
+    await referral.put_therapist(capacity=2)
+    kept, cancelled = referral.new_id("p"), referral.new_id("p")
+    starts_at = datetime.now(UTC) + timedelta(days=2)
+
+    def booked(patient: str, clinician: str, appointment_id: uuid.UUID) -> AppointmentBooked:
+        return AppointmentBooked(
+            patient_id=patient,
+            appointment_id=appointment_id,
+            clinician_id=clinician,
+            clinician_role="psychiatrist",
+            visit_type="initial_psychiatric_evaluation",
+            state="WY",
+            starts_at=starts_at,
+            ends_at=starts_at + timedelta(hours=1),
+        )
+
+    async def known(patient: str) -> str | None:
+        found: str | None = await referral.pool.fetchval(
+            "SELECT psychiatrist_id FROM patient_psychiatrists WHERE patient_id = $1", patient
+        )
+        return found
+
+    visit = uuid.uuid4()
+    await referral.publish(booked(kept, "psy-wy-booked", uuid.uuid4()))
+    await referral.publish(booked(cancelled, "psy-wy-gone", visit))
+    await referral.eventually(lambda: known(kept), what="the booked visit")
+    await referral.eventually(lambda: known(cancelled), what="the other booked visit")
+    await referral.publish(
+        AppointmentCancelled(
+            patient_id=cancelled,
+            appointment_id=visit,
+            clinician_id="psy-wy-gone",
+            visit_type="initial_psychiatric_evaluation",
+            starts_at=starts_at,
+            cancelled_by="patient",
+            reason_code="patient_request",
+        ),
+        sequence=2,
+    )
+
+    async def forgotten() -> bool:
+        return await known(cancelled) is None
+
+    await referral.eventually(forgotten, what="the cancellation")
+
+    for patient in (kept, cancelled):
+        await referral.grant(patient)
+        await referral.publish(assessment(patient, severe=False))
+    formed = {}
+    for patient in (kept, cancelled):
+        events = await referral.events(Topic.REFERRALS, patient, expect=3)
+        team = events[2][1]
+        assert isinstance(team, CareTeamFormed)
+        formed[patient] = team.psychiatrist_id
+    assert formed == {kept: "psy-wy-booked", cancelled: None}
+    # a referring psychiatrist overrides a booked visit's psychiatrist
+    await referral.client.post(
+        f"/v1/referrals/{(await referral.referrals_of(kept))[0]['id']}/revoke"
+    )
+    again = await referral.referred(kept, psychiatrist="psy-wy-referrer")
+    team = (await referral.client.get(f"/v1/patients/{kept}/care-team")).json()
+    assert (team["psychiatrist_id"], team["referral_id"]) == ("psy-wy-referrer", again["id"])
+    assert await known(kept) == "psy-wy-referrer"
+
+
+async def test_revoking_and_completing(referral: Referral) -> None:
+    therapist = await referral.put_therapist(capacity=1)
+    matched_patient = await referral.consented_patient()
+    waiting_patient = await referral.consented_patient()
+    matched = await referral.referred(matched_patient)
+    waiting = await referral.referred(waiting_patient)
+    assert matched["therapist_id"] == therapist
+    assert (waiting["status"], waiting["hold_reason"]) == ("on-hold", "no_capacity")
+
+    # only a matched referral can be completed; a revoked one is final
+    response = await referral.client.post(f"/v1/referrals/{waiting['id']}/complete")
+    assert response.status_code == 409
+    assert response.json()["code"] == "illegal_transition"
+    revoked = await referral.client.post(f"/v1/referrals/{waiting['id']}/revoke")
+    assert revoked.status_code == 200
+    assert revoked.json()["status"] == "revoked"
+    again = await referral.client.post(f"/v1/referrals/{waiting['id']}/revoke")
+    assert (again.status_code, again.json()["current_status"]) == (409, "revoked")
+
+    # the matched patient leaves the care team: the place is free, the revoked one stays revoked
+    completed = await referral.client.post(f"/v1/referrals/{matched['id']}/complete")
+    assert completed.status_code == 200
+    assert completed.json()["status"] == "completed"
+    assert (await referral.referral(waiting["id"]))["status"] == "revoked"
+    assert (
+        await referral.client.get(f"/v1/patients/{matched_patient}/care-team")
+    ).status_code == 404
+    free = (await referral.client.get(f"/v1/therapists/{therapist}")).json()
+    assert free["active_patients"] == 0
+    ended = await referral.events(Topic.REFERRALS, matched_patient, expect=4)
+    assert [e.type for e, _ in ended][-1] == "CareTeamEnded"
+    assert ended[-1][1].model_dump()["reason_code"] == "completed"
+
+    # the patient may be referred again, the waiting one too
+    assert (await referral.referred(matched_patient))["therapist_id"] == therapist
+    response = await referral.client.get(f"/v1/referrals/{uuid.uuid4()}")
+    assert (response.status_code, response.json()["code"]) == (404, "referral_not_found")
+
+
+async def test_invalid_requests_are_422_in_the_shared_format(referral: Referral) -> None:
+    response = await referral.client.post(
+        "/v1/referrals",
+        json={
+            "patient_id": "p 1",
+            "state": "XX",
+            "modality": "hypnosis",
+            "urgency": "soon",
+            "requesting_clinician_id": "psy-1",
+            "reason": "free text",
+        },
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["detail"] == "invalid request"
+    fields = {e["field"] for e in body["errors"]}
+    assert {"patient_id", "state", "modality", "urgency", "reason"} <= fields
+    assert "free text" not in response.text
+
+
+@pytest.mark.parametrize(
+    "referral_overrides", [{"therapist_seed_file": str(DEFAULT_SEED_FILE)}], indirect=True
+)
+async def test_the_packaged_roster_is_seeded(referral: Referral) -> None:
+    listed = (await referral.client.get("/v1/therapists", params={"state": "NY"})).json()
+    ids = [t["id"] for t in listed["therapists"]]
+    assert ids == ["thr-ny-1", "thr-ny-2"]
+    dbt = (await referral.client.get("/v1/therapists", params={"modality": "DBT"})).json()
+    assert [t["id"] for t in dbt["therapists"]] == ["thr-ny-2"]
+    one = (await referral.client.get("/v1/therapists/thr-ca-1")).json()
+    assert one["licence_states"] == ["CA"]
+    assert one["modalities"] == ["ACT", "CBT"]
+    assert one["capacity"] == 25
+    missing = await referral.client.get("/v1/therapists/thr-nobody")
+    assert (missing.status_code, missing.json()["code"]) == (404, "therapist_not_found")
