@@ -28,6 +28,13 @@ async def open_referral(
 ) -> None:
     """Store a new referral, announce it, then serve the queue (it may be matched at once)."""
     await store.insert_referral(conn, referral)
+    await announce_and_serve(conn, outbox, referral, now)
+
+
+async def announce_and_serve(
+    conn: Connection, outbox: Outbox, referral: domain.Referral, now: datetime
+) -> None:
+    """Publish the referral's current terms (TherapistRequested), then serve the queue."""
     await outbox.add(
         conn,
         TherapistRequested(

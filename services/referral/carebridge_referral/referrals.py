@@ -33,6 +33,10 @@ async def open_by_psychiatrist(
 ) -> tuple[domain.Referral, bool]:
     """Open a referral (True) or, for a retried identical request, return the open one.
 
+    A patient's interest in therapy at intake already opens a referral; when their
+    psychiatrist refers them before it is matched, the psychiatrist's terms (modality,
+    urgency, state) take it over (True, same id) instead of being refused.
+
     The matching lock makes the open-referral check and the insert one step for every
     writer; the partial unique index on open referrals is the backstop.
     """
@@ -45,7 +49,27 @@ async def open_by_psychiatrist(
                 request.state, request.modality, request.urgency, request.requesting_clinician_id
             ):
                 return existing, False
-            raise _already_open(existing)
+            if existing.requested_by != "intake" or existing.matched:
+                raise _already_open(existing)
+            await store.remember_psychiatrist(
+                conn,
+                request.patient_id,
+                request.requesting_clinician_id,
+                source="referral",
+                observed_at=now,
+            )
+            await store.take_over_referral(
+                conn,
+                existing.id,
+                state=request.state,
+                modality=request.modality,
+                urgency=request.urgency,
+                requesting_clinician_id=request.requesting_clinician_id,
+                now=now,
+            )
+            taken = await _reload(conn, existing.id)
+            await matching.announce_and_serve(conn, ctx.outbox, taken, now)
+            return await _reload(conn, existing.id), True
         await store.remember_psychiatrist(
             conn,
             request.patient_id,

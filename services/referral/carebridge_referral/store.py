@@ -159,6 +159,30 @@ async def insert_referral(conn: Connection, referral: domain.Referral) -> None:
     )
 
 
+async def take_over_referral(
+    conn: Connection,
+    referral_id: UUID,
+    *,
+    state: str,
+    modality: str,
+    urgency: str,
+    requesting_clinician_id: str,
+    now: datetime,
+) -> None:
+    """A psychiatrist's request replaces the terms of an unmatched intake-originated referral."""
+    await conn.execute(
+        "UPDATE referrals SET requested_by = 'psychiatrist', requesting_clinician_id = $2,"
+        " state = $3, modality = $4, urgency = $5, updated_at = $6"
+        " WHERE id = $1 AND therapist_id IS NULL",
+        referral_id,
+        requesting_clinician_id,
+        state,
+        modality,
+        urgency,
+        now,
+    )
+
+
 async def get_referral(
     conn: Connection, referral_id: UUID, *, for_update: bool = False
 ) -> domain.Referral | None:

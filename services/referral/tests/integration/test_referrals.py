@@ -321,3 +321,27 @@ async def test_the_packaged_roster_is_seeded(referral: Referral) -> None:
     assert one["capacity"] == 25
     missing = await referral.client.get("/v1/therapists/thr-nobody")
     assert (missing.status_code, missing.json()["code"]) == (404, "therapist_not_found")
+
+
+async def test_a_psychiatrist_referral_takes_over_an_unmatched_intake_referral(
+    referral: Referral,
+) -> None:
+    patient = referral.new_id("p")
+    await referral.publish(assessment(patient, severe=False))
+
+    async def opened() -> list[dict[str, Any]]:
+        return await referral.referrals_of(patient)
+
+    intake_referral = (await referral.eventually(opened, what="the intake referral"))[0]
+    assert intake_referral["hold_reason"] == "awaiting_consent"
+
+    response = await referral.refer(patient, psychiatrist="psy-wy-9", modality="DBT")
+    assert response.status_code == 201, response.text
+    taken = response.json()
+    assert taken["id"] == intake_referral["id"], "the same referral, not a second one"
+    assert (taken["requested_by"], taken["modality"]) == ("psychiatrist", "DBT")
+    assert taken["requesting_clinician_id"] == "psy-wy-9"
+    events = await referral.events(Topic.REFERRALS, patient, expect=3, settle=1.0)
+    requests = [e for _, e in events if isinstance(e, TherapistRequested)]
+    assert [r.requested_by for r in requests] == ["intake", "psychiatrist"]
+    assert len(await referral.referrals_of(patient)) == 1
