@@ -113,6 +113,66 @@ class CareClient:
         booked: dict[str, Any] = self.ok("booking", "POST", "/v1/appointments", json=body)
         return booked
 
+    def complete(self, appointment_id: str) -> dict[str, Any]:
+        done: dict[str, Any] = self.ok(
+            "booking", "POST", f"/v1/appointments/{appointment_id}/complete"
+        )
+        return done
+
+    def refer(self, patient_id: str, psychiatrist_id: str, state: str = "NY") -> dict[str, Any]:
+        body = {
+            "patient_id": patient_id,
+            "state": state,
+            "modality": "CBT",
+            "urgency": "routine",
+            "requesting_clinician_id": psychiatrist_id,
+        }
+        referral: dict[str, Any] = self.ok("referral", "POST", "/v1/referrals", json=body)
+        return referral
+
+    def grant_consent(self, patient_id: str) -> None:
+        self.ok(
+            "referral",
+            "POST",
+            f"/v1/patients/{patient_id}/consents",
+            json={"scope": "care_plan_sharing"},
+        )
+
+    def wait_care_team(self, patient_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            response = self.call("referral", "GET", f"/v1/patients/{patient_id}/care-team")
+            return response.json() if response.status_code == 200 else None
+
+        return wait_until(f"{patient_id}'s care team", probe, timeout)
+
+    def therapy_slot(self, patient_id: str, state: str, after: datetime) -> dict[str, Any]:
+        """A therapy-intake slot with the patient's matched therapist (once booking knows it)."""
+        start = after + timedelta(hours=2)
+        params = {
+            "state": state,
+            "visit_type": "therapy_intake",
+            "patient_id": patient_id,
+            "from": start.isoformat(),
+            "to": (start + timedelta(days=7)).isoformat(),
+        }
+
+        def probe() -> dict[str, Any] | None:
+            slots = self.ok("booking", "GET", "/v1/slots", params=params)["slots"]
+            return slots[0] if slots else None
+
+        return wait_until("a therapy-intake slot with the matched therapist", probe, 60)
+
+    def update_plan(
+        self, patient_id: str, clinician_id: str, version: int, **sections: Any
+    ) -> httpx.Response:
+        return self.call(
+            "referral",
+            "PUT",
+            f"/v1/care-plans/{patient_id}",
+            json=sections,
+            headers={"X-Clinician-Id": clinician_id, "If-Match": f'"{version}"'},
+        )
+
     def notification_now(self) -> datetime:
         return datetime.fromisoformat(self.ok("notification", "GET", "/v1/_dev/clock")["now"])
 
@@ -204,10 +264,61 @@ def walk_demo_patient(
         mail = wait_for_mail(mailbox, address, f"confirmation email to the {who}")
         console.print(f"6. confirmation email to the {who}: {mail[0].subject!r}")
 
+    walk_collaboration(client, mailbox, console, patient_id, patient_email, appointment)
+
     def with_notifications() -> list[TimelineEntry] | None:
         found = asyncio.run(timeline(bootstrap, patient_id))
-        return found if sum(e.type == "NotificationSent" for e in found) >= 2 else None
+        return found if sum(e.type == "CarePlanUpdated" for e in found) >= 2 else None
 
-    entries = wait_until("NotificationSent events", with_notifications, 60)
+    entries = wait_until("the care-plan events", with_notifications, 60)
     print_timeline(console, entries)
     return patient_id
+
+
+def walk_collaboration(
+    client: CareClient,
+    mailbox: Mailbox,
+    console: Console,
+    patient_id: str,
+    patient_email: str,
+    appointment: dict[str, Any],
+) -> None:
+    """First visit done -> referral -> consent -> therapist matched -> therapy intake booked ->
+    both clinicians update the shared plan and each hears of the other's change."""
+    psychiatrist = appointment["clinician_id"]
+    client.complete(appointment["id"])
+    console.print("7. first psychiatric visit completed")
+    referral = client.refer(patient_id, psychiatrist)
+    console.print(f"8. {psychiatrist} referred the patient to therapy ({referral['status']})")
+    client.grant_consent(patient_id)
+    team = client.wait_care_team(patient_id)
+    therapist = team["therapist_id"]
+    client.set_contact("clinician", therapist, f"{therapist}@clinicians.example")
+    console.print(f"9. consent granted; care team formed: {psychiatrist} + {therapist}")
+    wait_until(
+        "the therapist-match email",
+        lambda: [m for m in mailbox.to(patient_email) if "therapist" in m.subject.lower()],
+        60,
+    )
+    console.print("10. the patient was told a therapist has been matched")
+    slot = client.therapy_slot(patient_id, "NY", client.notification_now())
+    intake = client.book(patient_id, slot)
+    console.print(
+        f"11. therapy intake booked with {intake['clinician_id']} at {intake['starts_at']}"
+    )
+    first = client.update_plan(
+        patient_id, psychiatrist, 0, goals=["Reduce PHQ-9 below 10"],
+        diagnosis_codes=["F32.1"], medication_summary="sertraline 50 mg daily",
+    )  # fmt: skip
+    second = client.update_plan(
+        patient_id, therapist, 1, goals=["Reduce PHQ-9 below 10", "Weekly behavioural activation"],
+        diagnosis_codes=["F32.1"], medication_summary="sertraline 50 mg daily",
+        therapy_modality="CBT", therapy_frequency={"sessions_per_month": 4},
+    )  # fmt: skip
+    stale = client.update_plan(patient_id, psychiatrist, 1, goals=["stale"])
+    console.print(
+        f"12. shared plan: psychiatrist wrote v1 ({first.status_code}), therapist v2 "
+        f"({second.status_code}), a stale write was refused ({stale.status_code})"
+    )
+    wait_for_mail(mailbox, f"{therapist}@clinicians.example", "plan change to the therapist")
+    console.print("13. each clinician was told of the other's plan change")

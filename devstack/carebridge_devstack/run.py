@@ -39,7 +39,14 @@ def run(*, demo: bool = True, exit_after_demo: bool = False, stop_stack: bool = 
         f"stack ready in {info.total_s:.1f}s: {info.kafka_bootstrap}, {info.database_url}"
     )
     endpoints = StackEndpoints(info.kafka_bootstrap, info.database_url, "native")
-    system = LocalSystem(endpoints, default_stack_dir() / "run", echo=echo, supervise=True)
+    system = LocalSystem(
+        endpoints,
+        default_stack_dir() / "run",
+        echo=echo,
+        supervise=True,
+        # the demo completes the first visit straight away instead of waiting for it
+        extra_env={"booking": {"CAREBRIDGE_ALLOW_OUTCOME_BEFORE_START": "true"}},
+    )
 
     stopping = threading.Event()
 
