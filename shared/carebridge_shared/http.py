@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from carebridge_shared.correlation import correlation_scope
 from carebridge_shared.logging import get_logger
+from carebridge_shared.refusals import Refused
 
 log = get_logger(__name__)
 
@@ -47,6 +48,16 @@ def install_http_plumbing(app: FastAPI) -> None:
             )
         response.headers[CORRELATION_HEADER] = str(correlation_id)
         return response
+
+    @app.exception_handler(Refused)
+    async def refused(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Refused)
+        refusal = exc.refusal
+        return JSONResponse(
+            status_code=refusal.status,
+            content={"code": refusal.code, "message": refusal.message, **refusal.extra},
+            headers=exc.headers,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

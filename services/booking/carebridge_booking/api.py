@@ -11,7 +11,6 @@ from pydantic import AwareDatetime, ValidationError
 
 from carebridge_booking import appointments, domain, store
 from carebridge_booking.config import BookingSettings
-from carebridge_booking.errors import not_found
 from carebridge_booking.models import (
     AppointmentList,
     AppointmentOut,
@@ -33,6 +32,7 @@ from carebridge_contracts.events.common import (
     StateCode,
     VisitType,
 )
+from carebridge_shared.refusals import not_found
 from carebridge_shared.service import ServiceContext, service_context
 
 router = APIRouter(prefix="/v1", tags=["booking"])

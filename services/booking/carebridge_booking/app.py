@@ -8,7 +8,6 @@ from fastapi import FastAPI
 
 from carebridge_booking import api, handlers
 from carebridge_booking.config import BookingSettings
-from carebridge_booking.errors import install_error_handler
 from carebridge_booking.seed import seed_clinicians
 from carebridge_shared.clock import Clock, SystemClock
 from carebridge_shared.service import ServiceDefinition, create_app, serve
@@ -31,7 +30,6 @@ def build(settings: BookingSettings | None = None, *, clock: Clock | None = None
             clock=clock or SystemClock(),
         )
     )
-    install_error_handler(app)
     return app
 
 

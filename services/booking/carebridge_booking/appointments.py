@@ -9,7 +9,6 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from carebridge_booking import domain, store
-from carebridge_booking.errors import Refused, not_found, refuse
 from carebridge_booking.models import BookRequest, CancelRequest, RescheduleRequest
 from carebridge_contracts import (
     AppointmentBooked,
@@ -21,6 +20,7 @@ from carebridge_contracts import (
 )
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
+from carebridge_shared.refusals import Refused, check, not_found, refuse
 from carebridge_shared.service import ServiceContext
 
 log = get_logger(__name__)
@@ -115,7 +115,7 @@ async def reschedule(
         try:
             async with conn.transaction():
                 current = await _locked(conn, appointment_id)
-                _check(
+                check(
                     domain.transition_refusal(
                         current.status, "reschedule", starts_at=current.starts_at, now=now
                     )
@@ -125,7 +125,7 @@ async def reschedule(
                 clinician = await store.get_clinician(conn, current.clinician_id, for_share=True)
                 if clinician is None:  # pragma: no cover - a foreign key keeps it
                     raise not_found("clinician")
-                _check(
+                check(
                     domain.scheduling_refusal(
                         clinician,
                         current.visit_type,
@@ -239,7 +239,7 @@ async def _transition(
     now: datetime = ctx.clock.now()
     async with ctx.pool.acquire() as conn, conn.transaction():
         current = await _locked(conn, appointment_id)
-        _check(
+        check(
             domain.transition_refusal(
                 current.status,
                 action,
@@ -264,8 +264,3 @@ async def _locked(conn: Connection, appointment_id: UUID) -> domain.Appointment:
     if appointment is None:
         raise not_found("appointment")
     return appointment
-
-
-def _check(refusal: domain.Refusal | None) -> None:
-    if refusal is not None:
-        raise Refused(refusal)

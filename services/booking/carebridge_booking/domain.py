@@ -10,11 +10,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
-from typing import Any, Literal
+from typing import Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from carebridge_contracts.events.common import ClinicianRole, VisitType
+from carebridge_shared.refusals import Refusal
 
 AppointmentStatus = Literal["proposed", "booked", "cancelled", "noshow", "fulfilled"]
 Action = Literal["book", "reschedule", "cancel", "complete", "no_show"]
@@ -212,16 +213,6 @@ def slot_problem(
 
 
 # --- refusals ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A request the rules turn down: an HTTP status, a machine code and a message."""
-
-    code: str
-    message: str
-    status: int = 409
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ from fastapi.exceptions import RequestValidationError
 from carebridge_contracts.events.common import ClinicianId, Modality, PatientId, StateCode
 from carebridge_contracts.events.referral import ConsentScope
 from carebridge_referral import care_plans, consents, domain, referrals, roster, store
-from carebridge_referral.errors import not_found, refuse
 from carebridge_referral.models import (
     CarePlanOut,
     CarePlanWrite,
@@ -30,6 +29,7 @@ from carebridge_referral.models import (
     TherapistList,
     TherapistOut,
 )
+from carebridge_shared.refusals import not_found, refuse
 from carebridge_shared.service import ServiceContext, service_context
 
 router = APIRouter(prefix="/v1", tags=["referral"])

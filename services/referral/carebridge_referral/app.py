@@ -7,7 +7,6 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from carebridge_referral import api, handlers
-from carebridge_referral.errors import install_error_handler
 from carebridge_referral.roster import seed_therapists
 from carebridge_referral.settings import ReferralSettings
 from carebridge_shared.clock import Clock, SystemClock
@@ -31,7 +30,6 @@ def build(settings: ReferralSettings | None = None, *, clock: Clock | None = Non
             clock=clock or SystemClock(),
         )
     )
-    install_error_handler(app)
     return app
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from carebridge_contracts import CarePlanUpdated
 from carebridge_contracts.events.common import ClinicianRole
 from carebridge_referral import domain, store
-from carebridge_referral.errors import Refused, refuse
 from carebridge_referral.models import CarePlanContent
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
+from carebridge_shared.refusals import Refusal, Refused, refuse
 from carebridge_shared.service import ServiceContext
 
 log = get_logger(__name__)
@@ -26,7 +26,7 @@ def _blank(patient_id: str) -> domain.CarePlan:
 
 async def _authorise(conn: Connection, patient_id: str, clinician_id: str) -> ClinicianRole:
     access = domain.plan_access(await store.plan_team(conn, patient_id), clinician_id)
-    if isinstance(access, domain.Refusal):
+    if isinstance(access, Refusal):
         log.info("care_plan_access_refused", code=access.code, clinician_id=clinician_id)
         raise Refused(access)
     return access

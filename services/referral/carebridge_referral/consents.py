@@ -8,8 +8,8 @@ from uuid import uuid4
 from carebridge_contracts import ConsentGranted, ConsentRevoked
 from carebridge_contracts.events.referral import ConsentScope
 from carebridge_referral import domain, matching, store
-from carebridge_referral.errors import not_found
 from carebridge_shared.logging import get_logger
+from carebridge_shared.refusals import not_found
 from carebridge_shared.service import ServiceContext
 
 log = get_logger(__name__)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -22,22 +22,13 @@ from carebridge_contracts.events.referral import (
     RequestedBy,
     WaitlistReason,
 )
+from carebridge_shared.refusals import Refusal
 
 ReferralStatus = Literal["draft", "active", "on-hold", "revoked", "completed"]
 Action = Literal["match", "hold", "revoke", "complete"]
 
 
 # --- refusals ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A request the rules turn down: an HTTP status, a machine code and a message."""
-
-    code: str
-    message: str
-    status: int = 409
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 # --- referral lifecycle --------------------------------------------------------------------

@@ -9,11 +9,11 @@ from carebridge_contracts import AssessmentCompleted, CareTeamEnded
 from carebridge_contracts.events.common import Modality, Urgency
 from carebridge_contracts.events.referral import CareTeamEndReason, RequestedBy
 from carebridge_referral import domain, matching, store
-from carebridge_referral.errors import Refused, check, not_found, refuse
 from carebridge_referral.models import ReferralRequest
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
 from carebridge_shared.outbox import Outbox
+from carebridge_shared.refusals import Refused, check, not_found, refuse
 from carebridge_shared.service import ServiceContext
 
 log = get_logger(__name__)
