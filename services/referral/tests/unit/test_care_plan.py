@@ -9,13 +9,13 @@ from pydantic import ValidationError
 
 from carebridge_referral.domain import (
     PlanTeam,
-    Refusal,
     changed_sections,
     etag,
     parse_version_tag,
     plan_access,
 )
 from carebridge_referral.models import CarePlanContent, CarePlanWrite, TherapyFrequency
+from carebridge_shared.refusals import Refusal
 
 EMPTY = CarePlanContent().sections()
 FULL = CarePlanContent(
