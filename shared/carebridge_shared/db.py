@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
 from dataclasses import dataclass
@@ -50,10 +51,18 @@ async def create_pool(
     return pool
 
 
+class MigrationChanged(RuntimeError):
+    """An applied migration's file was edited: its new content would never run."""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: str
     path: Path
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
 
 def discover(directory: Path, prefix: str) -> list[Migration]:
@@ -73,21 +82,36 @@ async def migrate(pool: asyncpg.Pool, schema: str, service_migrations: Path) -> 
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             await conn.execute(
                 f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations ('
-                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now(),"
+                " checksum text)"
+            )
+            await conn.execute(  # tables made before checksums were recorded
+                f'ALTER TABLE "{schema}".schema_migrations ADD COLUMN IF NOT EXISTS checksum text'
             )
             done = {
-                r["version"]
-                for r in await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations')
+                r["version"]: r["checksum"]
+                for r in await conn.fetch(
+                    f'SELECT version, checksum FROM "{schema}".schema_migrations'
+                )
             }
             for migration in migrations:
                 if migration.version in done:
+                    if done[migration.version] not in (None, migration.checksum):
+                        raise MigrationChanged(
+                            f"{schema}: migration {migration.version} ({migration.path}) changed "
+                            "after it was applied, so its new content would never run. Restore "
+                            "it and add a new numbered migration instead (on a throw-away dev "
+                            f'database: DROP SCHEMA "{schema}" CASCADE).'
+                        )
                     continue
                 async with conn.transaction():
                     await conn.execute(f'SET LOCAL search_path TO "{schema}", public')
                     await conn.execute(migration.path.read_text())
                     await conn.execute(
-                        f'INSERT INTO "{schema}".schema_migrations (version) VALUES ($1)',
+                        f'INSERT INTO "{schema}".schema_migrations (version, checksum)'
+                        " VALUES ($1, $2)",
                         migration.version,
+                        migration.checksum,
                     )
                 applied.append(migration.version)
                 log.info("migration_applied", schema=schema, version=migration.version)
