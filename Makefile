@@ -10,7 +10,7 @@ PY := .venv/bin/python
 DEVSTACK := $(PY) -m carebridge_devstack
 STACK_ENV := .stack/stack.env
 
-.PHONY: docs help install stack-up stack-down stack-status lint test test-unit run demo schemas bench chaos clean
+.PHONY: docs help install stack-up stack-down stack-status lint test test-unit run demo schemas bench chaos chaos-cluster clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -50,6 +50,13 @@ test-unit: install ## Only the tests that need no Kafka or PostgreSQL
 
 run: install ## Bring up the stack and the four services, walk a demo patient through; Ctrl-C stops all
 	@$(DEVSTACK) run
+
+chaos: install ## Fault suite: 2,000 journeys, SIGKILLs, Kafka + PostgreSQL crashes, poison (own stack)
+	@$(DEVSTACK) chaos --journeys $(or $(JOURNEYS),2000) --stack-dir .stack-chaos $(CHAOS_ARGS)
+
+chaos-cluster: install ## 3-broker KRaft cluster (RF 3, min.insync 2): one broker SIGKILLed under load
+	@$(DEVSTACK) chaos --journeys $(or $(JOURNEYS),2000) --kafka-nodes 3 --stack-dir .stack-chaos-cluster \
+	  --kafka-port 49192 --pg-port 45532 --kills-per-service 0 --no-postgres-fault $(CHAOS_ARGS)
 
 clean: stack-down ## Stop the stack and delete its data
 	@rm -rf .stack

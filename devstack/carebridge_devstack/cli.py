@@ -178,6 +178,65 @@ def run_system(
     raise typer.Exit(run(demo=demo, exit_after_demo=exit_after_demo, stop_stack=not keep_stack))
 
 
+@app.command()
+def chaos(
+    journeys: Annotated[int, typer.Option(help="Patient journeys to drive")] = 2000,
+    kafka_nodes: Annotated[
+        int,
+        typer.Option(
+            help="1: single broker (crashed and restarted); 3: KRaft cluster, "
+            "RF 3, min.insync 2, one broker SIGKILLed under load"
+        ),
+    ] = 1,
+    replicas: Annotated[int, typer.Option(help="Replicas of each consuming service")] = 2,
+    kills_per_service: Annotated[int, typer.Option(help="SIGKILLs per service")] = 3,
+    concurrency: Annotated[int, typer.Option(help="Journeys in flight at most")] = 12,
+    window: Annotated[
+        float | None, typer.Option(help="Seconds over which journeys start [0.3 s each]")
+    ] = None,
+    kafka_fault: Annotated[bool, typer.Option("--kafka-fault/--no-kafka-fault")] = True,
+    postgres_fault: Annotated[
+        list[str] | None,
+        typer.Option(help="PostgreSQL faults: postgres-restart, postgres-crash [both]"),
+    ] = None,
+    no_postgres_fault: Annotated[bool, typer.Option(help="No PostgreSQL fault")] = False,
+    poison: Annotated[bool, typer.Option("--poison/--no-poison")] = True,
+    seed: Annotated[int | None, typer.Option(help="Random seed of faults and load")] = None,
+    stack_dir: Annotated[
+        Path | None, typer.Option(help="Private stack directory [<repo>/.stack-chaos]")
+    ] = None,
+    kafka_port: Annotated[int, typer.Option(help="First Kafka port of the private stack")] = 49092,
+    pg_port: Annotated[int, typer.Option(help="PostgreSQL port of the private stack")] = 45432,
+    results: Annotated[
+        Path | None, typer.Option(help="JSON results [<stack-dir>/chaos-results.json]")
+    ] = None,
+) -> None:
+    """Fault suite: load through the HTTP APIs while services, Kafka and PostgreSQL are
+    killed and poison is injected; then an oracle checks nothing was lost or done twice."""
+    from .chaos import ChaosConfig, run_chaos
+
+    if kafka_port in (29092, 29093) or pg_port == 25432:
+        raise typer.BadParameter("those are the shared dev stack's ports; chaos needs its own")
+    config = ChaosConfig(
+        journeys=journeys, kafka_nodes=kafka_nodes, replicas=replicas,
+        kills_per_service=kills_per_service, concurrency=concurrency, window_s=window,
+        kafka_fault=kafka_fault, poison=poison, seed=seed,
+        stack_dir=stack_dir, kafka_port=kafka_port, pg_port=pg_port, results=results,
+    )  # fmt: skip
+    if no_postgres_fault:
+        config.postgres_faults = ()
+    elif postgres_fault:
+        unknown = set(postgres_fault) - {"postgres-restart", "postgres-crash"}
+        if unknown:
+            raise typer.BadParameter(f"unknown PostgreSQL fault(s): {sorted(unknown)}")
+        config.postgres_faults = tuple(postgres_fault)
+    try:
+        result = run_chaos(config, Console(width=120))
+    except DevstackError as exc:
+        raise _fail(exc) from None
+    raise typer.Exit(code=0 if result.ok else 1)
+
+
 def main() -> None:
     app()
 

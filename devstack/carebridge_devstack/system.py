@@ -1,11 +1,13 @@
 """The whole carebridge system as local processes: SMTP sink + the four services.
 
 `make run` and the journey tests both use it, so the demo and the tests start the system
-the same way.
+the same way. A service may run as several replicas (``replicas={"booking": 2}``): processes
+``booking-1``, ``booking-2``, each on its own port, sharing the consumer group and database.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +19,21 @@ from .smtp_sink import Mailbox
 SERVICES = ("intake", "booking", "referral", "notification")
 
 
+def instance_names(service: str, count: int) -> list[str]:
+    """Process names of a service's replicas: the service name alone when there is one."""
+    if count < 1:
+        raise ValueError(f"{service}: at least one replica is needed, not {count}")
+    return [service] if count == 1 else [f"{service}-{i}" for i in range(1, count + 1)]
+
+
 @dataclass
 class SystemPorts:
+    """Ports of the first replica of each service (``services``), of the SMTP sink, and of
+    further replicas by process name (``extra``; free ports are picked for missing ones)."""
+
     services: dict[str, int] = field(default_factory=lambda: dict(SERVICE_PORTS))
     smtp: int = 2525
+    extra: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def free(cls) -> SystemPorts:
@@ -39,6 +52,7 @@ class LocalSystem:
         echo: Echo | None = None,
         supervise: bool = False,
         extra_env: dict[str, dict[str, str]] | None = None,
+        replicas: Mapping[str, int] | None = None,
     ) -> None:
         self.ports = ports or SystemPorts()
         self.bootstrap = endpoints.kafka_bootstrap
@@ -56,15 +70,41 @@ class LocalSystem:
         }
         for name, env in (extra_env or {}).items():
             per_service.setdefault(name, {}).update(env)
+        counts = {name: (replicas or {}).get(name, 1) for name in SERVICES}
+        self.instances: dict[str, list[str]] = {
+            name: instance_names(name, counts[name]) for name in SERVICES
+        }
+        self._instance_ports: dict[str, int] = {}
         specs: list[ProcessSpec] = [smtp_sink_spec(self.ports.smtp, self.mail_dir)]
-        specs += [
-            service_spec(name, self.ports.services[name], base_env, per_service.get(name))
-            for name in SERVICES
-        ]
+        for service in SERVICES:
+            for i, instance in enumerate(self.instances[service]):
+                port = self.ports.services[service] if i == 0 else self.ports.extra.get(instance)
+                port = port or free_port()
+                self._instance_ports[instance] = port
+                env = {**per_service.get(service, {})}
+                env.setdefault("CAREBRIDGE_INSTANCE_ID", instance)
+                spec = service_spec(service, port, base_env, env)
+                spec.name = instance
+                specs.append(spec)
         self.group = ProcessGroup(specs, self.log_dir, echo=echo, restart_crashed=supervise)
 
     def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.ports.services[service]}"
+        """Base URL of the service's first replica (or of one process, by its name)."""
+        instance = self.instances[service][0] if service in self.instances else service
+        return self.instance_url(instance)
+
+    def urls(self, service: str) -> list[str]:
+        """Base URLs of every replica of the service."""
+        return [self.instance_url(instance) for instance in self.instances[service]]
+
+    def instance_url(self, instance: str) -> str:
+        return f"http://127.0.0.1:{self._instance_ports[instance]}"
+
+    def service_of(self, instance: str) -> str:
+        for service, names in self.instances.items():
+            if instance in names:
+                return service
+        raise KeyError(instance)
 
     @property
     def mailbox(self) -> Mailbox:

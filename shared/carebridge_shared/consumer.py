@@ -155,7 +155,8 @@ class ConsumerRuntime:
         self._handlers: dict[tuple[str, str], Handler] = {}
         self._stopping = asyncio.Event()
         self.broker = KafkaBroker(
-            bootstrap_servers,
+            # FastStream takes a string for ONE host: split "a:9092,b:9092" into the list
+            bootstrap_list(bootstrap_servers),
             client_id=f"{group_id}-{socket.gethostname()}",
             graceful_timeout=graceful_timeout,
             logger=None,
@@ -327,6 +328,11 @@ class ConsumerRuntime:
             attempts=attempts,
             error=error.split(":", 1)[0],
         )
+
+
+def bootstrap_list(bootstrap_servers: str) -> list[str]:
+    """``"a:9092, b:9092"`` as ``["a:9092", "b:9092"]`` (KAFKA_BOOTSTRAP_SERVERS lists brokers)."""
+    return [host.strip() for host in bootstrap_servers.split(",") if host.strip()]
 
 
 def dlq_headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:

@@ -370,3 +370,44 @@ async def test_database_restart_mid_event_is_retried_not_dead_lettered(
         timeout=5.0,
     )
     assert dead == []
+
+
+async def test_consumer_connects_with_a_comma_separated_bootstrap_list(
+    pool, stack_endpoints
+) -> None:
+    """Regression (found by the chaos suite's 3-broker run): KAFKA_BOOTSTRAP_SERVERS lists
+    every broker, comma-separated. FastStream took the whole string for one host, so every
+    consuming service failed to start against a cluster. The runtime now splits the list."""
+    bootstrap = stack_endpoints.kafka_bootstrap
+    servers = f"{bootstrap},{bootstrap}"  # two entries, as a multi-broker list looks
+    patient = f"p-{uuid.uuid4()}"
+    envelope = wrap(sample_assessment(patient), patient)
+    runtime = ConsumerRuntime(
+        bootstrap_servers=servers,
+        pool=pool,
+        group_id=f"multi-{uuid.uuid4().hex[:8]}",
+        producer_factory=lambda: make_producer(servers, "test-dlq"),
+        auto_offset_reset="latest",  # only what is published below, not the shared history
+    )
+
+    @runtime.on(AssessmentCompleted)
+    async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
+        if ctx.envelope.subject == patient:
+            await ctx.conn.execute(
+                "INSERT INTO effects (event_id, subject, sequence) VALUES ($1, $2, $3)",
+                ctx.envelope.event_id,
+                patient,
+                ctx.envelope.sequence,
+            )
+
+    await asyncio.wait_for(runtime.start(), timeout=60)
+    try:
+        await _eventually(lambda: _joined(runtime))
+        await produce(bootstrap, envelope)
+        await _eventually(lambda: _has_effect(pool, envelope.event_id))
+    finally:
+        await runtime.stop()
+
+
+async def _joined(runtime: ConsumerRuntime) -> bool:
+    return runtime.joined

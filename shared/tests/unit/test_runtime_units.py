@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from carebridge_shared.consumer import RetryPolicy
+from carebridge_shared.consumer import RetryPolicy, bootstrap_list
 from carebridge_shared.db import SHARED_MIGRATIONS, check_schema_name, discover
 from carebridge_shared.settings import ServiceSettings
 
@@ -42,3 +42,8 @@ def test_settings_come_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.kafka_bootstrap_servers == "k:9"
     assert settings.http_port == 9100
     assert settings.consumer_max_attempts == 7
+
+
+def test_bootstrap_list_splits_a_comma_separated_broker_list() -> None:
+    assert bootstrap_list("a:1") == ["a:1"]
+    assert bootstrap_list("a:1, b:2,,c:3 ") == ["a:1", "b:2", "c:3"]

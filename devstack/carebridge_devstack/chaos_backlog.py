@@ -1,0 +1,143 @@
+"""How far behind the system is: consumer-group lag and unpublished outbox rows."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+SCHEMAS = ("intake", "booking", "referral", "notification")
+
+
+def consumer_groups(log_dir: Path) -> dict[str, list[str]]:
+    """Consumer group -> subscribed topics, as the services logged them at start-up."""
+    groups: dict[str, set[str]] = {}
+    for path in sorted(log_dir.glob("*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if '"consumer_started"' not in line:
+                continue
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                record = json.loads(line)
+                groups.setdefault(str(record["group"]), set()).update(record["topics"])
+    return {group: sorted(topics) for group, topics in sorted(groups.items())}
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A point to drain to: end offsets of a group's topics and the last outbox id."""
+
+    ends: dict[TopicPartition, int]
+    outbox_id: int
+
+
+class Backlog:
+    """Reads lag and outbox backlog; reconnects after broker or database restarts."""
+
+    def __init__(self, bootstrap: str, database_url: str, groups: dict[str, list[str]]) -> None:
+        self.bootstrap = bootstrap
+        self.database_url = database_url
+        self.groups = groups
+        self._admin: AIOKafkaAdminClient | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def close(self) -> None:
+        admin, consumer = self._admin, self._consumer
+        self._admin = self._consumer = None
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        if self._admin is None or self._consumer is None:
+            await self.close()
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="chaos-lag")
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
+                                        enable_auto_commit=False)  # fmt: skip
+            try:
+                await admin.start()
+                await consumer.start()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await admin.close()
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                raise
+            self._admin, self._consumer = admin, consumer
+        return self._admin, self._consumer
+
+    async def _ends(self, topics: list[str]) -> dict[TopicPartition, int]:
+        _, consumer = await self._clients()
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        return ends
+
+    async def _outbox_max(self, schema: str, *, unpublished_up_to: int | None = None) -> int:
+        conn = await asyncpg.connect(self.database_url, timeout=5)
+        try:
+            if unpublished_up_to is None:
+                value = await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {schema}.outbox")
+            else:
+                value = await conn.fetchval(
+                    f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL AND id <= $1",
+                    unpublished_up_to,
+                )
+            return int(value)
+        finally:
+            await conn.close()
+
+    async def mark(self, service: str) -> Mark:
+        """Where `service` has to get to: what is on its topics and in its outbox now."""
+        try:
+            ends = await self._ends(self.groups.get(service, []))
+        except Exception:
+            await self.close()
+            raise
+        return Mark(ends, await self._outbox_max(service))
+
+    async def reached(self, service: str, mark: Mark) -> bool:
+        """Consumed up to `mark` (committed offsets) and published its outbox up to `mark`."""
+        if await self._outbox_max(service, unpublished_up_to=mark.outbox_id):
+            return False
+        if not mark.ends:
+            return True
+        try:
+            admin, _ = await self._clients()
+            committed = await admin.list_consumer_group_offsets(service)
+        except Exception:
+            await self.close()
+            raise
+        for tp, end in mark.ends.items():
+            meta = committed.get(tp)
+            if end > 0 and (meta is None or meta.offset < end):
+                return False
+        return True
+
+    async def totals(self) -> dict[str, int]:
+        """Lag of every group and unpublished rows of every outbox right now."""
+        result: dict[str, int] = {}
+        for service in SCHEMAS:
+            mark = await self.mark(service)
+            lag = 0
+            if mark.ends:
+                admin, _ = await self._clients()
+                committed = await admin.list_consumer_group_offsets(service)
+                for tp, end in mark.ends.items():
+                    meta = committed.get(tp)
+                    lag += max(0, end - (meta.offset if meta is not None else 0))
+            result[f"{service}.lag"] = lag
+            result[f"{service}.unpublished"] = await self._outbox_max(
+                service, unpublished_up_to=mark.outbox_id
+            )
+        return result

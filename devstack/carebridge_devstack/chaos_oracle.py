@@ -1,0 +1,312 @@
+"""Oracle of the chaos run: reads every topic, the databases and the SMTP sink afterwards and
+checks the delivery promises against what the load driver was told (accepted requests only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from carebridge_contracts import ContractError, Envelope, dlq_topic
+from carebridge_contracts.registry import Topic
+from carebridge_shared.testing import Record, read_topic
+
+from .chaos_backlog import SCHEMAS
+from .chaos_load import Journey
+from .chaos_poison import Poison
+from .smtp_sink import Mailbox
+
+
+@dataclass
+class Verdict:
+    """Figures and violations; `ok` when there are no violations."""
+
+    figures: dict[str, Any] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+
+    def fail(self, message: str) -> None:
+        if len(self.violations) < 200:
+            self.violations.append(message)
+        self.figures["violations"] = self.figures.get("violations", 0) + 1
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+@dataclass
+class TopicView:
+    records: list[Record]
+    events: dict[str, list[Envelope]]  # event_id -> copies
+    unparsed: list[Record]
+
+
+def _view(records: list[Record]) -> TopicView:
+    events: dict[str, list[Envelope]] = defaultdict(list)
+    unparsed: list[Record] = []
+    for record in records:
+        try:
+            envelope = Envelope.from_bytes(record.value)
+        except ContractError:
+            unparsed.append(record)
+            continue
+        events[str(envelope.event_id)].append(envelope)
+    return TopicView(records, dict(events), unparsed)
+
+
+async def read_all(bootstrap: str) -> dict[str, list[Record]]:
+    names = [str(t) for t in Topic] + [dlq_topic(str(t)) for t in Topic]
+    found = await asyncio.gather(*(read_topic(bootstrap, n, timeout=120.0) for n in names))
+    return dict(zip(names, found, strict=True))
+
+
+def check_order(topic: str, view: TopicView, verdict: Verdict) -> int:
+    """Per key: one partition, and sequences strictly increasing once repeats are dropped."""
+    by_key: dict[bytes | None, list[Record]] = defaultdict(list)
+    for record in view.records:
+        by_key[record.key].append(record)
+    broken = 0
+    for key, records in by_key.items():
+        if len({r.partition for r in records}) > 1:
+            broken += 1
+            verdict.fail(f"{topic}: key {key!r} spread over partitions")
+            continue
+        seen: set[uuid.UUID] = set()
+        last = 0
+        for record in sorted(records, key=lambda r: r.offset):
+            try:
+                envelope = Envelope.from_bytes(record.value)
+            except ContractError:
+                continue  # poison: no sequence to check
+            if envelope.event_id in seen:
+                continue  # a republished copy of an event already seen in order
+            seen.add(envelope.event_id)
+            if envelope.sequence != last + 1:
+                broken += 1
+                verdict.fail(
+                    f"{topic}: key {key!r} sequence {envelope.sequence} after {last} "
+                    f"(offset {record.offset})"
+                )
+            last = envelope.sequence
+    return broken
+
+
+async def _db(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        rows: list[asyncpg.Record] = await conn.fetch(query, *args)
+        return rows
+    finally:
+        await conn.close()
+
+
+async def check(
+    *,
+    bootstrap: str,
+    database_url: str,
+    mail_dir: Path,
+    journeys: list[Journey],
+    poisons: list[Poison],
+    groups: dict[str, list[str]],
+    patient_prefix: str,
+) -> Verdict:
+    verdict = Verdict()
+    topics = await read_all(bootstrap)
+    views = {name: _view(records) for name, records in topics.items()}
+    f = verdict.figures
+
+    # -- nothing acknowledged is lost: every outbox row marked published is on its topic
+    lost = unpublished = produced = 0
+    on_topic = {name: set(view.events) for name, view in views.items()}
+    for schema in SCHEMAS:
+        rows = await _db(database_url,
+                         f"SELECT event_id, topic, published_at FROM {schema}.outbox")  # fmt: skip
+        for row in rows:
+            if row["published_at"] is None:
+                unpublished += 1
+                continue
+            produced += 1
+            if str(row["event_id"]) not in on_topic.get(row["topic"], set()):
+                lost += 1
+                verdict.fail(f"lost: {schema} outbox event {row['event_id']} not on {row['topic']}")
+    f["events_produced"] = produced
+    f["events_unpublished_at_end"] = unpublished
+    f["records_on_topics"] = sum(len(topics[str(t)]) for t in Topic)
+    f["republished_copies"] = sum(
+        len(c) - 1 for t in Topic for c in views[str(t)].events.values() if len(c) > 1
+    )
+    f["lost"] = lost
+    consumed = await _db(database_url, " UNION ALL ".join(
+        f"SELECT '{s}' AS consumer, count(*) AS n FROM {s}.inbox" for s in SCHEMAS))  # fmt: skip
+    f["events_consumed"] = {r["consumer"]: int(r["n"]) for r in consumed}
+    if unpublished:
+        verdict.fail(f"{unpublished} outbox rows still unpublished after the drain")
+
+    duplicated = 0
+    # -- every accepted assessment: exactly one AssessmentCompleted, nothing else for it
+    accepted = [j for j in journeys if j.assessment_id]
+    assessments = views[str(Topic.ASSESSMENTS)]
+    by_assessment: dict[str, set[str]] = defaultdict(set)
+    other_for_load: Counter[str] = Counter()
+    for event_id, copies in assessments.events.items():
+        envelope = copies[0]
+        if not envelope.subject.startswith(patient_prefix):
+            continue
+        if envelope.type == "AssessmentCompleted":
+            by_assessment[str(envelope.data["assessment_id"])].add(event_id)
+        else:
+            other_for_load[envelope.type] += 1
+    for journey in accepted:
+        n = len(by_assessment.get(str(journey.assessment_id), ()))
+        if n != 1:
+            duplicated += max(0, n - 1)
+            verdict.fail(f"assessment {journey.assessment_id}: {n} AssessmentCompleted events")
+    extra = set(by_assessment) - {str(j.assessment_id) for j in accepted}
+    for assessment_id in sorted(extra):
+        verdict.fail(f"AssessmentCompleted for an assessment never accepted: {assessment_id}")
+    if other_for_load:
+        verdict.fail(f"unexpected events for load patients on assessments: {dict(other_for_load)}")
+    rows = await _db(database_url, "SELECT patient_id, count(*) AS n FROM intake.assessments"
+                     " WHERE patient_id LIKE $1 GROUP BY patient_id", patient_prefix + "%")  # fmt: skip
+    stored = {r["patient_id"]: int(r["n"]) for r in rows}
+    for journey in accepted:
+        if stored.get(journey.patient_id, 0) != 1:
+            duplicated += max(0, stored.get(journey.patient_id, 0) - 1)
+            verdict.fail(f"{journey.patient_id}: {stored.get(journey.patient_id, 0)} assessments")
+    f["assessments_accepted"] = len(accepted)
+
+    # -- every accepted booking: exactly one AppointmentBooked; one appointment per patient
+    booked = [j for j in journeys if j.appointment_id]
+    appointments = views[str(Topic.APPOINTMENTS)]
+    by_appointment: dict[str, set[str]] = defaultdict(set)
+    for event_id, copies in appointments.events.items():
+        envelope = copies[0]
+        if envelope.subject.startswith(patient_prefix) and envelope.type == "AppointmentBooked":
+            by_appointment[str(envelope.data["appointment_id"])].add(event_id)
+    for journey in booked:
+        n = len(by_appointment.get(str(journey.appointment_id), ()))
+        if n != 1:
+            duplicated += max(0, n - 1)
+            verdict.fail(f"appointment {journey.appointment_id}: {n} AppointmentBooked events")
+    for appointment_id in sorted(set(by_appointment) - {str(j.appointment_id) for j in booked}):
+        verdict.fail(f"AppointmentBooked for a booking the client never had accepted: "
+                     f"{appointment_id}")  # fmt: skip
+    rows = await _db(database_url, "SELECT id, patient_id FROM booking.appointments"
+                     " WHERE patient_id LIKE $1 AND status = 'booked'", patient_prefix + "%")  # fmt: skip
+    per_patient = Counter(r["patient_id"] for r in rows)
+    for patient, n in per_patient.items():
+        if n > 1:
+            duplicated += n - 1
+            verdict.fail(f"{patient}: {n} booked appointments")
+    f["bookings_accepted"] = len(booked)
+    f["bookings_found_by_lookup"] = sum(j.booked_via_lookup for j in booked)
+
+    # -- no slot double booked
+    rows = await _db(database_url, """
+        SELECT count(*) AS n FROM booking.appointments a JOIN booking.appointments b
+          ON a.id < b.id AND a.status = 'booked' AND b.status = 'booked'
+         AND tstzrange(a.starts_at, a.ends_at) && tstzrange(b.starts_at, b.ends_at)
+         AND (a.clinician_id = b.clinician_id OR a.patient_id = b.patient_id)""")  # fmt: skip
+    f["double_bookings"] = int(rows[0]["n"])
+    if f["double_bookings"]:
+        verdict.fail(f"{f['double_bookings']} overlapping booked appointments")
+
+    # -- one confirmation per recipient and channel per booking, sent once
+    rows = await _db(database_url, """
+        SELECT id, appointment_id, recipient_kind, recipient_id, channel, status
+          FROM notification.deliveries WHERE kind = 'confirmation' AND patient_id LIKE $1""",
+        patient_prefix + "%")  # fmt: skip
+    confirmations: dict[str, list[asyncpg.Record]] = defaultdict(list)
+    for row in rows:
+        confirmations[str(row["appointment_id"])].append(row)
+    mail_ids = Counter(str(m.message.get("Message-ID", "")).strip("<>").split("@")[0]
+                       for m in Mailbox(mail_dir).messages())  # fmt: skip
+    sent_events: dict[str, set[str]] = defaultdict(set)
+    for event_id, copies in views[str(Topic.DELIVERIES)].events.items():
+        if copies[0].type == "NotificationSent":
+            sent_events[str(copies[0].data["notification_id"])].add(event_id)
+    resends = missing_mail = 0
+    for journey in booked:
+        found = confirmations.get(str(journey.appointment_id), [])
+        keys = Counter((r["recipient_kind"], r["recipient_id"], r["channel"]) for r in found)
+        wanted = {("patient", journey.patient_id, "email"),
+                  ("clinician", journey.booked_clinician, "email")}  # fmt: skip
+        if set(keys) != wanted or any(n != 1 for n in keys.values()):
+            duplicated += sum(max(0, n - 1) for n in keys.values())
+            verdict.fail(f"appointment {journey.appointment_id}: confirmations {dict(keys)}")
+        for row in found:
+            delivery = str(row["id"])
+            if row["status"] != "sent":
+                verdict.fail(f"confirmation {delivery} is {row['status']}")
+            n_mail = mail_ids.get(delivery, 0)
+            if n_mail == 0:
+                missing_mail += 1
+                verdict.fail(f"confirmation {delivery} never reached the SMTP sink")
+            resends += max(0, n_mail - 1)
+            n_events = len(sent_events.get(delivery, ()))
+            if n_events != 1:
+                duplicated += max(0, n_events - 1)
+                verdict.fail(f"confirmation {delivery}: {n_events} NotificationSent events")
+    f["confirmations_sent"] = sum(len(v) for v in confirmations.values())
+    f["smtp_resends_same_message_id"] = resends
+    f["confirmations_missing_at_smtp"] = missing_mail
+    f["duplicated_effects"] = duplicated
+
+    # -- per-patient order on every topic
+    f["order_violations"] = sum(check_order(str(t), views[str(t)], verdict) for t in Topic)
+
+    # -- dead letters: exactly the poison, once per subscribed group, with the right reason
+    by_tag = {p.tag: p for p in poisons}
+    subscribers: dict[str, list[str]] = defaultdict(list)
+    for group, group_topics in groups.items():
+        for topic in group_topics:
+            subscribers[topic].append(group)
+    expected: set[tuple[str, int, int, str]] = set()
+    for poison in poisons:
+        poison_copies = [r for r in topics[poison.topic] if r.key == poison.tag.encode()]
+        if not poison_copies:
+            verdict.fail(f"poison {poison.tag} is not on {poison.topic}")
+        for copy in poison_copies:
+            for group in subscribers[poison.topic]:
+                expected.add((poison.topic, copy.partition, copy.offset, group))
+    actual: set[tuple[str, int, int, str]] = set()
+    dlq_records = 0
+    for topic in Topic:
+        for letter in topics[dlq_topic(str(topic))]:
+            dlq_records += 1
+            headers = {k: v.decode(errors="replace") for k, v in letter.headers.items()}
+            tag = (letter.key or b"").decode(errors="replace")
+            source = by_tag.get(tag)
+            if source is None:
+                verdict.fail(f"{dlq_topic(str(topic))}: not a poison message, key {tag!r}, "
+                             f"error {headers.get('dlq-error', '')[:120]!r}")  # fmt: skip
+                continue
+            if source.topic != str(topic) or headers.get("dlq-original-topic") != source.topic:
+                verdict.fail(f"{tag} dead-lettered on the wrong topic {dlq_topic(str(topic))}")
+            if not headers.get("dlq-error", "").startswith(source.expected_error):
+                verdict.fail(f"{tag}: reason {headers.get('dlq-error')!r}, "
+                             f"expected {source.expected_error}")  # fmt: skip
+            actual.add((headers.get("dlq-original-topic", ""),
+                        int(headers.get("dlq-original-partition", "-1")),
+                        int(headers.get("dlq-original-offset", "-1")),
+                        headers.get("dlq-consumer-group", "")))  # fmt: skip
+    for missing in sorted(expected - actual):
+        verdict.fail(f"poison not dead-lettered: {missing}")
+    for unexpected in sorted(actual - expected):
+        verdict.fail(f"unexpected dead letter: {unexpected}")
+    f["poison_injected"] = len(poisons)
+    f["dlq_expected"] = len(expected)
+    f["dlq_distinct"] = len(actual)
+    f["dlq_records"] = dlq_records
+    return verdict
+
+
+def dump(verdict: Verdict) -> str:
+    return json.dumps({"figures": verdict.figures, "violations": verdict.violations}, indent=2)
