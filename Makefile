@@ -10,7 +10,7 @@ PY := .venv/bin/python
 DEVSTACK := $(PY) -m carebridge_devstack
 STACK_ENV := .stack/stack.env
 
-.PHONY: docs help install stack-up stack-down stack-status lint test test-unit run demo schemas bench chaos chaos-cluster clean
+.PHONY: docs help install stack-up stack-down stack-status lint test test-unit run schemas chaos chaos-cluster clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
