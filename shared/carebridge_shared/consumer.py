@@ -106,6 +106,10 @@ class _AssignmentTracker(ConsumerRebalanceListener):  # type: ignore[misc]
         self._resolving: asyncio.Task[None] | None = None
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        # Not ready again until the new assignment's positions are resolved.
+        self.joined.clear()
+        if self._resolving is not None:
+            self._resolving.cancel()
         log.info("partitions_revoked", group=self._group_id, partitions=len(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
@@ -113,7 +117,7 @@ class _AssignmentTracker(ConsumerRebalanceListener):  # type: ignore[misc]
             "partitions_assigned",
             group=self._group_id,
             topic=self._topic,
-            partitions=sorted(tp.partition for tp in assigned),
+            partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
         )
         # Resolving positions needs the rebalance to finish first: do it outside the callback.
         self._resolving = asyncio.create_task(self._resolve_positions(list(assigned)))
@@ -195,8 +199,8 @@ class ConsumerRuntime:
     async def start(self) -> None:
         self._dlq_producer = self._producer_factory()
         await self._dlq_producer.start()
-        for topic in self.topics:
-            self._subscribe(topic)
+        if self.topics:
+            self._subscribe(self.topics)
         await self.broker.start()
         self.started = True
         log.info("consumer_started", group=self.group_id, topics=self.topics)
@@ -211,11 +215,13 @@ class ConsumerRuntime:
             self._dlq_producer = None
         log.info("consumer_stopped", group=self.group_id)
 
-    def _subscribe(self, topic: str) -> None:
-        tracker = _AssignmentTracker(self.group_id, topic)
+    def _subscribe(self, topics: list[str]) -> None:
+        # One consumer for all of the group's topics: one join per start, one rebalance per
+        # membership change (a consumer per topic would rebalance the group once per topic).
+        tracker = _AssignmentTracker(self.group_id, ",".join(topics))
         self._trackers.append(tracker)
         subscriber = self.broker.subscriber(
-            topic,
+            *topics,
             group_id=self.group_id,
             auto_offset_reset=self._auto_offset_reset,
             ack_policy=AckPolicy.NACK_ON_ERROR,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -11,9 +12,13 @@ from carebridge_contracts import (
     AppointmentBooked,
     AppointmentCancelled,
     AppointmentRescheduled,
+    CarePlanUpdated,
+    CareTeamEnded,
+    CareTeamFormed,
     SafetyRiskFlagged,
+    TherapistMatched,
 )
-from carebridge_contracts.events.common import Channel
+from carebridge_contracts.events.common import Channel, ClinicianRole
 
 RecipientKind = Literal["patient", "clinician"]
 DeliveryKind = Literal["confirmation", "notice", "reminder", "alert"]
@@ -31,6 +36,9 @@ CANCELLED_PATIENT = "appointment_cancelled_patient"
 CANCELLED_CLINICIAN = "appointment_cancelled_clinician"
 SAFETY_REVIEW = "safety_urgent_review"
 REMINDER_PREFIX = "appointment_reminder_"
+THERAPIST_MATCHED_PATIENT = "therapist_matched_patient"
+THERAPIST_MATCHED_THERAPIST = "therapist_matched_therapist"
+CARE_PLAN_UPDATED = "care_plan_updated"
 
 # Error codes of failed deliveries (codes, never prose).
 NO_CONTACT = "no_contact"
@@ -206,9 +214,175 @@ def plan_safety_alert(event: SafetyRiskFlagged, on_call_clinician_id: str, now: 
     return Plan((alert,))
 
 
+def plan_therapist_matched(event: TherapistMatched, now: datetime) -> Plan:
+    """The patient may now book a therapy intake; the therapist learns a referral reached them.
+
+    Both messages carry the referral id (for the link) and, for the therapist, the modality code;
+    never the patient's or the therapist's id (they are the recipients, not the content).
+    """
+    params = {"referral_id": str(event.referral_id), "modality": event.modality}
+    return Plan(
+        (
+            PlannedDelivery(
+                "patient",
+                event.patient_id,
+                THERAPIST_MATCHED_PATIENT,
+                "notice",
+                PRIORITY_NORMAL,
+                now,
+                params,
+            ),
+            PlannedDelivery(
+                "clinician",
+                event.therapist_id,
+                THERAPIST_MATCHED_THERAPIST,
+                "notice",
+                PRIORITY_NORMAL,
+                now,
+                params,
+            ),
+        )
+    )
+
+
 def dispatch_order(priority: int, due_at: datetime) -> tuple[int, datetime]:
     """The dispatcher's queue order (mirrored by store.claim_next's ORDER BY)."""
     return (priority, due_at)
+
+
+# --- care teams and the shared plan --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    """A clinician on a patient's care team, as referral's CareTeamFormed named them;
+    `joined_at` is when that event happened (its occurred_at)."""
+
+    clinician_id: str
+    role: ClinicianRole
+    care_team_id: uuid.UUID
+    joined_at: datetime
+
+
+@dataclass(frozen=True)
+class TeamChange:
+    """What a care-team event does to the patient's membership: who joins (or is confirmed),
+    who leaves."""
+
+    joins: tuple[Member, ...] = ()
+    leaves: tuple[Member, ...] = ()
+
+
+def team_formed(current: Sequence[Member], event: CareTeamFormed, at: datetime) -> TeamChange:
+    """A formed team names the patient's therapist, and maybe the psychiatrist.
+
+    Referral keeps one active team, and so one shared plan, per patient: the named therapist
+    replaces any other therapist; a named psychiatrist replaces any other psychiatrist. Without
+    a psychiatrist in the event, the one already known stays (referral, too, lets the patient's
+    known psychiatrist keep the plan when the team names none).
+    """
+    joins = [Member(event.therapist_id, "therapist", event.care_team_id, at)]
+    if event.psychiatrist_id is not None and event.psychiatrist_id != event.therapist_id:
+        joins.append(Member(event.psychiatrist_id, "psychiatrist", event.care_team_id, at))
+    replaced = {j.role for j in joins}
+    joining = {j.clinician_id for j in joins}
+    leaves = [m for m in current if m.role in replaced and m.clinician_id not in joining]
+    return TeamChange(tuple(joins), tuple(leaves))
+
+
+def team_ended(current: Sequence[Member], event: CareTeamEnded) -> TeamChange:
+    """The team's therapist leaves; the psychiatrist stays.
+
+    `CareTeamEnded` ends the therapy referral (completed or revoked), not the patient's
+    psychiatric care: referral keeps the plan open to the patient's psychiatrist afterwards, so
+    the psychiatrist remains a member (and would be told of a change by a later therapist).
+    Nothing in the event says the psychiatrist leaves; `psychiatrist_id` only describes the team.
+    The therapist is removed only while the membership still belongs to this team.
+    """
+    leaves = [
+        m
+        for m in current
+        if m.clinician_id == event.therapist_id
+        and m.role == "therapist"
+        and m.care_team_id == event.care_team_id
+    ]
+    return TeamChange(leaves=tuple(leaves))
+
+
+@dataclass(frozen=True)
+class PlanChange:
+    """A CarePlanUpdated as this service keeps it: ids, version and section codes only."""
+
+    event_id: uuid.UUID
+    correlation_id: uuid.UUID
+    plan_version: int
+    changed_sections: tuple[str, ...]
+    author_id: str
+    author_role: ClinicianRole
+    occurred_at: datetime
+
+    @classmethod
+    def of(
+        cls,
+        event: CarePlanUpdated,
+        event_id: uuid.UUID,
+        correlation_id: uuid.UUID,
+        occurred_at: datetime,
+    ) -> PlanChange:
+        return cls(
+            event_id=event_id,
+            correlation_id=correlation_id,
+            plan_version=event.plan_version,
+            changed_sections=tuple(event.changed_sections),
+            author_id=event.author_id,
+            author_role=event.author_role,
+            occurred_at=occurred_at,
+        )
+
+
+@dataclass(frozen=True)
+class PlanRecipients:
+    members: tuple[Member, ...]
+    author_is_member: bool
+
+
+def plan_change_recipients(
+    team: Sequence[Member], author_id: str, occurred_at: datetime
+) -> PlanRecipients:
+    """Every member but the author, among those who had joined when the change happened.
+
+    An author who is not a known member (the team's psychiatrist became known to referral
+    without an event, a team event not applied yet...) removes nobody: all members are told,
+    and the caller logs it.
+    """
+    members = tuple(m for m in team if m.joined_at <= occurred_at and m.clinician_id != author_id)
+    author_is_member = any(m.clinician_id == author_id for m in team)
+    return PlanRecipients(members, author_is_member)
+
+
+def plan_care_plan_updated(
+    change: PlanChange, recipients: Sequence[Member], due_at: datetime
+) -> Plan:
+    """One notice per recipient: version, changed section codes and the team (for the link)."""
+    sections = ",".join(change.changed_sections)
+    return Plan(
+        tuple(
+            PlannedDelivery(
+                "clinician",
+                member.clinician_id,
+                CARE_PLAN_UPDATED,
+                "notice",
+                PRIORITY_NORMAL,
+                due_at,
+                {
+                    "care_team_id": str(member.care_team_id),
+                    "plan_version": str(change.plan_version),
+                    "changed_sections": sections,
+                },
+            )
+            for member in recipients
+        )
+    )
 
 
 # --- on which channel ----------------------------------------------------------------------
@@ -355,10 +529,96 @@ _APPOINTMENT_TEMPLATES: Mapping[str, tuple[Audience, str, str]] = {
 }
 
 
+MODALITY_WORDS: Mapping[str, str] = {
+    "CBT": "cognitive behavioral therapy (CBT)",
+    "DBT": "dialectical behavior therapy (DBT)",
+    "EMDR": "EMDR therapy",
+    "IPT": "interpersonal therapy (IPT)",
+    "ACT": "acceptance and commitment therapy (ACT)",
+    "psychodynamic": "psychodynamic therapy",
+}
+
+SECTION_WORDS: Mapping[str, str] = {
+    "goals": "treatment goals",
+    "diagnosis_codes": "diagnoses",
+    "medication_summary": "medication summary",
+    "therapy_modality": "therapy approach",
+    "therapy_frequency": "therapy frequency",
+}
+
+
+def _plain(code: str, words: Mapping[str, str]) -> str:
+    return words.get(code, code.replace("_", " "))
+
+
+def in_plain_words(codes: Iterable[str], words: Mapping[str, str]) -> str:
+    """Codes in words, as a list reads: "a", "a and b", "a, b and c"."""
+    plain = [_plain(code, words) for code in codes if code]
+    if not plain:
+        raise ValueError("no codes to put in words")
+    if len(plain) == 1:
+        return plain[0]
+    return f"{', '.join(plain[:-1])} and {plain[-1]}"
+
+
+def _render_match_patient(params: Mapping[str, str], base: str) -> Rendered:
+    line = (
+        "A therapist has been matched to your therapy referral. You can now book your first "
+        "therapy appointment (therapy intake) through the link below."
+    )
+    return Rendered(
+        "A therapist has been matched for you",
+        _body(line, f"{base}/referrals/{params['referral_id']}", CRISIS_FOOTER),
+    )
+
+
+def _render_match_therapist(params: Mapping[str, str], base: str) -> Rendered:
+    modality = _plain(params["modality"], MODALITY_WORDS)
+    line = (
+        f"A patient's referral for {modality} has been matched to you. The patient can now book "
+        "a first therapy appointment with you."
+    )
+    return Rendered(
+        "A therapy referral has been matched to you",
+        _body(line, f"{base}/referrals/{params['referral_id']}"),
+    )
+
+
+def _render_plan_updated(params: Mapping[str, str], base: str) -> Rendered:
+    version = params["plan_version"]
+    if not version.isdigit():
+        raise ValueError("plan_version must be a number")
+    sections = in_plain_words(params["changed_sections"].split(","), SECTION_WORDS)
+    line = (
+        "The shared treatment plan of a patient in your care team has changed. "
+        f"It is now at version {version}; changed: {sections}."
+    )
+    return Rendered(
+        "A shared care plan has changed",
+        _body(
+            line,
+            f"{base}/care-teams/{params['care_team_id']}/plan",
+            "The plan itself is in carebridge only; this message carries none of it.",
+        ),
+    )
+
+
+_REFERRAL_RENDERERS: Mapping[str, Callable[[Mapping[str, str], str], Rendered]] = {
+    THERAPIST_MATCHED_PATIENT: _render_match_patient,
+    THERAPIST_MATCHED_THERAPIST: _render_match_therapist,
+    CARE_PLAN_UPDATED: _render_plan_updated,
+}
+
+
 def render(template: str, params: Mapping[str, str], link_base_url: str) -> Rendered:
     """Subject and plain-text body. No names are known here: people are addressed generically,
-    and messages carry no clinical detail beyond the time and the kind of visit."""
+    and messages carry no clinical detail beyond the time and the kind of visit (appointments),
+    the therapy modality (to the matched therapist) and the changed plan sections' names and the
+    plan version (to care-team members)."""
     base = link_base_url.rstrip("/")
+    referral_renderer = _REFERRAL_RENDERERS.get(template)
+    if referral_renderer is not None:
+        return referral_renderer(params, base)
     if template == SAFETY_REVIEW:
         link = f"{base}/reviews/{params['assessment_id']}"
         line = "An intake assessment was flagged for urgent clinical review. Please review it now."

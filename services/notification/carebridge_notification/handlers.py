@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
 from carebridge_contracts import (
     AppointmentBooked,
@@ -11,7 +12,11 @@ from carebridge_contracts import (
     AppointmentNoShow,
     AppointmentRescheduled,
     AssessmentCompleted,
+    CarePlanUpdated,
+    CareTeamEnded,
+    CareTeamFormed,
     SafetyRiskFlagged,
+    TherapistMatched,
 )
 from carebridge_contracts.events.common import Channel
 from carebridge_notification import domain, store
@@ -24,9 +29,17 @@ log = get_logger(__name__)
 
 
 async def apply_plan(
-    ctx: EventContext, plan: domain.Plan, appointment_id: uuid.UUID | None
-) -> None:
-    """Write the plan's effect on the handler's connection (already inside its transaction)."""
+    ctx: EventContext,
+    plan: domain.Plan,
+    appointment_id: uuid.UUID | None,
+    *,
+    cause: store.Cause | None = None,
+) -> int:
+    """Write the plan's effect on the handler's connection (already inside its transaction).
+
+    `cause` defaults to the event being handled; a member's catch-up names an earlier one.
+    Returns how many deliveries were added.
+    """
     envelope = ctx.envelope
     cancelled = 0
     if plan.cancel_pending and appointment_id is not None:
@@ -35,26 +48,74 @@ async def apply_plan(
     for delivery in plan.deliveries:
         contact = await store.get_contact(ctx.conn, delivery.recipient_kind, delivery.recipient_id)
         planned.append((delivery, domain.planned_channel(contact.info if contact else None)))
-    cause = store.Cause(
-        event_id=envelope.event_id,
-        event_type=envelope.type,
-        correlation_id=envelope.correlation_id,
-        patient_id=envelope.subject,
-        appointment_id=appointment_id,
-    )
+    if cause is None:
+        cause = store.Cause(
+            event_id=envelope.event_id,
+            event_type=envelope.type,
+            correlation_id=envelope.correlation_id,
+            patient_id=envelope.subject,
+            appointment_id=appointment_id,
+        )
     added = await store.add_deliveries(ctx.conn, cause, planned)
     log.info(
         "deliveries_planned",
         event_type=envelope.type,
         event_id=str(envelope.event_id),
+        cause_event_id=str(cause.event_id),
         added=added,
         cancelled=cancelled,
     )
+    return added
+
+
+def plan_change_cause(patient_id: str, change: domain.PlanChange) -> store.Cause:
+    return store.Cause(
+        event_id=change.event_id,
+        event_type=CarePlanUpdated.event_type,
+        correlation_id=change.correlation_id,
+        patient_id=patient_id,
+        appointment_id=None,
+    )
+
+
+async def apply_team_change(
+    ctx: EventContext, patient_id: str, change: domain.TeamChange, due_at: datetime
+) -> None:
+    """Remove who leaves (their queued plan notices go too), add who joins, then tell each
+    joiner of plan changes made since the team event happened that were applied before it
+    (the care-plans topic has no order with the referrals topic)."""
+    envelope = ctx.envelope
+    for member in change.leaves:
+        cancelled = await store.remove_member(
+            ctx.conn, patient_id, member.clinician_id, envelope.event_id
+        )
+        log.info(
+            "care_team_member_removed",
+            event_id=str(envelope.event_id),
+            clinician_id=member.clinician_id,
+            role=member.role,
+            notices_cancelled=cancelled,
+        )
+    for member in change.joins:
+        await store.add_member(ctx.conn, patient_id, member, envelope.event_id)
+        log.info(
+            "care_team_member_added",
+            event_id=str(envelope.event_id),
+            clinician_id=member.clinician_id,
+            role=member.role,
+        )
+    if not change.joins:
+        return
+    for plan_change in await store.plan_changes_since(ctx.conn, patient_id, envelope.occurred_at):
+        recipients = [m for m in change.joins if m.clinician_id != plan_change.author_id]
+        plan = domain.plan_care_plan_updated(plan_change, recipients, due_at)
+        await apply_plan(ctx, plan, None, cause=plan_change_cause(patient_id, plan_change))
 
 
 def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
     settings = settings_of(context)
     clock = context.clock
+    plan_notice_delay = timedelta(seconds=settings.care_plan_notice_delay_seconds)
 
     @runtime.on(AppointmentBooked)
     async def booked(event: AppointmentBooked, ctx: EventContext) -> None:
@@ -86,3 +147,58 @@ def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
     @runtime.on(AssessmentCompleted)
     async def assessment(event: AssessmentCompleted, ctx: EventContext) -> None:
         await store.channel_from_assessment(ctx.conn, event.patient_id, event.preferred_channel)
+
+    @runtime.on(TherapistMatched)
+    async def therapist_matched(event: TherapistMatched, ctx: EventContext) -> None:
+        await apply_plan(ctx, domain.plan_therapist_matched(event, clock.now()), None)
+
+    @runtime.on(CareTeamFormed)
+    async def care_team_formed(event: CareTeamFormed, ctx: EventContext) -> None:
+        await store.lock_care_team(ctx.conn, event.patient_id)
+        current = await store.care_team(ctx.conn, event.patient_id)
+        change = domain.team_formed(current, event, ctx.envelope.occurred_at)
+        await apply_team_change(ctx, event.patient_id, change, clock.now() + plan_notice_delay)
+
+    @runtime.on(CareTeamEnded)
+    async def care_team_ended(event: CareTeamEnded, ctx: EventContext) -> None:
+        await store.lock_care_team(ctx.conn, event.patient_id)
+        current = await store.care_team(ctx.conn, event.patient_id)
+        change = domain.team_ended(current, event)
+        if not change.leaves:
+            log.info(
+                "care_team_end_without_member",
+                event_id=str(ctx.envelope.event_id),
+                care_team_id=str(event.care_team_id),
+            )
+        await apply_team_change(ctx, event.patient_id, change, clock.now() + plan_notice_delay)
+        cancelled = await store.cancel_match_notices(
+            ctx.conn, event.patient_id, event.referral_id, ctx.envelope.event_id
+        )
+        if cancelled:
+            log.info(
+                "match_notices_cancelled", event_id=str(ctx.envelope.event_id), count=cancelled
+            )
+
+    @runtime.on(CarePlanUpdated)
+    async def care_plan_updated(event: CarePlanUpdated, ctx: EventContext) -> None:
+        envelope = ctx.envelope
+        change = domain.PlanChange.of(
+            event, envelope.event_id, envelope.correlation_id, envelope.occurred_at
+        )
+        await store.lock_care_team(ctx.conn, event.patient_id)
+        await store.record_plan_change(ctx.conn, event.patient_id, change)
+        team = await store.care_team(ctx.conn, event.patient_id)
+        recipients = domain.plan_change_recipients(team, event.author_id, change.occurred_at)
+        if not recipients.author_is_member:
+            log.warning(
+                "care_plan_author_not_in_care_team",
+                event_id=str(envelope.event_id),
+                author_id=event.author_id,
+                author_role=event.author_role,
+                plan_version=event.plan_version,
+                recipients=len(recipients.members),
+            )
+        plan = domain.plan_care_plan_updated(
+            change, recipients.members, clock.now() + plan_notice_delay
+        )
+        await apply_plan(ctx, plan, None, cause=plan_change_cause(event.patient_id, change))

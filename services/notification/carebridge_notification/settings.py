@@ -40,6 +40,12 @@ class NotificationSettings(ServiceSettings):
     on_call_clinician_id: str = Field(
         default="on-call", description="Clinician id that receives urgent safety alerts."
     )
+    care_plan_notice_delay_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a care-plan change notice waits before it is sent, so that a "
+        "member's removal applied a moment later (another topic) can still cancel it.",
+    )
     link_base_url: str = Field(
         default="https://carebridge.invalid", description="Base of the links put in messages."
     )

@@ -1,4 +1,5 @@
-"""SQL of the notification service (tables in its own schema: contacts, deliveries)."""
+"""SQL of the notification service (tables in its own schema: contacts, deliveries,
+care_team_members, care_plan_changes)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,14 @@ import asyncpg
 
 from carebridge_contracts.events.common import Channel
 from carebridge_notification.domain import (
+    CARE_PLAN_UPDATED,
+    THERAPIST_MATCHED_PATIENT,
+    THERAPIST_MATCHED_THERAPIST,
     ContactInfo,
     DeliveryKind,
     DeliveryStatus,
+    Member,
+    PlanChange,
     PlannedDelivery,
     RecipientKind,
 )
@@ -274,3 +280,153 @@ async def list_deliveries(
         limit,
     )
     return [_delivery(row) for row in rows]
+
+
+# --- care teams -----------------------------------------------------------------------------
+
+
+async def lock_care_team(conn: Connection, patient_id: str) -> None:
+    """Serialise, per patient, the handlers that read or change the care team and plan changes.
+
+    Team events (referrals topic) and plan changes (care-plans topic) come through different
+    subscriptions and may be applied at the same moment; without this lock a plan change could
+    miss a member whose CareTeamFormed commits concurrently, and the catch-up of that member
+    could miss the change. Held until the handler's transaction ends.
+    """
+    if not conn.is_in_transaction():
+        raise RuntimeError("lock_care_team must run inside the handler's transaction")
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('notification.care_team'), hashtext($1))",
+        patient_id,
+    )
+
+
+def _member(row: asyncpg.Record) -> Member:
+    return Member(row["clinician_id"], row["role"], row["care_team_id"], row["joined_at"])
+
+
+async def care_team(conn: Connection, patient_id: str) -> list[Member]:
+    """The patient's current care-team members."""
+    rows = await conn.fetch(
+        "SELECT clinician_id, role, care_team_id, joined_at FROM care_team_members"
+        " WHERE patient_id = $1 ORDER BY role, clinician_id",
+        patient_id,
+    )
+    return [_member(row) for row in rows]
+
+
+async def add_member(
+    conn: Connection, patient_id: str, member: Member, event_id: uuid.UUID
+) -> datetime:
+    """Add (or confirm) a member; a confirmed member keeps the earlier joining time.
+    Returns the joining time in effect."""
+    joined: datetime | None = await conn.fetchval(
+        "INSERT INTO care_team_members AS m"
+        " (patient_id, clinician_id, role, care_team_id, joined_at, joined_event_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (patient_id, clinician_id) DO UPDATE SET"
+        " role = excluded.role, care_team_id = excluded.care_team_id,"
+        " joined_at = LEAST(m.joined_at, excluded.joined_at),"
+        " joined_event_id = CASE WHEN excluded.joined_at < m.joined_at"
+        " THEN excluded.joined_event_id ELSE m.joined_event_id END,"
+        " updated_at = now()"
+        " RETURNING joined_at",
+        patient_id,
+        member.clinician_id,
+        member.role,
+        member.care_team_id,
+        member.joined_at,
+        event_id,
+    )
+    if joined is None:
+        raise RuntimeError("INSERT ... RETURNING returned no row")
+    return joined
+
+
+async def remove_member(
+    conn: Connection, patient_id: str, clinician_id: str, removed_by: uuid.UUID
+) -> int:
+    """Remove a member and cancel their plan-change notices about this patient that are still
+    queued (they can no longer open the plan). Returns how many notices were cancelled."""
+    await conn.execute(
+        "DELETE FROM care_team_members WHERE patient_id = $1 AND clinician_id = $2",
+        patient_id,
+        clinician_id,
+    )
+    result = await conn.execute(
+        "UPDATE deliveries SET status = 'cancelled', cancelled_by_event_id = $3,"
+        " updated_at = now()"
+        " WHERE patient_id = $1 AND recipient_kind = 'clinician' AND recipient_id = $2"
+        " AND template = $4 AND status = 'pending'",
+        patient_id,
+        clinician_id,
+        removed_by,
+        CARE_PLAN_UPDATED,
+    )
+    return int(result.split()[-1])
+
+
+async def cancel_match_notices(
+    conn: Connection, patient_id: str, referral_id: uuid.UUID, cancelled_by: uuid.UUID
+) -> int:
+    """Cancel the still-queued "therapist matched" messages of a referral whose team ended
+    (a revoked referral must not invite the patient to book after the fact)."""
+    result = await conn.execute(
+        "UPDATE deliveries SET status = 'cancelled', cancelled_by_event_id = $3,"
+        " updated_at = now()"
+        " WHERE patient_id = $1 AND status = 'pending' AND template = ANY($4::text[])"
+        " AND params ->> 'referral_id' = $2",
+        patient_id,
+        str(referral_id),
+        cancelled_by,
+        [THERAPIST_MATCHED_PATIENT, THERAPIST_MATCHED_THERAPIST],
+    )
+    return int(result.split()[-1])
+
+
+# --- plan changes ---------------------------------------------------------------------------
+
+
+_PLAN_CHANGE_COLUMNS = (
+    "event_id, correlation_id, plan_version, changed_sections, author_id, author_role, occurred_at"
+)
+
+
+def _plan_change(row: asyncpg.Record) -> PlanChange:
+    return PlanChange(
+        event_id=row["event_id"],
+        correlation_id=row["correlation_id"],
+        plan_version=row["plan_version"],
+        changed_sections=tuple(row["changed_sections"]),
+        author_id=row["author_id"],
+        author_role=row["author_role"],
+        occurred_at=row["occurred_at"],
+    )
+
+
+async def record_plan_change(conn: Connection, patient_id: str, change: PlanChange) -> None:
+    await conn.execute(
+        f"INSERT INTO care_plan_changes (patient_id, {_PLAN_CHANGE_COLUMNS})"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING",
+        patient_id,
+        change.event_id,
+        change.correlation_id,
+        change.plan_version,
+        list(change.changed_sections),
+        change.author_id,
+        change.author_role,
+        change.occurred_at,
+    )
+
+
+async def plan_changes_since(
+    conn: Connection, patient_id: str, since: datetime
+) -> list[PlanChange]:
+    """The patient's plan changes that happened at or after `since`, oldest first."""
+    rows = await conn.fetch(
+        f"SELECT {_PLAN_CHANGE_COLUMNS} FROM care_plan_changes"
+        " WHERE patient_id = $1 AND occurred_at >= $2 ORDER BY occurred_at, event_id",
+        patient_id,
+        since,
+    )
+    return [_plan_change(row) for row in rows]

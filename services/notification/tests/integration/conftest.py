@@ -1,4 +1,9 @@
-"""An in-process notification service on real Kafka and PostgreSQL, mailing to the SMTP sink."""
+"""An in-process notification service on real Kafka and PostgreSQL, mailing to the SMTP sink.
+
+Each app gets a fresh database and its own consumer group starting at "latest", and the
+fixture waits for /readyz (the consumer joined its group), so events other test runs put on the
+shared topics neither reach it from the past nor get taken from it by other instances.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from fastapi import FastAPI
 from carebridge_contracts import (
     AppointmentBooked,
     BaseEvent,
+    ContractError,
     Envelope,
     NotificationFailed,
     NotificationSent,
@@ -31,7 +37,7 @@ from carebridge_notification import dispatcher
 from carebridge_notification.app import NotificationSettings, build
 from carebridge_shared.clock import OffsetClock
 from carebridge_shared.service import ServiceContext
-from carebridge_shared.testing import produce, read_topic, wrap
+from carebridge_shared.testing import Record, produce, read_topic, wrap
 
 
 def uid(prefix: str) -> str:
@@ -74,6 +80,19 @@ async def eventually(
         await asyncio.sleep(0.1)
 
 
+async def wait_ready(client: httpx.AsyncClient, timeout: float = 60.0) -> None:
+    async def ready() -> bool:
+        return (await client.get("/readyz")).status_code == 200
+
+    await eventually(ready, timeout=timeout, what="/readyz")
+    # /readyz says every subscription once joined and resolved its "latest" positions, but the
+    # four subscriptions share one group and each join rebalances the others: a subscription
+    # whose flag was set in an earlier generation may not have re-resolved its position in the
+    # last one yet (the flag is not cleared on revoke), and an event produced in that moment is
+    # skipped. The last rebalance ends within milliseconds of the last join; wait it out.
+    await asyncio.sleep(1.5)
+
+
 @dataclass
 class Service:
     app: FastAPI
@@ -95,6 +114,30 @@ class Service:
         envelope = wrap(event, event.patient_id, sequence)
         await produce(self.settings.kafka_bootstrap_servers, envelope)
         return envelope
+
+    async def applied(self, event_id: uuid.UUID) -> bool:
+        """This app's consumer applied the event (its inbox holds it)."""
+        async with self.ctx.pool.acquire() as conn:
+            found = await conn.fetchval(
+                "SELECT true FROM inbox WHERE consumer = $1 AND event_id = $2",
+                self.settings.consumer_group,
+                event_id,
+            )
+        return bool(found)
+
+    async def deliver(self, envelope: Envelope, *, timeout: float = 60.0) -> Envelope:
+        """Produce `envelope` and wait until this app applied it (its inbox holds the event)."""
+        await produce(self.settings.kafka_bootstrap_servers, envelope)
+        await eventually(
+            lambda: self.applied(envelope.event_id),
+            timeout=timeout,
+            what=f"{envelope.type} applied",
+        )
+        return envelope
+
+    async def send(self, event: BaseEvent, *, sequence: int = 1) -> Envelope:
+        """Wrap, produce and wait until applied (see `deliver`)."""
+        return await self.deliver(wrap(event, event.patient_id, sequence))
 
     async def put_contact(self, kind: str, recipient_id: str, **body: Any) -> dict[str, Any]:
         response = await self.client.put(f"/v1/contacts/{kind}/{recipient_id}", json=body)
@@ -158,11 +201,25 @@ class Service:
     async def notification_events(
         self, patient_id: str, *, expect: int, settle: float = 2.0, timeout: float = 60.0
     ) -> list[NotificationSent | NotificationFailed]:
-        """NotificationSent/Failed events about one patient on the deliveries topic."""
+        """NotificationSent/Failed events about one patient on the deliveries topic, published by
+        this app (another run's notification app that consumed our events publishes its own,
+        e.g. `no_contact` failures: they are not ours)."""
+        async with self.ctx.pool.acquire() as conn:
+            ours = {str(r["id"]) for r in await conn.fetch("SELECT id FROM deliveries")}
+
+        def mine(record: Record) -> bool:
+            if record.key != patient_id.encode():
+                return False
+            try:
+                envelope = Envelope.from_bytes(record.value)
+            except ContractError:
+                return False
+            return str(envelope.data.get("notification_id")) in ours
+
         records = await read_topic(
             self.settings.kafka_bootstrap_servers,
             str(topic_for(NotificationSent)),
-            where=lambda r: r.key == patient_id.encode(),
+            where=mine,
             expect=expect,
             settle=settle,
             timeout=timeout,
@@ -204,6 +261,8 @@ def start_service(
             "on_call_clinician_id": uid("on-call"),
             "relay_poll_interval_ms": 100,
             "shutdown_grace_seconds": 5.0,
+            "consumer_group": f"notification-{uuid.uuid4()}",
+            "consumer_offset_reset": "latest",
         }
         values.update(overrides)
         settings = NotificationSettings(**values)
@@ -213,6 +272,7 @@ def start_service(
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://notification"
             ) as client:
+                await wait_ready(client)
                 yield Service(app, client, smtp_sink, settings)
 
     return start
