@@ -385,6 +385,39 @@ def plan_care_plan_updated(
     )
 
 
+# --- consent to share the plan ---------------------------------------------------------------
+
+CARE_PLAN_SHARING = "care_plan_sharing"
+
+
+@dataclass(frozen=True)
+class Consent:
+    """The latest ConsentGranted / ConsentRevoked of one patient and scope: whether sharing is
+    granted, and when that event happened."""
+
+    granted: bool
+    updated_at: datetime
+
+
+def may_hear_of_plan_changes(role: ClinicianRole, sharing: Consent | None) -> bool:
+    """Whether a member may be told of a plan change, given the patient's care_plan_sharing
+    consent.
+
+    The therapist sees the shared plan only under the patient's consent (referral stops them
+    from opening it while it is revoked), so a therapist hears of no change while it is
+    revoked. The psychiatrist's access does not depend on it. With no consent event seen yet,
+    nothing changes (referral forms a care team only after consent is granted).
+    """
+    if role != "therapist" or sharing is None:
+        return True
+    return sharing.granted
+
+
+def consented(members: Sequence[Member], sharing: Consent | None) -> tuple[Member, ...]:
+    """The members who may be told of a plan change (see `may_hear_of_plan_changes`)."""
+    return tuple(m for m in members if may_hear_of_plan_changes(m.role, sharing))
+
+
 # --- on which channel ----------------------------------------------------------------------
 
 

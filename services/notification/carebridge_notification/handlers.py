@@ -15,6 +15,8 @@ from carebridge_contracts import (
     CarePlanUpdated,
     CareTeamEnded,
     CareTeamFormed,
+    ConsentGranted,
+    ConsentRevoked,
     SafetyRiskFlagged,
     TherapistMatched,
 )
@@ -106,8 +108,10 @@ async def apply_team_change(
         )
     if not change.joins:
         return
+    sharing = await store.get_consent(ctx.conn, patient_id, domain.CARE_PLAN_SHARING)
+    joins = domain.consented(change.joins, sharing)
     for plan_change in await store.plan_changes_since(ctx.conn, patient_id, envelope.occurred_at):
-        recipients = [m for m in change.joins if m.clinician_id != plan_change.author_id]
+        recipients = [m for m in joins if m.clinician_id != plan_change.author_id]
         plan = domain.plan_care_plan_updated(plan_change, recipients, due_at)
         await apply_plan(ctx, plan, None, cause=plan_change_cause(patient_id, plan_change))
 
@@ -189,6 +193,14 @@ def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
         await store.record_plan_change(ctx.conn, event.patient_id, change)
         team = await store.care_team(ctx.conn, event.patient_id)
         recipients = domain.plan_change_recipients(team, event.author_id, change.occurred_at)
+        sharing = await store.get_consent(ctx.conn, event.patient_id, domain.CARE_PLAN_SHARING)
+        told = domain.consented(recipients.members, sharing)
+        if len(told) < len(recipients.members):
+            log.info(
+                "care_plan_notice_withheld_consent_revoked",
+                event_id=str(envelope.event_id),
+                withheld=len(recipients.members) - len(told),
+            )
         if not recipients.author_is_member:
             log.warning(
                 "care_plan_author_not_in_care_team",
@@ -198,7 +210,61 @@ def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
                 plan_version=event.plan_version,
                 recipients=len(recipients.members),
             )
-        plan = domain.plan_care_plan_updated(
-            change, recipients.members, clock.now() + plan_notice_delay
-        )
+        plan = domain.plan_care_plan_updated(change, told, clock.now() + plan_notice_delay)
         await apply_plan(ctx, plan, None, cause=plan_change_cause(event.patient_id, change))
+
+    @runtime.on(ConsentGranted)
+    async def consent_granted(event: ConsentGranted, ctx: EventContext) -> None:
+        """Sharing resumes: therapists are told of later changes again, and of the changes made
+        since the grant that were applied before it (the consents topic has no order with the
+        care-plans topic)."""
+        envelope = ctx.envelope
+        await store.lock_care_team(ctx.conn, event.patient_id)
+        applied = await store.set_consent(
+            ctx.conn, event.patient_id, event.scope, True, envelope.occurred_at
+        )
+        log.info(
+            "consent_granted",
+            event_id=str(envelope.event_id),
+            scope=event.scope,
+            applied=applied,
+        )
+        if not applied or event.scope != domain.CARE_PLAN_SHARING:
+            return
+        team = await store.care_team(ctx.conn, event.patient_id)
+        due_at = clock.now() + plan_notice_delay
+        since = envelope.occurred_at
+        for plan_change in await store.plan_changes_since(ctx.conn, event.patient_id, since):
+            recipients = domain.plan_change_recipients(
+                team, plan_change.author_id, plan_change.occurred_at
+            )
+            therapists = [m for m in recipients.members if m.role == "therapist"]
+            plan = domain.plan_care_plan_updated(plan_change, therapists, due_at)
+            cause = plan_change_cause(event.patient_id, plan_change)
+            await apply_plan(ctx, plan, None, cause=cause)
+
+    @runtime.on(ConsentRevoked)
+    async def consent_revoked(event: ConsentRevoked, ctx: EventContext) -> None:
+        """Sharing stops: the therapist's still-queued plan notices about the patient are
+        cancelled, and no new ones are queued while the consent stays revoked."""
+        envelope = ctx.envelope
+        await store.lock_care_team(ctx.conn, event.patient_id)
+        applied = await store.set_consent(
+            ctx.conn, event.patient_id, event.scope, False, envelope.occurred_at
+        )
+        cancelled = 0
+        if applied and event.scope == domain.CARE_PLAN_SHARING:
+            team = await store.care_team(ctx.conn, event.patient_id)
+            sharing = domain.Consent(granted=False, updated_at=envelope.occurred_at)
+            allowed = {m.clinician_id for m in domain.consented(team, sharing)}
+            withheld = [m.clinician_id for m in team if m.clinician_id not in allowed]
+            cancelled = await store.cancel_plan_notices(
+                ctx.conn, event.patient_id, withheld, envelope.event_id
+            )
+        log.info(
+            "consent_revoked",
+            event_id=str(envelope.event_id),
+            scope=event.scope,
+            applied=applied,
+            notices_cancelled=cancelled,
+        )

@@ -1,5 +1,5 @@
 """SQL of the notification service (tables in its own schema: contacts, deliveries,
-care_team_members, care_plan_changes)."""
+care_team_members, care_plan_changes, consents)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from carebridge_notification.domain import (
     CARE_PLAN_UPDATED,
     THERAPIST_MATCHED_PATIENT,
     THERAPIST_MATCHED_THERAPIST,
+    Consent,
     ContactInfo,
     DeliveryKind,
     DeliveryStatus,
@@ -430,3 +431,56 @@ async def plan_changes_since(
         since,
     )
     return [_plan_change(row) for row in rows]
+
+
+# --- consents -------------------------------------------------------------------------------
+
+
+async def get_consent(conn: Connection, patient_id: str, scope: str) -> Consent | None:
+    """The latest consent state seen for the patient and scope; None before any consent event."""
+    row = await conn.fetchrow(
+        "SELECT granted, updated_at FROM consents WHERE patient_id = $1 AND scope = $2",
+        patient_id,
+        scope,
+    )
+    return Consent(row["granted"], row["updated_at"]) if row else None
+
+
+async def set_consent(
+    conn: Connection, patient_id: str, scope: str, granted: bool, occurred_at: datetime
+) -> bool:
+    """Record a grant or a revocation unless a later-happened one is already recorded.
+    Returns whether it took effect."""
+    applied = await conn.fetchval(
+        "INSERT INTO consents AS c (patient_id, scope, granted, updated_at)"
+        " VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (patient_id, scope) DO UPDATE SET"
+        " granted = excluded.granted, updated_at = excluded.updated_at"
+        " WHERE excluded.updated_at >= c.updated_at"
+        " RETURNING true",
+        patient_id,
+        scope,
+        granted,
+        occurred_at,
+    )
+    return bool(applied)
+
+
+async def cancel_plan_notices(
+    conn: Connection, patient_id: str, clinician_ids: Sequence[str], cancelled_by: uuid.UUID
+) -> int:
+    """Cancel the still-queued plan-change notices about this patient to these clinicians.
+    Returns how many were cancelled."""
+    if not clinician_ids:
+        return 0
+    result = await conn.execute(
+        "UPDATE deliveries SET status = 'cancelled', cancelled_by_event_id = $3,"
+        " updated_at = now()"
+        " WHERE patient_id = $1 AND recipient_kind = 'clinician' AND recipient_id = ANY($2::text[])"
+        " AND template = $4 AND status = 'pending'",
+        patient_id,
+        list(clinician_ids),
+        cancelled_by,
+        CARE_PLAN_UPDATED,
+    )
+    return int(result.split()[-1])

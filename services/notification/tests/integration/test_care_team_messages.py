@@ -15,6 +15,8 @@ from carebridge_contracts import (
     CarePlanUpdated,
     CareTeamEnded,
     CareTeamFormed,
+    ConsentGranted,
+    ConsentRevoked,
     Envelope,
     NotificationSent,
     TherapistMatched,
@@ -88,6 +90,16 @@ class People:
             changed_sections=sections or ["goals"],
             author_id=author,
             author_role=role,
+        )
+
+    def granted(self) -> ConsentGranted:
+        return ConsentGranted(
+            patient_id=self.patient, consent_id=uuid.uuid4(), scope="care_plan_sharing"
+        )
+
+    def revoked(self) -> ConsentRevoked:
+        return ConsentRevoked(
+            patient_id=self.patient, consent_id=uuid.uuid4(), scope="care_plan_sharing"
         )
 
     async def members(self) -> set[str]:
@@ -372,3 +384,63 @@ async def test_a_revoked_referral_cancels_its_queued_match_messages(start_servic
             ("therapist_matched_therapist", "cancelled"),
         ]
         assert people.inbox(people.patient) == people.inbox(people.therapist) == []
+
+
+async def test_a_therapist_hears_of_no_plan_change_while_consent_is_revoked(
+    start_service: Any,
+) -> None:
+    """Referral stops the therapist from opening the plan while the patient's care_plan_sharing
+    consent is revoked; the psychiatrist's access does not depend on it."""
+    async with start_service(care_plan_notice_delay_seconds=0) as service:
+        people = People(service)
+        await people.register()
+        team = people.formed()
+        await service.send(team, sequence=1)
+        await service.send(people.revoked(), sequence=1)
+
+        withheld = await service.send(people.plan(1, people.psychiatrist, "psychiatrist"))
+        by_therapist = await service.send(people.plan(2, people.therapist, "therapist"), sequence=2)
+        await service.wait_mail(people.mail(people.psychiatrist), 1)
+        await _settle(service)
+        assert people.inbox(people.therapist) == []
+        assert await people.plan_rows() == [
+            (people.psychiatrist, "sent", str(by_therapist.event_id))
+        ]
+
+        await service.send(people.granted(), sequence=2)
+        told = await service.send(people.plan(3, people.psychiatrist, "psychiatrist"), sequence=3)
+        [to_therapist] = await service.wait_mail(people.mail(people.therapist), 1)
+        assert "version 3" in to_therapist.body
+        assert f"/care-teams/{team.care_team_id}/plan" in to_therapist.body
+
+        await _settle(service)
+        assert len(people.inbox(people.therapist)) == 1  # nothing of the revoked period
+        assert len(people.inbox(people.psychiatrist)) == 1
+        rows = await people.plan_rows()
+        assert str(withheld.event_id) not in {r[2] for r in rows}
+        assert rows == sorted(
+            [
+                (people.psychiatrist, "sent", str(by_therapist.event_id)),
+                (people.therapist, "sent", str(told.event_id)),
+            ]
+        )
+
+
+async def test_a_revocation_cancels_the_therapists_queued_plan_notices(
+    start_service: Any,
+) -> None:
+    async with start_service(care_plan_notice_delay_seconds=30) as service:
+        people = People(service)
+        await people.register()
+        await service.send(people.formed(), sequence=1)
+        await service.send(people.granted(), sequence=1)
+        change = await service.send(people.plan(1, people.psychiatrist, "psychiatrist"))
+        await _settle(service)
+        assert await people.plan_rows() == [(people.therapist, "pending", str(change.event_id))]
+
+        await service.send(people.revoked(), sequence=2)
+        await service.advance(timedelta(minutes=5))
+        await _settle(service)
+        assert await people.plan_rows() == [(people.therapist, "cancelled", str(change.event_id))]
+        assert people.inbox(people.therapist) == []
+        assert await people.members() == {people.psychiatrist, people.therapist}

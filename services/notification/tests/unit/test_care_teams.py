@@ -158,6 +158,26 @@ def test_no_team_no_recipient() -> None:
     assert recipients.members == () and not recipients.author_is_member
 
 
+GRANTED = domain.Consent(granted=True, updated_at=EARLIER)
+REVOKED = domain.Consent(granted=False, updated_at=NOW)
+
+
+@pytest.mark.parametrize(
+    ("sharing", "expected"),
+    [
+        (None, {PSYCHIATRIST, THERAPIST}),  # no consent event seen yet: as before
+        (GRANTED, {PSYCHIATRIST, THERAPIST}),
+        (REVOKED, {PSYCHIATRIST}),  # the psychiatrist's access does not depend on consent
+    ],
+)
+def test_a_therapist_hears_of_no_plan_change_while_sharing_is_revoked(
+    sharing: domain.Consent | None, expected: set[str]
+) -> None:
+    assert ids(domain.consented(TEAM_OF_TWO, sharing)) == expected
+    assert domain.may_hear_of_plan_changes("psychiatrist", sharing)
+    assert domain.may_hear_of_plan_changes("therapist", sharing) == (THERAPIST in expected)
+
+
 def test_one_notice_per_recipient_with_ids_and_codes_only() -> None:
     change = plan_change(sections=("goals", "medication_summary"))
     recipients = [member(THERAPIST, "therapist"), member(OTHER_THERAPIST, "therapist", OLD_TEAM)]
