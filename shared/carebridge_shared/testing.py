@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import subprocess
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -16,6 +18,38 @@ from aiokafka.structs import ConsumerRecord
 from carebridge_contracts import AssessmentCompleted, BaseEvent, Envelope, kafka_headers
 from carebridge_contracts.registry import model_for, topic_for
 from carebridge_shared.kafka import make_producer
+
+if TYPE_CHECKING:
+    import httpx
+
+
+async def eventually(
+    probe: Callable[[], Any],
+    *,
+    timeout: float = 60.0,  # noqa: ASYNC109 - a test helper's own deadline
+    what: str = "condition",
+) -> Any:
+    """Poll `probe` (sync or async) until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def until_ready(client: httpx.AsyncClient, *, timeout: float = 60.0) -> None:  # noqa: ASYNC109
+    """Until the app's /readyz answers 200: its consumer joined its group and resolved the
+    starting position of every partition, so anything published from now on is received."""
+
+    async def ready() -> bool:
+        return (await client.get("/readyz")).status_code == 200
+
+    await eventually(ready, timeout=timeout, what="/readyz")
 
 
 def topic_for_type(event_type: str, version: int) -> str:

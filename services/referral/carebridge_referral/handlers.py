@@ -34,31 +34,28 @@ def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
 
     @runtime.on(AppointmentBooked)
     async def appointment_booked(event: AppointmentBooked, ctx: EventContext) -> None:
-        if event.visit_type not in PSYCHIATRIC_VISITS:
-            return
-        await store.remember_psychiatrist(
-            ctx.conn,
-            event.patient_id,
-            event.clinician_id,
-            source="visit_booked",
-            observed_at=event.starts_at,
-            appointment_id=event.appointment_id,
-        )
+        await _remember_psychiatrist(ctx, event, "visit_booked")
 
     @runtime.on(AppointmentCompleted)
     async def appointment_completed(event: AppointmentCompleted, ctx: EventContext) -> None:
-        if event.visit_type not in PSYCHIATRIC_VISITS:
-            return
-        await store.remember_psychiatrist(
-            ctx.conn,
-            event.patient_id,
-            event.clinician_id,
-            source="visit_completed",
-            observed_at=event.starts_at,
-            appointment_id=event.appointment_id,
-        )
+        await _remember_psychiatrist(ctx, event, "visit_completed")
 
     @runtime.on(AppointmentCancelled)
     async def appointment_cancelled(event: AppointmentCancelled, ctx: EventContext) -> None:
         if event.visit_type in PSYCHIATRIC_VISITS:
             await store.forget_booked_psychiatrist(ctx.conn, event.patient_id, event.appointment_id)
+
+
+async def _remember_psychiatrist(
+    ctx: EventContext, event: AppointmentBooked | AppointmentCompleted, source: str
+) -> None:
+    if event.visit_type not in PSYCHIATRIC_VISITS:
+        return
+    await store.remember_psychiatrist(
+        ctx.conn,
+        event.patient_id,
+        event.clinician_id,
+        source=source,
+        observed_at=event.starts_at,
+        appointment_id=event.appointment_id,
+    )

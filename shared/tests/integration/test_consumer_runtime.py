@@ -25,6 +25,7 @@ from carebridge_shared.consumer import (
 from carebridge_shared.db import create_pool, migrate
 from carebridge_shared.kafka import ensure_topics, make_producer
 from carebridge_shared.testing import (
+    eventually,
     produce,
     produce_raw,
     read_topic,
@@ -70,14 +71,6 @@ async def _start(runtime: ConsumerRuntime) -> None:
     await asyncio.wait_for(runtime.until_joined(), timeout=60)
 
 
-async def _eventually(check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.2)
-
-
 async def test_event_delivered_twice_changes_state_once(pool, stack_endpoints) -> None:
     bootstrap = stack_endpoints.kafka_bootstrap
     patient = f"p-{uuid.uuid4()}"
@@ -101,7 +94,7 @@ async def test_event_delivered_twice_changes_state_once(pool, stack_endpoints) -
         await produce(bootstrap, envelope)
         await produce(bootstrap, envelope)  # same event_id, a second delivery
         await produce(bootstrap, marker)
-        await _eventually(lambda: _has_effect(pool, marker.event_id))
+        await eventually(lambda: _has_effect(pool, marker.event_id))
     finally:
         await runtime.stop()
     rows = await pool.fetch(
@@ -144,7 +137,7 @@ async def test_failing_handler_dead_letters_after_n_attempts_and_partition_moves
     try:
         await produce(bootstrap, poison)
         await produce(bootstrap, healthy)  # same key: same partition, after the poison one
-        await _eventually(lambda: _has_effect(pool, healthy.event_id))
+        await eventually(lambda: _has_effect(pool, healthy.event_id))
     finally:
         await runtime.stop()
 
@@ -232,7 +225,7 @@ async def test_consumer_sigkilled_between_effect_and_offset_commit_loses_and_dup
 
     second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        await _eventually(lambda: _has_effect(pool, events[2].event_id), timeout=120)
+        await eventually(lambda: _has_effect(pool, events[2].event_id), timeout=120)
     finally:
         second.terminate()
         output, _ = second.communicate(timeout=30)
@@ -315,8 +308,12 @@ async def test_sigterm_finishes_the_in_flight_event_and_commits_its_offset(
     assert slow.returncode == 0, output.decode()[-3000:]
     assert await _has_effect(pool, envelope.event_id), "the in-flight event was finished"
 
-    again = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    await asyncio.sleep(6)  # long enough to be redelivered if the offset had not been committed
+    again = spawn_ready(command)
+    # A later event on the same partition: had the offset not been committed, the first
+    # event would be redelivered before this one is applied.
+    marker = wrap(sample_assessment(patient), patient, sequence=2)
+    await produce(bootstrap, marker)
+    await eventually(lambda: _has_effect(pool, marker.event_id), what="the marker event")
     again.terminate()
     output, _ = again.communicate(timeout=60)
     assert b'"event_duplicate"' not in output, "the offset was committed before exit"
@@ -359,7 +356,7 @@ async def test_database_restart_mid_event_is_retried_not_dead_lettered(
     await _start(runtime)
     try:
         await produce(bootstrap, envelope)
-        await _eventually(lambda: _has_effect(pool, envelope.event_id))
+        await eventually(lambda: _has_effect(pool, envelope.event_id))
     finally:
         await runtime.stop()
     assert len(terminated) == 5
@@ -402,9 +399,9 @@ async def test_consumer_connects_with_a_comma_separated_bootstrap_list(
 
     await asyncio.wait_for(runtime.start(), timeout=60)
     try:
-        await _eventually(lambda: _joined(runtime))
+        await eventually(lambda: _joined(runtime))
         await produce(bootstrap, envelope)
-        await _eventually(lambda: _has_effect(pool, envelope.event_id))
+        await eventually(lambda: _has_effect(pool, envelope.event_id))
     finally:
         await runtime.stop()
 

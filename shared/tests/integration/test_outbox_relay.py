@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import uuid
@@ -15,7 +14,14 @@ from carebridge_shared.db import create_pool, migrate
 from carebridge_shared.kafka import ensure_topics, make_producer
 from carebridge_shared.outbox import Outbox, OutboxUsageError
 from carebridge_shared.relay import OutboxRelay
-from carebridge_shared.testing import read_topic, sample_assessment, spawn_until
+from carebridge_shared.testing import (
+    eventually,
+    produce,
+    read_topic,
+    sample_assessment,
+    spawn_until,
+    wrap,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -121,15 +127,15 @@ async def test_relay_killed_after_publish_republishes_and_consumer_applies_once(
     assert [Envelope.from_bytes(r.value).event_id for r in copies] == [envelope.event_id] * 2
 
     try:
-        await _wait_for(
+        # A later event on the same partition: once it is applied, both copies were seen.
+        marker = wrap(sample_assessment(patient), patient, sequence=2)
+        await produce(bootstrap, marker)
+        await eventually(
             lambda: pool.fetchval(
-                "SELECT count(*) FROM inbox WHERE consumer = $1 AND event_id = $2",
-                group,
-                envelope.event_id,
+                "SELECT count(*) FROM effects WHERE event_id = $1", marker.event_id
             ),
-            1,
+            what="the marker event behind both copies",
         )
-        await asyncio.sleep(2.0)  # give the second copy time to arrive and be dropped
     finally:
         consumer.terminate()
         output, _ = consumer.communicate(timeout=30)
@@ -138,14 +144,3 @@ async def test_relay_killed_after_publish_republishes_and_consumer_applies_once(
         == 1
     )
     assert b'"event_duplicate"' in output, "the second copy must reach the consumer and be dropped"
-
-
-async def _wait_for(query, expected: int, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await query()
-        if value == expected:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"waited {timeout}s for {expected}, last saw {value}")
-        await asyncio.sleep(0.2)

@@ -26,7 +26,7 @@ from carebridge_contracts import (
 from carebridge_shared.clock import OffsetClock
 from carebridge_shared.kafka import make_producer
 from carebridge_shared.service import ServiceContext
-from carebridge_shared.testing import sample_assessment, wrap
+from carebridge_shared.testing import sample_assessment, until_ready, wrap
 
 ALL_DAY = {
     day: [{"start": "00:00", "end": "23:30"}]
@@ -197,16 +197,6 @@ def _settings(database_url: str, kafka: str, seed: str) -> BookingSettings:
     )
 
 
-async def wait_ready(client: httpx.AsyncClient, timeout: float = 60.0) -> None:
-    """Until /readyz says the consumer joined its group (then a moment for its positions)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while (await client.get("/readyz")).status_code != 200:
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("booking did not become ready")
-        await asyncio.sleep(0.2)
-    await asyncio.sleep(1.0)
-
-
 @pytest.fixture
 def seed_file() -> str:
     """Override (e.g. with parametrize indirect) to start with the packaged directory."""
@@ -231,5 +221,5 @@ async def booking(
             transport=httpx.ASGITransport(app=app), base_url="http://booking", timeout=60
         ) as client,
     ):
-        await wait_ready(client)
+        await until_ready(client)
         yield Harness(client, clock, stack_endpoints.kafka_bootstrap, app.state.context)

@@ -7,9 +7,7 @@ shared topics neither reach it from the past nor get taken from it by other inst
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -37,7 +35,7 @@ from carebridge_notification import dispatcher
 from carebridge_notification.app import NotificationSettings, build
 from carebridge_shared.clock import OffsetClock
 from carebridge_shared.service import ServiceContext
-from carebridge_shared.testing import Record, produce, read_topic, wrap
+from carebridge_shared.testing import Record, eventually, produce, read_topic, until_ready, wrap
 
 
 def uid(prefix: str) -> str:
@@ -62,35 +60,6 @@ def booking(
         starts_at=starts_at,
         ends_at=starts_at + timedelta(hours=1),
     )
-
-
-async def eventually(
-    probe: Callable[[], Any], *, timeout: float = 60.0, what: str = "condition"
-) -> Any:
-    """Await `probe()` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-async def wait_ready(client: httpx.AsyncClient, timeout: float = 60.0) -> None:
-    async def ready() -> bool:
-        return (await client.get("/readyz")).status_code == 200
-
-    await eventually(ready, timeout=timeout, what="/readyz")
-    # /readyz says every subscription once joined and resolved its "latest" positions, but the
-    # four subscriptions share one group and each join rebalances the others: a subscription
-    # whose flag was set in an earlier generation may not have re-resolved its position in the
-    # last one yet (the flag is not cleared on revoke), and an event produced in that moment is
-    # skipped. The last rebalance ends within milliseconds of the last join; wait it out.
-    await asyncio.sleep(1.5)
 
 
 @dataclass
@@ -272,7 +241,7 @@ def start_service(
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://notification"
             ) as client:
-                await wait_ready(client)
+                await until_ready(client)
                 yield Service(app, client, smtp_sink, settings)
 
     return start

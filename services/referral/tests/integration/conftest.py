@@ -7,11 +7,9 @@ the shared topics neither reach it from the past nor get taken from it by other 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,26 +21,13 @@ from fastapi import FastAPI
 from carebridge_contracts import BaseEvent, Envelope, Topic, parse
 from carebridge_referral.app import ReferralSettings, build
 from carebridge_shared.service import ServiceContext
-from carebridge_shared.testing import produce, read_topic, wrap
+from carebridge_shared.testing import eventually, produce, read_topic, until_ready, wrap
 
 T = TypeVar("T")
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 60.0, what: str = "condition"
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 @dataclass
@@ -193,15 +178,6 @@ def settings_for(database_url: str, kafka: str, **overrides: Any) -> ReferralSet
     return ReferralSettings(**values)
 
 
-async def wait_ready(client: httpx.AsyncClient, timeout: float = 60.0) -> None:
-    async def ready() -> bool:
-        return (await client.get("/readyz")).status_code == 200
-
-    await eventually(ready, timeout=timeout, what="/readyz")
-    # The group is joined; give the fetcher a moment to resolve its "latest" positions.
-    await asyncio.sleep(1.0)
-
-
 @pytest.fixture
 def referral_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Settings of the `referral` fixture to change (indirect parametrize)."""
@@ -223,7 +199,7 @@ async def referral(
             transport=httpx.ASGITransport(app=app), base_url="http://referral", timeout=60
         ) as client,
     ):
-        await wait_ready(client)
+        await until_ready(client)
         yield Referral(app, client, stack_endpoints.kafka_bootstrap)
 
 
@@ -248,5 +224,5 @@ async def replicas(fresh_database_url: str, stack_endpoints: Any) -> AsyncIterat
             )
             started.append(Referral(app, client, stack_endpoints.kafka_bootstrap))
         for replica in started:
-            await wait_ready(replica.client)
+            await until_ready(replica.client)
         yield started
