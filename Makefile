@@ -34,7 +34,7 @@ lint: install ## ruff and mypy --strict on contracts, shared, services and devst
 	@echo "==> ruff"
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check . >/dev/null
 	@echo "==> mypy --strict"
-	@.venv/bin/mypy $(foreach p,contracts shared devstack intake booking referral notification,-p carebridge_$(p))
+	@.venv/bin/mypy $(foreach p,contracts shared devstack ops intake booking referral notification,-p carebridge_$(p))
 
 schemas: install ## Re-export the committed JSON Schemas after a compatible contract change
 	@$(PY) -m carebridge_contracts.schema_export

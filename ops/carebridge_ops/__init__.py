@@ -1,0 +1,1 @@
+"""The `carebridge` command for ops people: events, replay, dead letters, offsets, projections."""
