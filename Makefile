@@ -10,14 +10,15 @@ PY := .venv/bin/python
 DEVSTACK := $(PY) -m carebridge_devstack
 STACK_ENV := .stack/stack.env
 
-.PHONY: docs help install stack-up stack-down stack-status lint test test-unit run schemas chaos chaos-cluster clean
+.PHONY: docs docs-serve docs-screenshot help install stack-up stack-down stack-status lint test test-unit run schemas chaos chaos-cluster bench clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-install: ## Install uv, the locked Python packages, Java/Maven checks (idempotent)
+install: ## Install uv, the locked Python packages, Java/Maven and Chromium when missing (idempotent)
 	@command -v uv >/dev/null 2>&1 || { echo "==> installing uv $(UV_VERSION)"; python3.11 -m pip install -q "uv==$(UV_VERSION)"; }
 	@command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1 || { echo "==> installing Java 17 and Maven (apt-get)"; apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { echo "==> installing Chromium for the catalog page test (apt-get)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@echo "==> syncing Python packages from uv.lock"
 	@uv sync --frozen --all-packages --quiet
 
@@ -34,7 +35,8 @@ lint: install ## ruff and mypy --strict on contracts, shared, services and devst
 	@echo "==> ruff"
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check . >/dev/null
 	@echo "==> mypy --strict"
-	@.venv/bin/mypy $(foreach p,contracts shared devstack ops intake booking referral notification,-p carebridge_$(p))
+	@.venv/bin/mypy $(foreach p,contracts shared devstack ops intake booking referral notification bench,-p carebridge_$(p))
+	@.venv/bin/mypy docs/examples
 
 schemas: install ## Re-export the committed JSON Schemas after a compatible contract change
 	@$(PY) -m carebridge_contracts.schema_export
@@ -58,8 +60,18 @@ chaos-cluster: install ## 3-broker KRaft cluster (RF 3, min.insync 2): one broke
 	@$(DEVSTACK) chaos --journeys $(or $(JOURNEYS),2000) --kafka-nodes 3 --stack-dir .stack-chaos-cluster \
 	  --kafka-port 49192 --pg-port 45532 --kills-per-service 0 --no-postgres-fault $(CHAOS_ARGS)
 
+bench: install ## Benchmark on its own stack: raw Kafka vs a stage, journey latency, memory (BENCH_ARGS=--quick)
+	@PYTHONPATH=bench $(PY) -m carebridge_bench run $(BENCH_ARGS)
+
 clean: stack-down ## Stop the stack and delete its data
 	@rm -rf .stack
 
-docs: install ## Regenerate the README settings table from the settings classes
+docs: install ## Regenerate the README settings table and the event catalog (docs/catalog) from the code
 	@$(PY) -m carebridge_shared.settings_doc --write README.md
+	@$(PY) -m carebridge_ops.catalog write
+
+docs-serve: ## Serve the event catalog page on http://127.0.0.1:8090/index.html (Ctrl-C stops)
+	@$(PY) -m carebridge_ops.catalog serve --port $(or $(PORT),8090)
+
+docs-screenshot: install ## Photograph the catalog page with headless Chromium into docs/catalog/catalog.png
+	@$(PY) -m carebridge_ops.catalog screenshot

@@ -39,6 +39,7 @@ from carebridge_contracts.events import (
     TherapistRequested,
 )
 from carebridge_contracts.registry import (
+    OpsTopic,
     RegistryEntry,
     Topic,
     all_topics,
@@ -49,7 +50,14 @@ from carebridge_contracts.registry import (
     parse,
     topic_for,
 )
-from carebridge_contracts.subscriber import GapDetector, SequenceCheck, SequenceVerdict
+from carebridge_contracts.subscriber import (
+    GapDetector,
+    ParseResult,
+    ParseStatus,
+    SequenceCheck,
+    SequenceVerdict,
+    try_parse,
+)
 
 __all__ = [
     "HEADER_CORRELATION_ID",
@@ -76,6 +84,9 @@ __all__ = [
     "InvalidPayload",
     "NotificationFailed",
     "NotificationSent",
+    "OpsTopic",
+    "ParseResult",
+    "ParseStatus",
     "ReferralWaitlisted",
     "RegistryEntry",
     "SafetyRiskFlagged",
@@ -95,5 +106,6 @@ __all__ = [
     "model_for",
     "parse",
     "topic_for",
+    "try_parse",
     "type_from_headers",
 ]

@@ -102,14 +102,21 @@ def kafka_key(envelope: Envelope) -> bytes:
 
 
 def type_from_headers(
-    headers: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]],
+    headers: Mapping[str, str | bytes | None] | Iterable[tuple[str, str | bytes | None]],
 ) -> tuple[str, int] | None:
-    """(type, version) from Kafka headers, or None when they are absent or malformed."""
+    """(type, version) from Kafka headers, or None when they are absent or malformed
+    (a header value may be null or not UTF-8: this never raises)."""
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     found: dict[str, str] = {}
     for name, value in pairs:
         if name in (HEADER_TYPE, HEADER_VERSION):
-            found[name] = value.decode() if isinstance(value, bytes) else value
+            try:
+                text = value.decode() if isinstance(value, bytes) else value
+            except UnicodeDecodeError:
+                return None
+            if not text:
+                return None
+            found[name] = text
     try:
         return found[HEADER_TYPE], int(found[HEADER_VERSION])
     except (KeyError, ValueError):

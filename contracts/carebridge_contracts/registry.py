@@ -49,6 +49,12 @@ class Topic(StrEnum):
     DELIVERIES = "carebridge.notification.deliveries"
 
 
+class OpsTopic(StrEnum):
+    """Topics of the ops tooling: JSON records, not event envelopes; no dead-letter topics."""
+
+    DLQ_REDRIVE_AUDIT = "carebridge.ops.dlq-redrive-audit"  # one record per redriven letter
+
+
 DLQ_SUFFIX = ".dlq"
 
 

@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .dev_auth import DevAuth
+
 VISIT_TYPE = "initial_psychiatric_evaluation"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -99,7 +101,10 @@ class Client:
                 raise ValueError(f"the chaos load only talks to 127.0.0.1, not {base}")
         self._cycles = {name: itertools.cycle(group) for name, group in urls.items()}
         self.stats = stats
-        self.http = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=64))
+        # Each request carries a dev token for the patient, clinician or coordinator it acts for.
+        self.http = httpx.AsyncClient(
+            timeout=timeout, limits=httpx.Limits(max_connections=64), auth=DevAuth()
+        )
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -237,6 +237,34 @@ def chaos(
     raise typer.Exit(code=0 if result.ok else 1)
 
 
+@app.command()
+def token(
+    role: Annotated[str, typer.Argument(help="patient, clinician, coordinator or ops")] = "ops",
+    sub: Annotated[str | None, typer.Argument(help="Patient or clinician id [dev-<role>]")] = None,
+    hours: Annotated[float, typer.Option(help="Lifetime of the token")] = 12.0,
+    public_key: Annotated[
+        bool, typer.Option("--public-key", help="Print the dev public key (PEM) instead")
+    ] = False,
+) -> None:
+    """Print a dev bearer token signed with this machine's dev key (services started by the dev
+    stack trust it), or with --public-key the key to give CAREBRIDGE_AUTH_PUBLIC_KEYS."""
+    from carebridge_shared.auth import ROLES
+    from carebridge_shared.auth_dev import dev_signer
+
+    signer = dev_signer()
+    if public_key:
+        out.print(signer.public_pem, highlight=False, end="")
+        return
+    if role not in ROLES:
+        raise typer.BadParameter(f"role must be one of {', '.join(ROLES)}", param_hint="ROLE")
+    subject = sub or f"dev-{role}"
+    out.print(
+        signer.token(role, subject, ttl_seconds=hours * 3600),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def main() -> None:
     app()
 

@@ -9,7 +9,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from rich.table import Table
 from carebridge_contracts import Envelope, all_topics
 from carebridge_shared.testing import Record, read_topic
 
+from .dev_auth import Actor, DevAuth
 from .smtp_sink import Mailbox, ReceivedMail
 
 T = TypeVar("T")
@@ -39,13 +40,25 @@ def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 60.0) 
 
 @dataclass
 class CareClient:
-    """Thin HTTP client over the four services' public APIs."""
+    """Thin HTTP client over the four services' public APIs.
+
+    Every call carries a dev bearer token for the principal it acts for: `acting_as`, or who
+    `DevAuth` infers from the request (the patient it is about, the clinician who records a
+    visit's outcome, ops for the dev clock ...).
+    """
 
     urls: dict[str, str]
     timeout: float = 30.0
+    auth: DevAuth = field(default_factory=DevAuth)
 
-    def call(self, service: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, self.urls[service] + path, timeout=self.timeout, **kwargs)
+    def call(
+        self, service: str, method: str, path: str, *, acting_as: Actor | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        if acting_as is not None:
+            kwargs["headers"] = {**self.auth.headers_for(*acting_as), **kwargs.get("headers", {})}
+        return httpx.request(
+            method, self.urls[service] + path, timeout=self.timeout, auth=self.auth, **kwargs
+        )
 
     def ok(self, service: str, method: str, path: str, **kwargs: Any) -> Any:
         response = self.call(service, method, path, **kwargs)
@@ -170,7 +183,8 @@ class CareClient:
             "PUT",
             f"/v1/care-plans/{patient_id}",
             json=sections,
-            headers={"X-Clinician-Id": clinician_id, "If-Match": f'"{version}"'},
+            headers={"If-Match": f'"{version}"'},
+            acting_as=("clinician", clinician_id),
         )
 
     def notification_now(self) -> datetime:
@@ -234,9 +248,18 @@ def print_timeline(console: Console, entries: list[TimelineEntry]) -> None:
     console.print(table)
 
 
+@dataclass(frozen=True)
+class DemoCast:
+    """Who the demo walked through: their ids are the `sub` of the demo tokens `make run` prints."""
+
+    patient_id: str
+    psychiatrist_id: str
+    therapist_id: str
+
+
 def walk_demo_patient(
     client: CareClient, mailbox: Mailbox, bootstrap: str, console: Console
-) -> str:
+) -> DemoCast:
     """Assessment -> slot search -> booking -> confirmation emails; prints each step."""
     patient_id = f"demo-{uuid.uuid4().hex[:8]}"
     patient_email = f"{patient_id}@patients.example"
@@ -264,7 +287,7 @@ def walk_demo_patient(
         mail = wait_for_mail(mailbox, address, f"confirmation email to the {who}")
         console.print(f"6. confirmation email to the {who}: {mail[0].subject!r}")
 
-    walk_collaboration(client, mailbox, console, patient_id, patient_email, appointment)
+    therapist = walk_collaboration(client, mailbox, console, patient_id, patient_email, appointment)
 
     def with_notifications() -> list[TimelineEntry] | None:
         found = asyncio.run(timeline(bootstrap, patient_id))
@@ -272,7 +295,7 @@ def walk_demo_patient(
 
     entries = wait_until("the care-plan events", with_notifications, 60)
     print_timeline(console, entries)
-    return patient_id
+    return DemoCast(patient_id, appointment["clinician_id"], therapist)
 
 
 def walk_collaboration(
@@ -282,9 +305,10 @@ def walk_collaboration(
     patient_id: str,
     patient_email: str,
     appointment: dict[str, Any],
-) -> None:
+) -> str:
     """First visit done -> referral -> consent -> therapist matched -> therapy intake booked ->
-    both clinicians update the shared plan and each hears of the other's change."""
+    both clinicians update the shared plan and each hears of the other's change. Returns the
+    therapist's id."""
     psychiatrist = appointment["clinician_id"]
     client.complete(appointment["id"])
     console.print("7. first psychiatric visit completed")
@@ -322,3 +346,5 @@ def walk_collaboration(
     )
     wait_for_mail(mailbox, f"{therapist}@clinicians.example", "plan change to the therapist")
     console.print("13. each clinician was told of the other's plan change")
+    therapist_id: str = therapist
+    return therapist_id

@@ -191,3 +191,23 @@ def drop_database(url: str, via: str | None = None) -> None:
             await conn.close()
 
     run_async(drop)
+
+
+# --------------------------------------------------------------------------- service roles
+
+
+def dev_database_password(service: str) -> str:
+    """The dev stacks' password of a service's role. The native PostgreSQL trusts local
+    connections, so it only matters on servers that check passwords (docker compose sets its
+    own); production passwords come from the deployment's secrets, never from here."""
+    return f"carebridge-{service}-dev"
+
+
+def service_database_url(admin_url: str, service: str) -> str:
+    """Provision ``service``'s own role and schema in ``admin_url``'s database and return the
+    URL the service connects with: it owns its schema and cannot touch others' (ADR 0011)."""
+    from carebridge_shared.provisioning import provision_service
+
+    return run_async(
+        lambda: provision_service(_asyncpg_url(admin_url), service, dev_database_password(service))
+    )

@@ -21,12 +21,14 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from carebridge_shared.kafka import PLAINTEXT, KafkaSecurity, SaslMechanism, SecurityProtocol
 
 from ._util import (
     DevstackError,
@@ -43,6 +45,7 @@ from ._util import (
     terminate,
     wait_until,
 )
+from .kafka_tls import TlsFiles, ensure_dev_certificates, tls_files
 
 KAFKA_VERSION = "4.1.1"
 READY_LINE = "Kafka Server started"
@@ -207,6 +210,45 @@ LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
+_SCRAM_TOKEN = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class SaslScram:
+    """Clients must log in with SASL/SCRAM: the client listener becomes SASL_PLAINTEXT and the
+    ``users`` (name -> password) are stored in the cluster metadata when storage is formatted
+    (so they take effect on a fresh data directory only). The first user is also the login
+    the brokers use among themselves."""
+
+    users: Mapping[str, str]
+    mechanism: SaslMechanism = "SCRAM-SHA-512"
+
+    def __post_init__(self) -> None:
+        if not self.users:
+            raise ValueError("SaslScram needs at least one user")
+        for token in (*self.users, *self.users.values()):
+            if not _SCRAM_TOKEN.match(token):  # they go into JAAS and --add-scram unquoted
+                raise ValueError("SCRAM user names and passwords may use only [A-Za-z0-9._~-]")
+
+    @property
+    def broker_login(self) -> tuple[str, str]:
+        return next(iter(self.users.items()))
+
+    def format_args(self) -> list[str]:
+        """``kafka-storage format`` arguments that bootstrap the users' credentials."""
+        args: list[str] = []
+        for name, password in self.users.items():
+            args += ["--add-scram", f"{self.mechanism}=[name={name},password={password}]"]
+        return args
+
+
+def client_protocol(sasl: SaslScram | None, tls: TlsFiles | None) -> SecurityProtocol:
+    """The client listener's protocol, which is also its listener name."""
+    if sasl is not None:
+        return "SASL_SSL" if tls is not None else "SASL_PLAINTEXT"
+    return "SSL" if tls is not None else "PLAINTEXT"
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     node_id: int
@@ -230,8 +272,12 @@ class KafkaNode:
         voters: Sequence[NodeSpec],
         libs_dir: Path | None = None,
         heap: str = "512m",
+        sasl: SaslScram | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.spec = spec
+        self.sasl = sasl
+        self.tls = tls
         self.dir = base_dir / f"node-{spec.node_id}"
         self.voters = list(voters)
         self.libs_dir = libs_dir
@@ -259,17 +305,19 @@ class KafkaNode:
         min_isr = min(2, n)
         voters = ",".join(f"{v.node_id}@{v.host}:{v.controller_port}" for v in self.voters)
         s = self.spec
+        client = client_protocol(self.sasl, self.tls)
+        listeners = f"{client}://{s.host}:{s.port},CONTROLLER://{s.host}:{s.controller_port}"
         return {
             "process.roles": "broker,controller",
             "node.id": str(s.node_id),
             "controller.quorum.voters": voters,
-            "listeners": f"PLAINTEXT://{s.host}:{s.port},CONTROLLER://{s.host}:{s.controller_port}",
-            "advertised.listeners": (
-                f"PLAINTEXT://{s.host}:{s.port},CONTROLLER://{s.host}:{s.controller_port}"
-            ),
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
+            "listeners": listeners,
+            "advertised.listeners": listeners,
+            "listener.security.protocol.map": f"{client}:{client},CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": client,
             "controller.listener.names": "CONTROLLER",
+            **self._sasl_properties(client),
+            **self._tls_properties(),
             "log.dirs": str(self.data_dir),
             "num.partitions": "3",
             "default.replication.factor": str(rf),
@@ -287,6 +335,30 @@ class KafkaNode:
             # expires (default 9 s): shorter, so fault tests restart in seconds
             "broker.heartbeat.interval.ms": "1000",
             "broker.session.timeout.ms": "4000",
+        }
+
+    def _sasl_properties(self, listener: str) -> dict[str, str]:
+        if self.sasl is None:
+            return {}
+        mechanism = self.sasl.mechanism
+        name, password = self.sasl.broker_login
+        return {
+            "sasl.enabled.mechanisms": mechanism,
+            "sasl.mechanism.inter.broker.protocol": mechanism,
+            f"listener.name.{listener.lower()}.{mechanism.lower()}.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{name}" password="{password}";'
+            ),
+        }
+
+    def _tls_properties(self) -> dict[str, str]:
+        if self.tls is None:
+            return {}
+        return {
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.tls.keystore),
+            "ssl.truststore.type": "PEM",  # brokers replicate over TLS too: trust the dev CA
+            "ssl.truststore.location": str(self.tls.ca),
         }
 
     def write_config(self) -> None:
@@ -327,6 +399,7 @@ class KafkaNode:
         cmd = self._java_cmd(
             java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c",
             str(self.config_path), "--ignore-formatted",
+            *(self.sasl.format_args() if self.sasl else []),
         )  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=self.dir)
         if out.returncode != 0 or not self.is_formatted():
@@ -406,17 +479,24 @@ class KafkaNode:
 # --------------------------------------------------------------------------- cluster
 
 
-async def _probe_all(bootstraps: list[str], expected_brokers: int, timeout_s: float) -> str | None:
+async def _probe_all(
+    bootstraps: list[str],
+    expected_brokers: int,
+    timeout_s: float,
+    security: KafkaSecurity = PLAINTEXT,
+) -> str | None:
     """``_probe`` each node on its own: every broker's metadata must show all brokers
     (clients such as aiokafka's admin do not refresh a metadata answer that lacks one)."""
     for bootstrap in bootstraps:
-        problem = await _probe(bootstrap, expected_brokers, timeout_s)
+        problem = await _probe(bootstrap, expected_brokers, timeout_s, security)
         if problem is not None:
             return f"{bootstrap}: {problem}"
     return None
 
 
-async def _probe(bootstrap: str, expected_brokers: int, timeout_s: float) -> str | None:
+async def _probe(
+    bootstrap: str, expected_brokers: int, timeout_s: float, security: KafkaSecurity = PLAINTEXT
+) -> str | None:
     """None if an admin client can list topics and sees all brokers, else the reason."""
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -424,6 +504,7 @@ async def _probe(bootstrap: str, expected_brokers: int, timeout_s: float) -> str
         bootstrap_servers=bootstrap,
         request_timeout_ms=max(1000, int(timeout_s * 1000)),
         client_id="carebridge-devstack-probe",
+        **security.client_options(),
     )
     try:
         await admin.start()
@@ -457,6 +538,8 @@ class KafkaCluster:
         version: str = KAFKA_VERSION,
         heap: str = "512m",
         host: str = "127.0.0.1",
+        sasl: SaslScram | None = None,
+        tls: bool = False,
     ) -> None:
         if nodes < 1:
             raise ValueError("nodes must be >= 1")
@@ -472,13 +555,32 @@ class KafkaCluster:
                 f"Kafka broker and controller ports overlap: {sorted(overlap)}",
                 "choose CAREBRIDGE_KAFKA_CONTROLLER_PORT outside the broker port range",
             )
-        self.nodes = [KafkaNode(s, base_dir=base_dir, voters=specs, heap=heap) for s in specs]
+        self.sasl = sasl
+        self.tls = tls_files(base_dir / "tls") if tls else None
+        self.nodes = [
+            KafkaNode(s, base_dir=base_dir, voters=specs, heap=heap, sasl=sasl, tls=self.tls)
+            for s in specs
+        ]
         self.cluster_id_file = base_dir / "cluster.id"
         self.topology_file = base_dir / "topology.json"
 
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(node.bootstrap for node in self.nodes)
+
+    @property
+    def client_security(self) -> KafkaSecurity:
+        """What clients need to connect: the first SASL user's login and the dev CA."""
+        if self.sasl is None and self.tls is None:
+            return PLAINTEXT
+        name, password = self.sasl.broker_login if self.sasl else ("", "")
+        return KafkaSecurity(
+            client_protocol(self.sasl, self.tls),
+            self.sasl.mechanism if self.sasl else "SCRAM-SHA-512",
+            name,
+            password,
+            cafile=str(self.tls.ca) if self.tls else "",
+        )
 
     def _bootstraps(self) -> list[str]:
         return [node.bootstrap for node in self.nodes]
@@ -498,17 +600,27 @@ class KafkaCluster:
     def is_healthy(self, timeout: float = 5.0) -> bool:
         if not self.is_running():
             return False
-        probe = functools.partial(_probe_all, self._bootstraps(), len(self.nodes), timeout)
+        probe = functools.partial(
+            _probe_all, self._bootstraps(), len(self.nodes), timeout, self.client_security
+        )
         return run_async(probe) is None
 
     def _check_topology(self) -> None:
-        wanted = {"nodes": len(self.nodes), "version": self.version}
+        sasl = self.sasl.mechanism if self.sasl else None
+        wanted = {"nodes": len(self.nodes), "version": self.version, "sasl": sasl}
         if self.topology_file.exists():
             try:
                 have = json.loads(self.topology_file.read_text())
             except ValueError:
                 have = {}
-            if have.get("nodes") != wanted["nodes"] and any(n.is_formatted() for n in self.nodes):
+            formatted = any(n.is_formatted() for n in self.nodes)
+            if formatted and have.get("sasl") != sasl:
+                raise DevstackError(
+                    f"Kafka data in {self.base_dir} was formatted with SASL {have.get('sasl')}, "
+                    f"now {sasl} requested (SCRAM users are stored when storage is formatted)",
+                    "wipe it with `python -m carebridge_devstack down --purge` and start again",
+                )
+            if have.get("nodes") != wanted["nodes"] and formatted:
                 raise DevstackError(
                     f"Kafka data in {self.base_dir} was formatted for {have.get('nodes')} node(s), "
                     f"now {wanted['nodes']} requested",
@@ -524,6 +636,8 @@ class KafkaCluster:
         for node in self.nodes:
             node.libs_dir = libs
         self._check_topology()
+        if self.tls is not None:
+            ensure_dev_certificates(self.tls.ca.parent, [self.nodes[0].spec.host, "localhost"])
         if self.cluster_id_file.exists():
             cluster_id = self.cluster_id_file.read_text().strip()
         else:
@@ -561,7 +675,9 @@ class KafkaCluster:
                 continue
             remaining = max(1.0, min(5.0, deadline - time.monotonic()))
             problem = run_async(
-                functools.partial(_probe_all, self._bootstraps(), len(self.nodes), remaining)
+                functools.partial(
+                    _probe_all, self._bootstraps(), len(self.nodes), remaining, self.client_security
+                )
             )
             if problem is None:
                 return

@@ -5,8 +5,13 @@ Fixtures
                                      ``database_url``; see ``endpoints`` for the order
                                      env vars → Docker (testcontainers) → native stack.
   ``fresh_database_url``  (function) URL of a new, empty database ``t_<uuid8>``; dropped after.
+  ``service_database_url`` (function) ``service_database_url("booking")``: URL of the service's
+                                     own least-privilege role in that fresh database (ADR 0011).
   ``unique_topic_prefix`` (function) e.g. ``"t3f9a1c2e."`` to keep topics of tests apart.
   ``smtp_sink``           (function) a running in-process :class:`SmtpSink` on a free port.
+
+It also sets ``CAREBRIDGE_AUTH_PUBLIC_KEYS`` (unless set) to the dev signer's public key, so
+apps built in tests accept ``carebridge_shared.testing.bearer`` tokens.
 
 Nothing heavy is imported at collection time: unit tests that use none of these
 fixtures never touch Kafka, PostgreSQL, Docker or testcontainers.
@@ -14,8 +19,9 @@ fixtures never touch Kafka, PostgreSQL, Docker or testcontainers.
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +30,14 @@ import pytest
 if TYPE_CHECKING:
     from .endpoints import StackEndpoints
     from .smtp_sink import SmtpSink
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Apps the tests build in-process trust tokens of the dev signer (ADR 0012), as the
+    services the dev stack starts do; `carebridge_shared.testing.bearer` signs with it."""
+    from carebridge_shared.auth_dev import dev_signer
+
+    os.environ.setdefault("CAREBRIDGE_AUTH_PUBLIC_KEYS", dev_signer().public_pem)
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +61,16 @@ def fresh_database_url(stack_endpoints: StackEndpoints) -> Iterator[str]:
         yield url
     finally:
         drop_database(url, via=stack_endpoints.database_url)
+
+
+@pytest.fixture
+def service_database_url(fresh_database_url: str) -> Callable[[str], str]:
+    from .endpoints import service_database_url as provision
+
+    def url_of(service: str) -> str:
+        return provision(fresh_database_url, service)
+
+    return url_of
 
 
 @pytest.fixture

@@ -10,8 +10,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from carebridge_shared.auth import Role
+from carebridge_shared.auth_dev import dev_signer
+
 from ._util import DevstackError
-from .demo import CareClient, walk_demo_patient
+from .demo import CareClient, DemoCast, walk_demo_patient
 from .endpoints import StackEndpoints
 from .stack import Stack, default_stack_dir
 from .system import SERVICES, LocalSystem
@@ -64,9 +67,11 @@ def run(*, demo: bool = True, exit_after_demo: bool = False, stop_stack: bool = 
         console.print(
             f"  {'smtp sink':<13} 127.0.0.1:{system.ports.smtp}  mail in {system.mail_dir}"
         )
+        cast = None
         if demo:
             client = CareClient({name: system.url(name) for name in SERVICES})
-            walk_demo_patient(client, system.mailbox, info.kafka_bootstrap, console)
+            cast = walk_demo_patient(client, system.mailbox, info.kafka_bootstrap, console)
+        print_demo_tokens(console, cast, system.url("booking"))
         if not exit_after_demo:
             console.rule("running: Ctrl-C stops everything")
             while not stopping.is_set():
@@ -83,6 +88,44 @@ def run(*, demo: bool = True, exit_after_demo: bool = False, stop_stack: bool = 
             stack.down()
             console.print("Kafka and PostgreSQL stopped")
     return code
+
+
+DEMO_TOKEN_HOURS = 12
+
+
+def demo_principals(cast: DemoCast | None) -> list[tuple[str, Role, str]]:
+    """(variable, role, sub) of the printed tokens: the demo's people, a coordinator and ops."""
+    people: list[tuple[str, Role, str]] = []
+    if cast is not None:
+        people += [
+            ("PATIENT_TOKEN", "patient", cast.patient_id),
+            ("PSYCHIATRIST_TOKEN", "clinician", cast.psychiatrist_id),
+            ("THERAPIST_TOKEN", "clinician", cast.therapist_id),
+        ]
+    return [*people, ("COORDINATOR_TOKEN", "coordinator", "coord-1"), ("OPS_TOKEN", "ops", "ops-1")]
+
+
+def print_demo_tokens(console: Console, cast: DemoCast | None, booking_url: str) -> None:
+    """Bearer tokens to try the APIs by hand (dev key; valid for DEMO_TOKEN_HOURS hours), as
+    shell lines that copy whole."""
+    console.rule(f"demo tokens (dev signing key, valid {DEMO_TOKEN_HOURS} h)")
+    signer = dev_signer()
+    for variable, role, sub in demo_principals(cast):
+        token = signer.token(role, sub, ttl_seconds=DEMO_TOKEN_HOURS * 3600)
+        console.print(f"# {role} {sub}", highlight=False)
+        console.print(f"export {variable}={token}", highlight=False, soft_wrap=True)
+    if cast is not None:
+        console.print(
+            'try: curl -H "Authorization: Bearer $PATIENT_TOKEN" '
+            f"'{booking_url}/v1/appointments?patient_id={cast.patient_id}'",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(
+        "more: python -m carebridge_devstack token ROLE SUB  (patient, clinician, coordinator, ops)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def logs_dir() -> Path:

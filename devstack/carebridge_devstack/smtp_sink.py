@@ -44,6 +44,7 @@ FailStage = Literal["data", "rcpt"]
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure (injected by carebridge smtp sink)"
 ENVELOPE_FROM = "X-Sink-Envelope-From"
 ENVELOPE_TO = "X-Sink-Envelope-To"
+RECEIVED_AT = "X-Sink-Received-At"  # epoch seconds when the sink accepted the message
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,12 @@ class ReceivedMail:
         if self.envelope_to:
             return list(self.envelope_to)
         return [a.strip() for a in str(self.message.get("To", "")).split(",") if a.strip()]
+
+    @property
+    def received_at(self) -> float | None:
+        """When the sink accepted the message (epoch seconds)."""
+        value = self.message.get(RECEIVED_AT)
+        return float(value) if value is not None else None
 
     @property
     def subject(self) -> str:
@@ -162,6 +169,7 @@ class SinkHandler:
         headers = (
             f"{ENVELOPE_FROM}: {envelope.mail_from}\r\n"
             f"{ENVELOPE_TO}: {', '.join(envelope.rcpt_tos)}\r\n"
+            f"{RECEIVED_AT}: {time.time():.6f}\r\n"
         ).encode()
         data = headers + raw
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from carebridge_shared.auth_dev import dev_signer
+
 from ._util import free_port
-from .endpoints import StackEndpoints
+from .endpoints import StackEndpoints, service_database_url
 from .processes import SERVICE_PORTS, Echo, ProcessGroup, ProcessSpec, service_spec, smtp_sink_spec
 from .smtp_sink import Mailbox
 
@@ -56,10 +58,19 @@ class LocalSystem:
     ) -> None:
         self.ports = ports or SystemPorts()
         self.bootstrap = endpoints.kafka_bootstrap
+        self._admin_database_url = endpoints.database_url
+        self._database_url_given = {
+            n for n, env in (extra_env or {}).items() if "DATABASE_URL" in env
+        }
         self.mail_dir = work_dir / "mail"
         self.log_dir = work_dir / "logs"
         self.mail_dir.mkdir(parents=True, exist_ok=True)
-        base_env = {**endpoints.env, "CAREBRIDGE_LOG_LEVEL": "INFO"}
+        base_env = {
+            **endpoints.env,
+            "CAREBRIDGE_LOG_LEVEL": "INFO",
+            # The services trust tokens signed with this machine's dev key (ADR 0012).
+            "CAREBRIDGE_AUTH_PUBLIC_KEYS": dev_signer().public_pem,
+        }
         per_service: dict[str, dict[str, str]] = {
             "notification": {
                 "CAREBRIDGE_SMTP_HOST": "127.0.0.1",
@@ -112,6 +123,7 @@ class LocalSystem:
 
     def start(self, timeout: float = 120.0) -> dict[str, float]:
         """Start everything; returns seconds until each process was ready."""
+        self._provision_databases()
         self.group.start()
         try:
             return self.group.wait_ready(timeout)
@@ -121,3 +133,13 @@ class LocalSystem:
 
     def stop(self) -> dict[str, int | None]:
         return self.group.stop()
+
+    def _provision_databases(self) -> None:
+        """Each service logs in as its own role that owns only its schema (ADR 0011), unless
+        the caller gave it a DATABASE_URL of its own."""
+        for service in SERVICES:
+            if service in self._database_url_given:
+                continue
+            url = service_database_url(self._admin_database_url, service)
+            for instance in self.instances[service]:
+                self.group[instance].spec.env["DATABASE_URL"] = url

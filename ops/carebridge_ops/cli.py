@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import typer
 
+from carebridge_ops import dlq, events, offsets, projection, replay, status
+from carebridge_ops.catalog import cli as catalog
+
 app = typer.Typer(
     help="Operate carebridge: tail events, replay, dead letters, offsets, projections, status.",
     no_args_is_help=True,
     add_completion=False,
 )
+
+app.add_typer(dlq.app, name="dlq")
+app.add_typer(events.app, name="events")
+app.command("replay")(replay.replay_command)
+app.add_typer(offsets.app, name="offsets")
+app.add_typer(projection.app, name="projection")
+app.add_typer(catalog.app, name="catalog")
+app.command("status")(status.status_command)
 
 
 def main() -> None:

@@ -79,7 +79,7 @@ async def migrate(pool: asyncpg.Pool, schema: str, service_migrations: Path) -> 
         lock_key = zlib.crc32(f"migrate:{schema}".encode())
         await conn.execute("SELECT pg_advisory_lock($1)", lock_key)
         try:
-            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await _ensure_schema(conn, schema)
             await conn.execute(
                 f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations ('
                 " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now(),"
@@ -118,3 +118,22 @@ async def migrate(pool: asyncpg.Pool, schema: str, service_migrations: Path) -> 
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
     return applied
+
+
+class SchemaNotProvisioned(RuntimeError):
+    """The service's schema is missing and its role may not create it."""
+
+
+async def _ensure_schema(conn: Connection, schema: str) -> None:
+    # CREATE SCHEMA IF NOT EXISTS checks the database's CREATE privilege even when the schema
+    # exists, and a least-privilege service role (ADR 0011) does not have it.
+    if await conn.fetchval("SELECT true FROM pg_namespace WHERE nspname = $1", schema):
+        return
+    try:
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    except asyncpg.InsufficientPrivilegeError as exc:
+        user = await conn.fetchval("SELECT current_user")
+        raise SchemaNotProvisioned(
+            f"schema {schema!r} does not exist and role {user!r} may not create it: provision "
+            f"it first (python -m carebridge_shared.provisioning {schema}, see ADR 0011)"
+        ) from exc

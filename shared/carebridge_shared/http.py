@@ -1,22 +1,31 @@
-"""HTTP plumbing every service API shares: correlation ids, errors without PHI, health."""
+"""HTTP plumbing every service API shares: correlation ids, trace spans, latency metrics,
+errors without PHI."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry.trace import INVALID_SPAN, Span
 
+from carebridge_shared import tracing
 from carebridge_shared.correlation import correlation_scope
 from carebridge_shared.logging import get_logger
+from carebridge_shared.metrics import HTTP_DURATION, note_error
 from carebridge_shared.refusals import Refused
 
 log = get_logger(__name__)
 
 CORRELATION_HEADER = "X-Correlation-ID"
+# W3C Trace Context level 2: the server's span, so a caller learns the trace id it started.
+TRACE_RESPONSE_HEADER = "traceresponse"
+# Probes and scrapes are not traced (they would bury the traces that matter).
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def _correlation_from(request: Request) -> uuid.UUID:
@@ -29,6 +38,22 @@ def _correlation_from(request: Request) -> uuid.UUID:
     return uuid.uuid4()
 
 
+@contextlib.contextmanager
+def _server_span(request: Request) -> Iterator[Span]:
+    """The request's span, continuing the caller's `traceparent` when it sent one. Its name and
+    attributes use the route template, never the path (paths hold patient ids)."""
+    if request.url.path in UNTRACED_PATHS:
+        yield INVALID_SPAN
+        return
+    with tracing.span(
+        request.method,
+        kind=tracing.SpanKind.SERVER,
+        parent=tracing.extract(request.headers),
+        attributes={"http.request.method": request.method},
+    ) as span:
+        yield span
+
+
 def install_http_plumbing(app: FastAPI) -> None:
     @app.middleware("http")
     async def correlate(
@@ -36,17 +61,34 @@ def install_http_plumbing(app: FastAPI) -> None:
     ) -> Response:
         correlation_id = _correlation_from(request)
         started = time.perf_counter()
-        with correlation_scope(correlation_id):
-            response = await call_next(request)
-            route = request.scope.get("route")
+        status = 500
+        with correlation_scope(correlation_id), _server_span(request) as span:
+            try:
+                response = await call_next(request)
+                status = response.status_code
+            except Exception as exc:
+                note_error("http", type(exc).__name__)
+                raise
+            finally:
+                route = getattr(request.scope.get("route"), "path", "unmatched")
+                elapsed = time.perf_counter() - started
+                HTTP_DURATION.labels(request.method, route, str(status)).observe(elapsed)
+                span.update_name(f"{request.method} {route}")
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    tracing.mark_failed(span, f"HTTP {status}")
             log.info(
                 "http_request",
                 method=request.method,
-                route=getattr(route, "path", "unmatched"),
-                status=response.status_code,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                route=route,
+                status=status,
+                duration_ms=round(elapsed * 1000, 1),
+                trace_id=tracing.trace_id_of(tracing.format_traceparent(span)),
             )
         response.headers[CORRELATION_HEADER] = str(correlation_id)
+        if (traceparent := tracing.format_traceparent(span)) is not None:
+            response.headers[TRACE_RESPONSE_HEADER] = traceparent
         return response
 
     @app.exception_handler(Refused)

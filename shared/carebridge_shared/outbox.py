@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Collection
 
 from carebridge_contracts import BaseEvent, Envelope, kafka_headers
 from carebridge_contracts.registry import topic_for
+from carebridge_shared import tracing
 from carebridge_shared.correlation import current_causation_id, current_correlation_id
 from carebridge_shared.db import Connection
 
@@ -15,16 +17,31 @@ class OutboxUsageError(RuntimeError):
     """Raised when an event is written outside a transaction (it could be lost or orphaned)."""
 
 
+class UndeclaredEventError(OutboxUsageError):
+    """Raised when a service writes an event class its definition does not declare: the event
+    catalog is generated from the declarations, so an undeclared event would be missing there."""
+
+
 def notify_channel(schema: str) -> str:
     return f"{schema}_outbox"
 
 
 class Outbox:
-    """Writes envelopes for one producer (service) into its schema's outbox table."""
+    """Writes envelopes for one producer (service) into its schema's outbox table.
 
-    def __init__(self, producer: str, schema: str) -> None:
+    With `publishes`, only those event classes are accepted (None: any registered event).
+    """
+
+    def __init__(
+        self,
+        producer: str,
+        schema: str,
+        *,
+        publishes: Collection[type[BaseEvent]] | None = None,
+    ) -> None:
         self.producer = producer
         self.channel = notify_channel(schema)
+        self.publishes = None if publishes is None else frozenset(publishes)
 
     async def add(
         self,
@@ -40,6 +57,12 @@ class Outbox:
             raise OutboxUsageError(
                 "Outbox.add must run inside the transaction that changes the state "
                 "(use `async with conn.transaction():`)"
+            )
+        if self.publishes is not None and type(event) not in self.publishes:
+            raise UndeclaredEventError(
+                f"{self.producer} does not declare that it publishes {event.event_type}"
+                f" v{event.event_version}: add {type(event).__name__} to PUBLISHES in"
+                f" carebridge_{self.producer}/app.py, then run `make docs` (event catalog)"
             )
         topic = str(topic_for(type(event)))
         subject = subject or event.patient_id
@@ -60,9 +83,12 @@ class Outbox:
             causation_id=causation_id or current_causation_id(),
         )
         headers = {name: value.decode() for name, value in kafka_headers(envelope)}
+        tracing.inject(headers)  # the trace of this transaction (HTTP request or consumed event)
+        # The row and the relay's wake-up (delivered at commit) in one round trip.
         await conn.execute(
-            "INSERT INTO outbox (event_id, topic, message_key, event_type, event_version,"
-            " payload, headers) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
+            "WITH added AS (INSERT INTO outbox (event_id, topic, message_key, event_type,"
+            " event_version, payload, headers) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)"
+            " RETURNING id) SELECT pg_notify($8, '') FROM added",
             envelope.event_id,
             topic,
             subject,
@@ -70,6 +96,6 @@ class Outbox:
             envelope.version,
             envelope.to_bytes(),
             json.dumps(headers),
+            self.channel,
         )
-        await conn.execute("SELECT pg_notify($1, '')", self.channel)
         return envelope

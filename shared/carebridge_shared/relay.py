@@ -6,13 +6,22 @@ import asyncio
 import contextlib
 import json
 import zlib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from opentelemetry.trace import Span
 
+from carebridge_shared import tracing
 from carebridge_shared.logging import get_logger
+from carebridge_shared.metrics import (
+    MESSAGES_PUBLISHED,
+    OUTBOX_PUBLISH_FAILURES,
+    OUTBOX_PUBLISHED,
+    note_error,
+)
 from carebridge_shared.outbox import notify_channel
 
 log = get_logger(__name__)
@@ -98,16 +107,28 @@ class OutboxRelay:
             for r in records
         ]
         producer = await self._get_producer()
-        pending = [
-            await producer.send(
-                row.topic,
-                value=row.payload,
-                key=row.key.encode(),
-                headers=[(k, v.encode()) for k, v in row.headers.items()],
-            )
-            for row in rows
-        ]
-        await asyncio.gather(*pending)
+        spans = [self._publish_span(row) for row in rows]
+        try:
+            pending = [
+                await producer.send(
+                    row.topic,
+                    value=row.payload,
+                    key=row.key.encode(),
+                    headers=[
+                        (k, v.encode())
+                        for k, v in tracing.inject_span(dict(row.headers), span).items()
+                    ],
+                )
+                for row, span in zip(rows, spans, strict=True)
+            ]
+            await asyncio.gather(*pending)
+        except Exception as exc:
+            for span in spans:
+                tracing.mark_failed(span, type(exc).__name__)
+            raise
+        finally:
+            for span in spans:
+                span.end()
         if self._after_publish is not None:
             await self._after_publish(rows)
         async with self._pool.acquire() as conn:
@@ -116,7 +137,25 @@ class OutboxRelay:
                 [row.id for row in rows],
             )
         self.published_total += len(rows)
+        OUTBOX_PUBLISHED.labels(self._schema).inc(len(rows))
+        for topic, count in Counter(row.topic for row in rows).items():
+            MESSAGES_PUBLISHED.labels(self._schema, topic).inc(count)
         return len(rows)
+
+    def _publish_span(self, row: OutboxRow) -> Span:
+        """A producer span in the trace of the transaction that wrote the row (its headers
+        carry that trace's traceparent); the record is sent with this span's traceparent."""
+        return tracing.tracer().start_span(
+            f"{row.topic} publish",
+            context=tracing.extract(row.headers),
+            kind=tracing.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": row.topic,
+                "carebridge.outbox_id": row.id,
+            },
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop` is set; survives Kafka and PostgreSQL outages by retrying."""
@@ -130,6 +169,8 @@ class OutboxRelay:
             except Exception as exc:
                 self.healthy = False
                 self.is_leader = False
+                OUTBOX_PUBLISH_FAILURES.labels(self._schema).inc()
+                note_error("outbox_relay", type(exc).__name__)
                 log.warning("outbox_relay_retrying", error=type(exc).__name__, delay_s=backoff)
                 await self._drop_producer()
                 await _sleep_or_stop(stop, backoff)

@@ -12,20 +12,24 @@ from typing import Any
 
 import asyncpg
 import uvicorn
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from carebridge_contracts import BaseEvent
 from carebridge_contracts.registry import all_topics_with_dlq
+from carebridge_shared.auth import TokenVerifier, authenticate
 from carebridge_shared.clock import Clock, SystemClock
 from carebridge_shared.consumer import ConsumerRuntime, RetryPolicy
 from carebridge_shared.db import create_pool, migrate
+from carebridge_shared.health import KafkaProbe, Readiness, sample_consumer_lag
 from carebridge_shared.http import install_http_plumbing
-from carebridge_shared.kafka import ensure_topics, make_producer
+from carebridge_shared.kafka import KafkaSecurity, ensure_topics, make_producer
 from carebridge_shared.logging import configure_logging, get_logger
 from carebridge_shared.outbox import Outbox
 from carebridge_shared.relay import OutboxRelay
 from carebridge_shared.settings import ServiceSettings
+from carebridge_shared.tracing import configure_tracing, flush_tracing
 
 log = get_logger(__name__)
 
@@ -49,11 +53,15 @@ BackgroundTask = Callable[[ServiceContext, asyncio.Event], Coroutine[Any, Any, N
 
 @dataclass
 class ServiceDefinition:
+    """One service's wiring. `publishes` lists every event class its outbox may write: the
+    outbox refuses any other, and the event catalog (docs/catalog) is generated from it."""
+
     name: str
     settings: ServiceSettings
     migrations: Path
     routers: Sequence[APIRouter] = ()
     register_handlers: RegisterHandlers | None = None
+    publishes: Sequence[type[BaseEvent]] = ()
     on_startup: Sequence[StartupHook] = ()
     background: Sequence[BackgroundTask] = ()
     clock: Clock = field(default_factory=SystemClock)
@@ -72,11 +80,17 @@ def instance_name(settings: ServiceSettings, service: str) -> str:
 def create_app(definition: ServiceDefinition) -> FastAPI:
     settings = definition.settings
     configure_logging(definition.name, settings.log_level)
+    configure_tracing(
+        definition.name,
+        otlp_endpoint=settings.otel_exporter_otlp_endpoint,
+        instance=instance_name(settings, definition.name),
+    )
     state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = instance_name(settings, definition.name)
+        security = KafkaSecurity.from_settings(settings)  # one place for every Kafka client
         pool = await create_pool(
             settings.database_url, definition.name, max_size=settings.db_pool_max_size
         )
@@ -86,12 +100,13 @@ def create_app(definition: ServiceDefinition) -> FastAPI:
             all_topics_with_dlq(),
             partitions=settings.kafka_topic_partitions,
             replication_factor=settings.kafka_replication_factor,
+            security=security,
         )
         context = ServiceContext(
             definition.name,
             settings,
             pool,
-            Outbox(definition.name, definition.name),
+            Outbox(definition.name, definition.name, publishes=definition.publishes),
             definition.clock,
         )
         app.state.context = context
@@ -99,7 +114,9 @@ def create_app(definition: ServiceDefinition) -> FastAPI:
             await hook(context)
 
         def producer() -> Any:
-            return make_producer(settings.kafka_bootstrap_servers, client_id=client)
+            return make_producer(
+                settings.kafka_bootstrap_servers, client_id=client, security=security
+            )
 
         stop = asyncio.Event()
         relay = OutboxRelay(
@@ -124,6 +141,7 @@ def create_app(definition: ServiceDefinition) -> FastAPI:
                 ),
                 graceful_timeout=settings.shutdown_grace_seconds,
                 auto_offset_reset=settings.consumer_offset_reset,
+                security=security,
             )
             definition.register_handlers(runtime, context)
             await runtime.start()
@@ -131,6 +149,20 @@ def create_app(definition: ServiceDefinition) -> FastAPI:
             asyncio.create_task(task(context, stop), name=getattr(task, "__name__", "task"))
             for task in definition.background
         ]
+        if runtime is not None:
+            lag = sample_consumer_lag(runtime, settings.lag_sample_interval_seconds, stop)
+            tasks.append(asyncio.create_task(lag, name="consumer-lag"))
+        kafka_probe = KafkaProbe(
+            settings.kafka_bootstrap_servers, f"{client}-probe", security=security
+        )
+        state["readiness"] = Readiness(
+            definition.name,
+            pool,
+            relay,
+            runtime,
+            kafka_probe,
+            settings.ready_outbox_max_age_seconds,
+        )
         state.update(relay=relay, runtime=runtime, pool=pool)
         log.info("service_started", instance=client, port=settings.http_port)
         try:
@@ -143,13 +175,23 @@ def create_app(definition: ServiceDefinition) -> FastAPI:
             await asyncio.wait(tasks, timeout=settings.shutdown_grace_seconds)
             for task in tasks:
                 task.cancel()
+            await kafka_probe.close()
             await pool.close()
+            flush_tracing()
             log.info("service_stopped")
 
-    app = FastAPI(title=f"carebridge {definition.name}", lifespan=lifespan)
+    app = FastAPI(
+        title=f"carebridge {definition.name}",
+        lifespan=lifespan,
+        # FastAPI's own request telemetry records url.path and url.query, which hold patient
+        # ids; the HTTP plumbing traces requests by route template instead (ADR 0010).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     install_http_plumbing(app)
+    # Every API route needs a valid bearer token; only the probes below stay open (ADR 0012).
+    app.state.token_verifier = TokenVerifier.from_settings(settings)
     for router in definition.routers:
-        app.include_router(router)
+        app.include_router(router, dependencies=[Depends(authenticate)])
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -157,35 +199,24 @@ def create_app(definition: ServiceDefinition) -> FastAPI:
 
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> JSONResponse:
-        checks = await _readiness(state)
-        ready = all(checks.values())
-        return JSONResponse(
-            status_code=200 if ready else 503,
-            content={"status": "ready" if ready else "not_ready", "checks": checks},
-        )
+        """200 when ready; 503 names the failing checks (`failing`) and why (`problems`)."""
+        readiness: Readiness | None = state.get("readiness")
+        if readiness is None:
+            return JSONResponse(
+                status_code=503,
+                content={"status": "starting", "service": definition.name, "checks": {}},
+            )
+        report = await readiness.report()
+        return JSONResponse(status_code=200 if report["status"] == "ready" else 503, content=report)
 
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:
+        readiness: Readiness | None = state.get("readiness")
+        if readiness is not None:
+            await readiness.report()  # readiness and outbox gauges as of this scrape
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-async def _readiness(state: dict[str, Any]) -> dict[str, bool]:
-    pool: asyncpg.Pool | None = state.get("pool")
-    database = False
-    if pool is not None:
-        try:
-            async with asyncio.timeout(2):
-                database = await pool.fetchval("SELECT true") is True
-        except Exception:
-            database = False
-    relay: OutboxRelay | None = state.get("relay")
-    runtime: ConsumerRuntime | None = state.get("runtime")
-    checks = {"database": database, "outbox_relay": bool(relay and relay.healthy)}
-    if runtime is not None:
-        checks["consumer"] = runtime.joined
-    return checks
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,31 @@ class ServiceSettings(BaseSettings):
     kafka_replication_factor: int = Field(
         default=1, description="Replication factor for topics the service creates."
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How every Kafka client talks to the brokers: PLAINTEXT, SSL (TLS), "
+        "SASL_PLAINTEXT or SASL_SSL (SCRAM login, over TLS for SASL_SSL). Use SASL_SSL or SSL "
+        "outside a dev machine.",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism for the SASL_* protocols."
+    )
+    kafka_sasl_username: str = Field(default="", description="SASL/SCRAM user name.")
+    kafka_sasl_password: SecretStr = Field(
+        default=SecretStr(""), description="SASL/SCRAM password (never logged)."
+    )
+    kafka_ssl_cafile: str = Field(
+        default="",
+        description="PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL); "
+        "empty: the system's trusted CAs.",
+    )
+    kafka_ssl_certfile: str = Field(
+        default="", description="PEM client certificate, for brokers that require mutual TLS."
+    )
+    kafka_ssl_keyfile: str = Field(default="", description="PEM private key of that certificate.")
+    kafka_ssl_key_password: SecretStr = Field(
+        default=SecretStr(""), description="Password of an encrypted private key file."
+    )
     consumer_group: str = Field(
         default="",
         description="Kafka consumer group (default: the service name). A new group with a fresh "
@@ -62,4 +87,35 @@ class ServiceSettings(BaseSettings):
     db_pool_max_size: int = Field(default=10, description="Largest asyncpg pool size.")
     shutdown_grace_seconds: float = Field(
         default=15.0, description="How long SIGTERM waits for in-flight events."
+    )
+    ready_outbox_max_age_seconds: float = Field(
+        default=60.0,
+        description="/readyz answers 503 while the oldest outbox row Kafka has not acknowledged "
+        "is older than this.",
+    )
+    lag_sample_interval_seconds: float = Field(
+        default=5.0, description="How often the consumer-lag gauge is refreshed from Kafka."
+    )
+    otel_exporter_otlp_endpoint: str = Field(
+        default="",
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_ENDPOINT", "CAREBRIDGE_OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+        description="OpenTelemetry collector base URL (OTLP/HTTP; spans go to <url>/v1/traces). "
+        "Empty: spans are not exported; trace context still travels in Kafka headers.",
+    )
+    auth_public_keys: str = Field(
+        default="",
+        description="PEM public key(s) of the identity provider that signs bearer tokens (ES256 "
+        "or RS256; several keys during a rotation). Required: without one the service will not "
+        "start. Dev: python -m carebridge_devstack token --public-key.",
+    )
+    auth_issuer: str = Field(default="carebridge-dev", description="Expected `iss` of tokens.")
+    auth_audience: str = Field(default="carebridge", description="Expected `aud` of tokens.")
+    auth_algorithms: list[str] = Field(
+        default=["ES256", "RS256"],
+        description="Signature algorithms accepted (asymmetric only; HS* and none never are).",
+    )
+    auth_leeway_seconds: float = Field(
+        default=30.0, description="Clock skew tolerated when checking exp, iat and nbf."
     )

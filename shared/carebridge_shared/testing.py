@@ -17,7 +17,9 @@ from aiokafka.structs import ConsumerRecord
 
 from carebridge_contracts import AssessmentCompleted, BaseEvent, Envelope, kafka_headers
 from carebridge_contracts.registry import model_for, topic_for
-from carebridge_shared.kafka import make_producer
+from carebridge_shared.auth import Role
+from carebridge_shared.auth_dev import dev_signer
+from carebridge_shared.kafka import PLAINTEXT, KafkaSecurity, make_producer
 
 if TYPE_CHECKING:
     import httpx
@@ -78,6 +80,7 @@ async def read_topic(
     expect: int | None = None,
     timeout: float = 30.0,  # noqa: ASYNC109 - also bounds the wait for metadata
     settle: float = 0.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[Record]:
     """Every record of `topic` from the beginning that matches `where`.
 
@@ -85,7 +88,13 @@ async def read_topic(
     or at `timeout`; without it, stops at the end each partition had when the call started.
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        group_id=None,
+        # With the default (latest) the initial reset can land after seek_to_beginning and
+        # skip every record (seen when reading a topic right after assigning it).
+        auto_offset_reset="earliest",
+        **security.client_options(),
     )
     await consumer.start()
     try:
@@ -123,9 +132,17 @@ async def read_topic(
         await consumer.stop()
 
 
-async def produce(bootstrap_servers: str, envelope: Envelope, *, topic: str | None = None) -> None:
+async def produce(
+    bootstrap_servers: str,
+    envelope: Envelope,
+    *,
+    topic: str | None = None,
+    security: KafkaSecurity = PLAINTEXT,
+) -> None:
     """Publish an envelope straight to Kafka, as a relay would (tests that bypass an outbox)."""
-    producer = make_producer(bootstrap_servers, client_id="carebridge-test-producer")
+    producer = make_producer(
+        bootstrap_servers, client_id="carebridge-test-producer", security=security
+    )
     await producer.start()
     try:
         await producer.send_and_wait(
@@ -145,8 +162,11 @@ async def produce_raw(
     *,
     key: bytes | None = None,
     headers: list[tuple[str, bytes]] | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> None:
-    producer = make_producer(bootstrap_servers, client_id="carebridge-test-producer")
+    producer = make_producer(
+        bootstrap_servers, client_id="carebridge-test-producer", security=security
+    )
     await producer.start()
     try:
         await producer.send_and_wait(topic, value=value, key=key, headers=headers or [])
@@ -171,6 +191,26 @@ def sample_assessment(patient_id: str, *, state: str = "NY") -> AssessmentComple
     )
 
 
+def assessment_request(patient_id: str) -> dict[str, Any]:
+    """A valid body for intake's ``POST /v1/assessments``: moderate PHQ-9, mild GAD-7, no risk."""
+    return {
+        "patient_id": patient_id,
+        "state": "NY",
+        "phq9": [1, 2, 1, 2, 1, 1, 2, 1, 0],
+        "gad7": [1, 1, 1, 1, 1, 1, 0],
+        "cssrs": {
+            "q1_wish_to_be_dead": False,
+            "q2_suicidal_thoughts": False,
+            "q3_method": False,
+            "q4_intent": False,
+            "q5_plan": False,
+            "q6_behaviour": False,
+        },
+        "therapy_interest": True,
+        "preferred_channel": "email",
+    }
+
+
 def wrap(event: BaseEvent, subject: str, sequence: int = 1) -> Envelope:
     return Envelope.wrap(
         event, producer="test", subject=subject, sequence=sequence, correlation_id=uuid.uuid4()
@@ -189,3 +229,10 @@ def spawn_until(command: list[str], marker: bytes) -> subprocess.Popen[bytes]:
     process.wait(timeout=30)
     tail = b"".join(seen[-40:]).decode(errors="replace")
     raise RuntimeError(f"{command[1]} exited before printing {marker!r}:\n{tail}")
+
+
+def bearer(role: Role, sub: str, /, **claims: Any) -> dict[str, str]:
+    """`Authorization` header with a dev token for (`role`, `sub`), e.g.
+    ``client.get(url, headers=bearer("patient", patient_id))``; `claims` override claims
+    (``exp=...``, ``aud=...``) to make tokens that must be refused."""
+    return {"Authorization": f"Bearer {dev_signer().token(role, sub, **claims)}"}

@@ -81,11 +81,14 @@ def test_referral_care_team_and_shared_plan(system: LocalSystem, client: CareCli
     assert len(plan_mails(psychiatrist_email)) == 1, "told once, of the therapist's change"
     assert len(plan_mails(therapist_email)) == 1, "told once, of the psychiatrist's change"
 
-    # a stranger to the care team cannot read the plan
+    # a stranger to the care team cannot read the plan; the audit trail shows who wrote it
     outsider = client.call(
-        "referral", "GET", f"/v1/care-plans/{patient}", headers={"X-Clinician-Id": "psy-ca-1"}
+        "referral", "GET", f"/v1/care-plans/{patient}", acting_as=("clinician", "psy-ca-1")
     )
     assert outsider.status_code == 403
+    trail = client.ok("referral", "GET", "/v1/audit-events", params={"patient_id": patient})
+    writes = [(e["actor_sub"], e["action"]) for e in trail["events"] if e["action"] == "update"]
+    assert writes == [(psychiatrist, "update"), (therapist, "update")]
 
     plan_events = asyncio.run(
         read_topic(

@@ -20,7 +20,10 @@ US_STATE_CODES: frozenset[str] = frozenset(
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00-05:00; a ValueError makes it a validation error
+        raise ValueError("datetime is out of range once converted to UTC") from None
 
 
 def _known_state(value: str) -> str:

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime, ValidationError
+from pydantic import ValidationError
 
 from carebridge_booking import appointments, domain, store
 from carebridge_booking.config import BookingSettings
@@ -21,6 +21,7 @@ from carebridge_booking.models import (
     ClinicianOut,
     ClinicianPatch,
     EligibilityOut,
+    Instant,
     RescheduleRequest,
     SlotList,
     SlotOut,
@@ -32,12 +33,19 @@ from carebridge_contracts.events.common import (
     StateCode,
     VisitType,
 )
+from carebridge_shared import audit
+from carebridge_shared.auth import Principal, allow, forbidden, require_patient_access
 from carebridge_shared.refusals import not_found
 from carebridge_shared.service import ServiceContext, service_context
 
 router = APIRouter(prefix="/v1", tags=["booking"])
+router.include_router(audit.router)
 
 Context = Annotated[ServiceContext, Depends(service_context)]
+# Who may call what (docs/security.md); which patients' records is decided per request below.
+Directory = Annotated[Principal, Depends(allow("patient", "clinician", "coordinator"))]
+Coordinator = Annotated[Principal, Depends(allow("coordinator"))]
+PatientOrClinician = Annotated[Principal, Depends(allow("patient", "clinician"))]
 ClinicianPath = Annotated[ClinicianId, Path(description="Opaque clinician id, e.g. psy-ny-1")]
 PatientPath = Annotated[PatientId, Path(description="Opaque patient id")]
 
@@ -65,6 +73,7 @@ def _appointment_out(appointment: domain.Appointment) -> AppointmentOut:
 @router.get("/clinicians")
 async def list_clinicians(
     ctx: Context,
+    _caller: Directory,
     state: Annotated[StateCode | None, Query(description="Holding a valid licence here")] = None,
     role: ClinicianRole | None = None,
     active: bool | None = None,
@@ -77,7 +86,9 @@ async def list_clinicians(
 
 
 @router.get("/clinicians/{clinician_id}")
-async def get_clinician(ctx: Context, clinician_id: ClinicianPath) -> ClinicianOut:
+async def get_clinician(
+    ctx: Context, _caller: Directory, clinician_id: ClinicianPath
+) -> ClinicianOut:
     async with ctx.pool.acquire() as conn:
         clinician = await store.get_clinician(conn, clinician_id)
     if clinician is None:
@@ -90,7 +101,11 @@ async def get_clinician(ctx: Context, clinician_id: ClinicianPath) -> ClinicianO
     responses={201: {"description": "Created"}, 200: {"description": "Replaced"}},
 )
 async def put_clinician(
-    ctx: Context, clinician_id: ClinicianPath, body: ClinicianBody, response: Response
+    ctx: Context,
+    _caller: Coordinator,
+    clinician_id: ClinicianPath,
+    body: ClinicianBody,
+    response: Response,
 ) -> ClinicianOut:
     clinician = body.to_domain(clinician_id)
     async with ctx.pool.acquire() as conn, conn.transaction():
@@ -101,7 +116,7 @@ async def put_clinician(
 
 @router.patch("/clinicians/{clinician_id}")
 async def patch_clinician(
-    ctx: Context, clinician_id: ClinicianPath, patch: ClinicianPatch
+    ctx: Context, _caller: Coordinator, clinician_id: ClinicianPath, patch: ClinicianPatch
 ) -> ClinicianOut:
     async with ctx.pool.acquire() as conn, conn.transaction():
         current = await store.get_clinician(conn, clinician_id)
@@ -127,10 +142,11 @@ async def patch_clinician(
 async def list_slots(
     ctx: Context,
     rules: Rules,
+    caller: Directory,
     state: Annotated[StateCode, Query(description="Where the patient will be")],
     visit_type: VisitType,
-    from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    to: AwareDatetime | None = None,
+    from_: Annotated[Instant | None, Query(alias="from")] = None,
+    to: Instant | None = None,
     clinician_id: ClinicianId | None = None,
     patient_id: Annotated[
         PatientId | None,
@@ -161,10 +177,12 @@ async def list_slots(
             role=domain.ROLE_FOR_VISIT[visit_type],
             active=True,
             licensed_at=start,
+            clinician_id=clinician_id,  # one clinician's slots: parse only that one
         )
-        if clinician_id is not None:
-            candidates = [c for c in candidates if c.id == clinician_id]
         if patient_id is not None:
+            await require_patient_access(
+                caller, patient_id, appointments.treats_on(conn), staff=("coordinator",)
+            )
             standing = await store.patient_standing(conn, patient_id)
             candidates = [c for c in candidates if domain.offered_to(standing, visit_type, c.id)]
         busy = await store.busy_intervals(
@@ -198,66 +216,111 @@ async def list_slots(
 
 
 @router.post("/appointments", status_code=status.HTTP_201_CREATED)
-async def book_appointment(ctx: Context, rules: Rules, body: BookRequest) -> AppointmentOut:
-    return _appointment_out(await appointments.book(ctx, rules, body))
+async def book_appointment(
+    ctx: Context, rules: Rules, caller: PatientOrClinician, body: BookRequest
+) -> AppointmentOut:
+    """A patient books for themselves; a clinician books with themselves for their patient."""
+    return _appointment_out(await appointments.book(ctx, rules, body, caller))
 
 
 @router.get("/appointments")
 async def list_appointments(
     ctx: Context,
+    caller: PatientOrClinician,
     patient_id: PatientId | None = None,
     clinician_id: ClinicianId | None = None,
     status: domain.AppointmentStatus | None = None,
 ) -> AppointmentList:
+    """A patient's visits (for the patient or a clinician who treats them), or a clinician's
+    own schedule (`clinician_id` = the caller)."""
     if patient_id is None and clinician_id is None:
         raise _invalid(("query", "patient_id"), "give patient_id or clinician_id")
-    async with ctx.pool.acquire() as conn:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if patient_id is not None:
+            await require_patient_access(caller, patient_id, appointments.treats_on(conn))
+        elif caller.role != "clinician" or caller.sub != clinician_id:
+            raise forbidden("not_self", "Only the clinician themselves may list their schedule.")
         found = await store.list_appointments(
             conn, patient_id=patient_id, clinician_id=clinician_id, status=status
+        )
+        await audit.record_many(
+            conn,
+            caller,
+            "read",
+            [audit.Access("appointment", str(a.id), a.patient_id) for a in found],
         )
     return AppointmentList(appointments=[_appointment_out(a) for a in found])
 
 
 @router.get("/appointments/{appointment_id}")
-async def get_appointment(ctx: Context, appointment_id: UUID) -> AppointmentOut:
-    async with ctx.pool.acquire() as conn:
+async def get_appointment(
+    ctx: Context, caller: PatientOrClinician, appointment_id: UUID
+) -> AppointmentOut:
+    """For the visit's patient, its clinician, and other clinicians who treat the patient."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
         appointment = await store.get_appointment(conn, appointment_id)
-    if appointment is None:
-        raise not_found("appointment")
+        if appointment is None:
+            raise not_found("appointment")
+        if caller.role != "clinician" or caller.sub != appointment.clinician_id:
+            await require_patient_access(
+                caller, appointment.patient_id, appointments.treats_on(conn)
+            )
+        await audit.record(
+            conn, caller, "read", "appointment", str(appointment.id), appointment.patient_id
+        )
     return _appointment_out(appointment)
 
 
 @router.post("/appointments/{appointment_id}/reschedule")
 async def reschedule_appointment(
-    ctx: Context, rules: Rules, appointment_id: UUID, body: RescheduleRequest
+    ctx: Context,
+    rules: Rules,
+    caller: PatientOrClinician,
+    appointment_id: UUID,
+    body: RescheduleRequest,
 ) -> AppointmentOut:
-    return _appointment_out(await appointments.reschedule(ctx, rules, appointment_id, body))
+    """By the visit's patient or its clinician."""
+    return _appointment_out(await appointments.reschedule(ctx, rules, appointment_id, body, caller))
 
 
 @router.post("/appointments/{appointment_id}/cancel")
 async def cancel_appointment(
-    ctx: Context, rules: Rules, appointment_id: UUID, body: CancelRequest
+    ctx: Context,
+    rules: Rules,
+    caller: PatientOrClinician,
+    appointment_id: UUID,
+    body: CancelRequest,
 ) -> AppointmentOut:
-    return _appointment_out(await appointments.cancel(ctx, rules, appointment_id, body))
+    """By the visit's patient or its clinician; `cancelled_by` names which."""
+    return _appointment_out(await appointments.cancel(ctx, rules, appointment_id, body, caller))
 
 
 @router.post("/appointments/{appointment_id}/complete")
-async def complete_appointment(ctx: Context, rules: Rules, appointment_id: UUID) -> AppointmentOut:
-    return _appointment_out(await appointments.complete(ctx, rules, appointment_id))
+async def complete_appointment(
+    ctx: Context, rules: Rules, caller: PatientOrClinician, appointment_id: UUID
+) -> AppointmentOut:
+    """By the visit's clinician only."""
+    return _appointment_out(await appointments.complete(ctx, rules, appointment_id, caller))
 
 
 @router.post("/appointments/{appointment_id}/no-show")
-async def no_show_appointment(ctx: Context, rules: Rules, appointment_id: UUID) -> AppointmentOut:
-    return _appointment_out(await appointments.no_show(ctx, rules, appointment_id))
+async def no_show_appointment(
+    ctx: Context, rules: Rules, caller: PatientOrClinician, appointment_id: UUID
+) -> AppointmentOut:
+    """By the visit's clinician only."""
+    return _appointment_out(await appointments.no_show(ctx, rules, appointment_id, caller))
 
 
 # --- patients ------------------------------------------------------------------------------
 
 
 @router.get("/patients/{patient_id}/eligibility")
-async def patient_eligibility(ctx: Context, patient_id: PatientPath) -> EligibilityOut:
+async def patient_eligibility(
+    ctx: Context, caller: PatientOrClinician, patient_id: PatientPath
+) -> EligibilityOut:
     """What booking has learnt from intake; polled to know the assessment was consumed."""
     async with ctx.pool.acquire() as conn:
+        await require_patient_access(caller, patient_id, appointments.treats_on(conn))
         standing = await store.patient_standing(conn, patient_id)
     return EligibilityOut(
         patient_id=patient_id,

@@ -9,13 +9,29 @@ from fastapi import FastAPI
 from carebridge_booking import api, handlers
 from carebridge_booking.config import BookingSettings
 from carebridge_booking.seed import seed_clinicians
+from carebridge_contracts import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentCompleted,
+    AppointmentNoShow,
+    AppointmentRescheduled,
+    BaseEvent,
+)
 from carebridge_shared.clock import Clock, SystemClock
 from carebridge_shared.service import ServiceDefinition, create_app, serve
 
 SERVICE = "booking"
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Every event this service's outbox writes; the outbox refuses others, the catalog reads it.
+PUBLISHES: tuple[type[BaseEvent], ...] = (
+    AppointmentBooked,
+    AppointmentRescheduled,
+    AppointmentCancelled,
+    AppointmentCompleted,
+    AppointmentNoShow,
+)
 
-__all__ = ["SERVICE", "BookingSettings", "build", "main"]
+__all__ = ["PUBLISHES", "SERVICE", "BookingSettings", "build", "main"]
 
 
 def build(settings: BookingSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
@@ -26,6 +42,7 @@ def build(settings: BookingSettings | None = None, *, clock: Clock | None = None
             migrations=MIGRATIONS,
             routers=[api.router],
             register_handlers=handlers.register,
+            publishes=PUBLISHES,
             on_startup=[seed_clinicians],
             clock=clock or SystemClock(),
         )

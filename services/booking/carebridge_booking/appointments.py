@@ -1,4 +1,5 @@
-"""Booking, rescheduling and status changes: rules, SQL and outbox event in one transaction."""
+"""Booking, rescheduling and status changes: access, rules, SQL, outbox event and audit row in
+one transaction."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from carebridge_contracts import (
     AppointmentRescheduled,
     BaseEvent,
 )
+from carebridge_shared import audit
+from carebridge_shared.auth import Principal, forbidden, require_patient_access
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
 from carebridge_shared.refusals import Refused, check, not_found, refuse
@@ -34,14 +37,64 @@ def _overlap_refusal(exc: asyncpg.ExclusionViolationError) -> Refused:
     return refuse("slot_taken", "That slot was just taken; pick another one from GET /v1/slots.")
 
 
+# Who may change a visit besides its clinician: its patient may move or cancel it, but only
+# the clinician records how it went.
+PATIENT_ACTIONS: frozenset[domain.Action] = frozenset({"reschedule", "cancel"})
+AUDIT_ACTIONS: dict[domain.Action, audit.Action] = {
+    "book": "create",
+    "reschedule": "reschedule",
+    "cancel": "cancel",
+    "complete": "complete",
+    "no_show": "no_show",
+}
+
+
+def treats_on(conn: Connection) -> Callable[[str, str], Awaitable[bool]]:
+    """`treats(clinician_id, patient_id)` answered from booking's own tables."""
+
+    async def treats(clinician_id: str, patient_id: str) -> bool:
+        return await store.treats(conn, clinician_id, patient_id)
+
+    return treats
+
+
+async def may_book(conn: Connection, caller: Principal, request: BookRequest) -> None:
+    """A patient books for themselves; a clinician books with themselves, for their patient."""
+    if caller.role == "clinician" and caller.sub != request.clinician_id:
+        raise forbidden("not_self", "A clinician books visits with themselves only.")
+    await require_patient_access(caller, request.patient_id, treats_on(conn))
+
+
+def may_change(caller: Principal, appointment: domain.Appointment, action: domain.Action) -> None:
+    """The visit's clinician may do anything to it; its patient may reschedule or cancel it."""
+    if caller.role == "clinician" and caller.sub == appointment.clinician_id:
+        return
+    if caller.role == "patient" and caller.sub == appointment.patient_id:
+        if action in PATIENT_ACTIONS:
+            return
+        raise forbidden("clinician_only", "Only the visit's clinician records how it went.")
+    if caller.role == "patient":
+        raise forbidden("not_own_record", "A patient may only reach their own records.")
+    raise forbidden("not_appointment_clinician", "Only the visit's own clinician may change it.")
+
+
+async def _audit(
+    conn: Connection, caller: Principal, action: audit.Action, appointment: domain.Appointment
+) -> None:
+    await audit.record(
+        conn, caller, action, "appointment", str(appointment.id), appointment.patient_id
+    )
+
+
 async def book(
-    ctx: ServiceContext, rules: domain.BookingRules, request: BookRequest
+    ctx: ServiceContext, rules: domain.BookingRules, request: BookRequest, caller: Principal
 ) -> domain.Appointment:
     now = ctx.clock.now()
     length = rules.lengths.of(request.visit_type)
     async with ctx.pool.acquire() as conn:
         try:
             async with conn.transaction():
+                await may_book(conn, caller, request)
                 clinician = await store.get_clinician(conn, request.clinician_id, for_share=True)
                 if clinician is None:
                     raise not_found("clinician")
@@ -85,6 +138,7 @@ async def book(
                         ends_at=appointment.ends_at,
                     ),
                 )
+                await _audit(conn, caller, "create", appointment)
         except asyncpg.ExclusionViolationError as exc:
             raise _overlap_refusal(exc) from None
         except asyncpg.UniqueViolationError as exc:
@@ -109,12 +163,14 @@ async def reschedule(
     rules: domain.BookingRules,
     appointment_id: UUID,
     request: RescheduleRequest,
+    caller: Principal,
 ) -> domain.Appointment:
     now = ctx.clock.now()
     async with ctx.pool.acquire() as conn:
         try:
             async with conn.transaction():
                 current = await _locked(conn, appointment_id)
+                may_change(caller, current, "reschedule")
                 check(
                     domain.transition_refusal(
                         current.status, "reschedule", starts_at=current.starts_at, now=now
@@ -156,6 +212,7 @@ async def reschedule(
                         state=moved.state,
                     ),
                 )
+                await _audit(conn, caller, "reschedule", moved)
         except asyncpg.ExclusionViolationError as exc:
             raise _overlap_refusal(exc) from None
     log.info("appointment_rescheduled", appointment_id=str(moved.id))
@@ -167,7 +224,13 @@ async def cancel(
     rules: domain.BookingRules,
     appointment_id: UUID,
     request: CancelRequest,
+    caller: Principal,
 ) -> domain.Appointment:
+    if request.cancelled_by != caller.role:
+        raise forbidden(
+            "cancelled_by_not_caller", f"cancelled_by must name the caller ({caller.role})."
+        )
+
     async def apply(conn: Connection, current: domain.Appointment) -> domain.Appointment:
         return await store.update_appointment(
             conn,
@@ -188,11 +251,11 @@ async def cancel(
             reason_code=request.reason_code,
         )
 
-    return await _transition(ctx, rules, appointment_id, "cancel", apply, event)
+    return await _transition(ctx, rules, appointment_id, "cancel", apply, event, caller)
 
 
 async def complete(
-    ctx: ServiceContext, rules: domain.BookingRules, appointment_id: UUID
+    ctx: ServiceContext, rules: domain.BookingRules, appointment_id: UUID, caller: Principal
 ) -> domain.Appointment:
     async def apply(conn: Connection, current: domain.Appointment) -> domain.Appointment:
         return await store.update_appointment(conn, current.id, status="fulfilled")
@@ -207,11 +270,11 @@ async def complete(
             ends_at=a.ends_at,
         )
 
-    return await _transition(ctx, rules, appointment_id, "complete", apply, event)
+    return await _transition(ctx, rules, appointment_id, "complete", apply, event, caller)
 
 
 async def no_show(
-    ctx: ServiceContext, rules: domain.BookingRules, appointment_id: UUID
+    ctx: ServiceContext, rules: domain.BookingRules, appointment_id: UUID, caller: Principal
 ) -> domain.Appointment:
     async def apply(conn: Connection, current: domain.Appointment) -> domain.Appointment:
         return await store.update_appointment(conn, current.id, status="noshow")
@@ -225,7 +288,7 @@ async def no_show(
             starts_at=a.starts_at,
         )
 
-    return await _transition(ctx, rules, appointment_id, "no_show", apply, event)
+    return await _transition(ctx, rules, appointment_id, "no_show", apply, event, caller)
 
 
 async def _transition(
@@ -235,10 +298,12 @@ async def _transition(
     action: domain.Action,
     apply: Callable[[Connection, domain.Appointment], Awaitable[domain.Appointment]],
     event: Callable[[domain.Appointment], BaseEvent],
+    caller: Principal,
 ) -> domain.Appointment:
     now: datetime = ctx.clock.now()
     async with ctx.pool.acquire() as conn, conn.transaction():
         current = await _locked(conn, appointment_id)
+        may_change(caller, current, action)
         check(
             domain.transition_refusal(
                 current.status,
@@ -250,6 +315,7 @@ async def _transition(
         )
         changed = await apply(conn, current)
         await ctx.outbox.add(conn, event(changed))
+        await _audit(conn, caller, AUDIT_ACTIONS[action], changed)
     log.info(
         "appointment_status_changed",
         appointment_id=str(changed.id),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Self
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,6 +33,22 @@ from carebridge_contracts.events.common import (
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Far enough from datetime's limits that adding a visit length or a search range cannot overflow
+# (a request for 9999-12-31 was a 500 before).
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _in_calendar(value: datetime) -> datetime:
+    if not EARLIEST <= value < LATEST:
+        raise ValueError("must be a time between the years 1900 and 9000")
+    return value
+
+
+Instant = Annotated[UtcDatetime, AfterValidator(_in_calendar)]
+"""A point in time a request may name: timezone-aware, in UTC, years 1900 to 9000."""
 
 
 # --- clinicians ----------------------------------------------------------------------------
@@ -186,12 +203,12 @@ class BookRequest(Request):
     patient_id: PatientId
     clinician_id: ClinicianId
     visit_type: VisitType
-    starts_at: UtcDatetime
+    starts_at: Instant
     state: StateCode = Field(description="Where the patient will be during the visit.")
 
 
 class RescheduleRequest(Request):
-    starts_at: UtcDatetime
+    starts_at: Instant
     state: StateCode = Field(description="Where the patient will be during the visit.")
 
 

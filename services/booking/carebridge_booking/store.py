@@ -12,11 +12,37 @@ import asyncpg
 
 from carebridge_booking import domain
 from carebridge_shared.db import Connection
+from carebridge_shared.projection import Compared, Projection
 
 # Constraint and index names the API maps to 409 codes.
 CLINICIAN_OVERLAP = "appointments_clinician_no_overlap"
 PATIENT_OVERLAP = "appointments_patient_no_overlap"
 ONE_INITIAL_EVALUATION = "appointments_one_booked_initial_evaluation"
+
+# What booking's handlers derive from intake's and referral's events (`carebridge projection
+# rebuild booking` replays them and compares). Clinicians and appointments are the API's own
+# state, not derived. Left out: updated_at and matched_at (the handler's wall clock); of
+# ended_at only the fact that the match ended (its time is the handler's clock too).
+PROJECTION = Projection(
+    compared=(
+        Compared(
+            "patient_eligibility",
+            key=("patient_id",),
+            columns=(
+                "assessment_id",
+                "assessment_completed_at",
+                "urgent_review_required",
+                "risk_flagged_at",
+            ),
+        ),
+        Compared(
+            "therapist_matches",
+            key=("referral_id",),
+            columns=("patient_id", "therapist_id"),
+            expressions=(("ended", "ended_at IS NOT NULL"),),
+        ),
+    ),
+)
 
 
 # --- clinicians ----------------------------------------------------------------------------
@@ -91,9 +117,10 @@ async def list_clinicians(
     role: str | None = None,
     active: bool | None = None,
     licensed_at: datetime | None = None,
+    clinician_id: str | None = None,
 ) -> list[domain.Clinician]:
     """Clinicians, optionally only those whose licence in `state` has not expired by
-    `licensed_at` (judged on the clinician's local date, as the domain does)."""
+    `licensed_at` (judged on the clinician's local date, as the domain does), or only one."""
     rows = await conn.fetch(
         f"SELECT {_CLINICIAN_COLUMNS} FROM clinicians c"
         " WHERE ($1::text IS NULL OR EXISTS ("
@@ -102,11 +129,13 @@ async def list_clinicians(
         "        OR l.expires_on >= ($4::timestamptz AT TIME ZONE c.time_zone)::date)))"
         " AND ($2::text IS NULL OR c.role = $2)"
         " AND ($3::boolean IS NULL OR c.active = $3)"
+        " AND ($5::text IS NULL OR c.id = $5)"
         " ORDER BY c.id",
         state,
         role,
         active,
         licensed_at,
+        clinician_id,
     )
     return [_clinician(row) for row in rows]
 
@@ -363,3 +392,15 @@ async def busy_intervals(
             domain.Interval(row["starts_at"], row["ends_at"])
         )
     return busy
+
+
+async def treats(conn: Connection, clinician_id: str, patient_id: str) -> bool:
+    """Whether booking links the clinician to the patient: a visit (in any status) or a therapist
+    match. Decides who may see the patient's appointments (ADR 0012)."""
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM appointments WHERE patient_id = $1 AND clinician_id = $2)"
+        " OR EXISTS (SELECT 1 FROM therapist_matches WHERE patient_id = $1 AND therapist_id = $2)",
+        patient_id,
+        clinician_id,
+    )
+    return found

@@ -16,6 +16,8 @@ from carebridge_contracts.events.intake import Gad7Band, Phq9Band, SafetyReason
 from carebridge_intake import domain, store
 from carebridge_intake.domain import Answers, Assessment, Cssrs
 from carebridge_intake.store import IdempotentRequest
+from carebridge_shared import audit
+from carebridge_shared.auth import Principal, allow, require_patient_access
 from carebridge_shared.logging import get_logger
 from carebridge_shared.service import ServiceContext, service_context
 
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["intake"])
+router.include_router(audit.router)
 
 REPLAYED_HEADER = "Idempotent-Replayed"
 
@@ -151,6 +154,8 @@ class AssessmentOut(BaseModel):
 
 
 Context = Annotated[ServiceContext, Depends(service_context)]
+Patient = Annotated[Principal, Depends(allow("patient"))]
+PatientOrClinician = Annotated[Principal, Depends(allow("patient", "clinician"))]
 
 
 @router.post(
@@ -165,9 +170,11 @@ async def submit_assessment(
     body: AssessmentIn,
     response: Response,
     ctx: Context,
+    caller: Patient,
     idempotency_key: IdempotencyKey = None,
 ) -> AssessmentOut:
-    """Score an assessment, store it and emit its events in one transaction."""
+    """Score the caller's own assessment, store it and emit its events in one transaction."""
+    await require_patient_access(caller, body.patient_id)
     answers = body.answers()
     idempotency = (
         IdempotentRequest(idempotency_key, body.fingerprint()) if idempotency_key else None
@@ -187,8 +194,12 @@ async def submit_assessment(
             if inserted:
                 for event in domain.events_for(assessment):
                     await ctx.outbox.add(conn, event)
+                await _audit(conn, caller, "create", assessment)
         if not inserted:
-            return await _replay(conn, body.patient_id, idempotency, response)
+            async with conn.transaction():
+                replayed = await _replay(conn, body.patient_id, idempotency, response)
+                await _audit(conn, caller, "read", replayed)
+            return AssessmentOut.of(replayed)
     scores = assessment.scores
     log.info(
         "assessment_recorded",
@@ -200,12 +211,25 @@ async def submit_assessment(
     return AssessmentOut.of(assessment)
 
 
+async def _audit(
+    conn: Connection, caller: Principal, action: audit.Action, assessment: Assessment
+) -> None:
+    await audit.record(
+        conn,
+        caller,
+        action,
+        "assessment",
+        str(assessment.assessment_id),
+        assessment.patient_id,
+    )
+
+
 async def _replay(
     conn: Connection,
     patient_id: str,
     idempotency: IdempotentRequest | None,
     response: Response,
-) -> AssessmentOut:
+) -> Assessment:
     """The response of the request that first used this Idempotency-Key."""
     existing = (
         None
@@ -222,14 +246,23 @@ async def _replay(
     log.info("assessment_replayed", assessment_id=str(existing.assessment.assessment_id))
     response.status_code = 200
     response.headers[REPLAYED_HEADER] = "true"
-    return AssessmentOut.of(existing.assessment)
+    return existing.assessment
 
 
 @router.get("/assessments/{assessment_id}", responses={404: {"description": "Unknown id."}})
-async def get_assessment(assessment_id: uuid.UUID, ctx: Context) -> AssessmentOut:
-    """The stored scores, bands and flags of an assessment (never the answers)."""
-    async with ctx.pool.acquire() as conn:
+async def get_assessment(
+    assessment_id: uuid.UUID, ctx: Context, caller: PatientOrClinician
+) -> AssessmentOut:
+    """The stored scores, bands and flags of an assessment (never the answers): for the patient,
+    and for clinicians who treat them (a visit booked with them, a therapist match)."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
         assessment = await store.get_assessment(conn, assessment_id)
-    if assessment is None:
-        raise HTTPException(status_code=404, detail=f"assessment {assessment_id} not found")
+        if assessment is None:
+            raise HTTPException(status_code=404, detail=f"assessment {assessment_id} not found")
+
+        async def treats(clinician_id: str, patient_id: str) -> bool:
+            return await store.treats(conn, clinician_id, patient_id)
+
+        await require_patient_access(caller, assessment.patient_id, treats)
+        await _audit(conn, caller, "read", assessment)
     return AssessmentOut.of(assessment)

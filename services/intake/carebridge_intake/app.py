@@ -6,12 +6,18 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from carebridge_contracts import AssessmentCompleted, BaseEvent, SafetyRiskFlagged
 from carebridge_intake import api, handlers
 from carebridge_shared.service import ServiceDefinition, create_app, serve
 from carebridge_shared.settings import ServiceSettings
 
 SERVICE = "intake"
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Every event this service's outbox writes; the outbox refuses others, the catalog reads it.
+PUBLISHES: tuple[type[BaseEvent], ...] = (
+    AssessmentCompleted,
+    SafetyRiskFlagged,
+)
 
 
 class IntakeSettings(ServiceSettings):
@@ -26,6 +32,7 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
             migrations=MIGRATIONS,
             routers=[api.router],
             register_handlers=handlers.register,
+            publishes=PUBLISHES,
         )
     )
 

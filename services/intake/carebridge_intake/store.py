@@ -11,9 +11,17 @@ import asyncpg
 from carebridge_contracts.events.common import Channel
 from carebridge_contracts.events.intake import Gad7Band, Phq9Band, SafetyReason
 from carebridge_intake.domain import Answers, Assessment, Scores
+from carebridge_shared.projection import Compared, Projection
 
 if TYPE_CHECKING:
     from carebridge_shared.db import Connection
+
+# What intake's handlers derive from booking's and referral's events (`carebridge projection
+# rebuild intake` replays them and compares): who treats whom. Which event told it first
+# (`source`) depends on the order of two topics, and first_seen_at is the handler's clock.
+PROJECTION = Projection(
+    compared=(Compared("care_relationships", key=("patient_id", "clinician_id")),),
+)
 
 _COLUMNS = (
     "assessment_id, patient_id, state, phq9_total, phq9_band, gad7_total, gad7_band,"
@@ -135,3 +143,28 @@ def _assessment(row: asyncpg.Record) -> Assessment:
         preferred_channel=cast(Channel, row["preferred_channel"]),
         completed_at=row["completed_at"],
     )
+
+
+# --- who treats whom (learnt from booking and referral events) ----------------------------
+
+
+async def record_relationship(
+    conn: Connection, patient_id: str, clinician_id: str, source: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO care_relationships (patient_id, clinician_id, source) VALUES ($1, $2, $3)"
+        " ON CONFLICT (patient_id, clinician_id) DO NOTHING",
+        patient_id,
+        clinician_id,
+        source,
+    )
+
+
+async def treats(conn: Connection, clinician_id: str, patient_id: str) -> bool:
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM care_relationships"
+        " WHERE patient_id = $1 AND clinician_id = $2)",
+        patient_id,
+        clinician_id,
+    )
+    return found

@@ -12,13 +12,27 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from carebridge_contracts.events.common import Channel, OpaqueId
 from carebridge_notification import store
 from carebridge_notification.domain import DeliveryKind, DeliveryStatus, RecipientKind
+from carebridge_shared.auth import Principal, allow, forbidden
 from carebridge_shared.clock import OffsetClock
 from carebridge_shared.service import ServiceContext, service_context
 
 router = APIRouter(prefix="/v1", tags=["notification"])
-dev_router = APIRouter(prefix="/v1/_dev", tags=["dev"])
+dev_router = APIRouter(prefix="/v1/_dev", tags=["dev"], dependencies=[Depends(allow("ops"))])
 
 Context = Annotated[ServiceContext, Depends(service_context)]
+ContactCaller = Annotated[Principal, Depends(allow("patient", "clinician", "coordinator"))]
+Ops = Annotated[Principal, Depends(allow("ops"))]
+
+
+def _may_reach_contact(caller: Principal, kind: RecipientKind, recipient_id: str) -> None:
+    """Contact details are PHI: a person reaches only their own; a coordinator keeps the
+    clinicians' (the practice's staff directory)."""
+    if caller.role == kind and caller.sub == recipient_id:
+        return
+    if kind == "clinician" and caller.role == "coordinator":
+        return
+    raise forbidden("not_self", "Only the person themselves may reach their contact details.")
+
 
 # Deliberately simple: one '@', no whitespace, no header-breaking characters.
 EmailAddress = Annotated[
@@ -73,8 +87,13 @@ def _contact_out(contact: store.Contact) -> ContactOut:
 
 @router.put("/contacts/{recipient_kind}/{recipient_id}")
 async def put_contact(
-    recipient_kind: RecipientKind, recipient_id: OpaqueId, body: ContactIn, ctx: Context
+    recipient_kind: RecipientKind,
+    recipient_id: OpaqueId,
+    body: ContactIn,
+    ctx: Context,
+    caller: ContactCaller,
 ) -> ContactOut:
+    _may_reach_contact(caller, recipient_kind, recipient_id)
     async with ctx.pool.acquire() as conn:
         contact = await store.put_contact(
             conn,
@@ -89,8 +108,9 @@ async def put_contact(
 
 @router.get("/contacts/{recipient_kind}/{recipient_id}")
 async def get_contact(
-    recipient_kind: RecipientKind, recipient_id: OpaqueId, ctx: Context
+    recipient_kind: RecipientKind, recipient_id: OpaqueId, ctx: Context, caller: ContactCaller
 ) -> ContactOut:
+    _may_reach_contact(caller, recipient_kind, recipient_id)
     async with ctx.pool.acquire() as conn:
         contact = await store.get_contact(conn, recipient_kind, recipient_id)
     if contact is None:
@@ -100,8 +120,9 @@ async def get_contact(
 
 @router.delete("/contacts/{recipient_kind}/{recipient_id}", status_code=204)
 async def delete_contact(
-    recipient_kind: RecipientKind, recipient_id: OpaqueId, ctx: Context
+    recipient_kind: RecipientKind, recipient_id: OpaqueId, ctx: Context, caller: ContactCaller
 ) -> Response:
+    _may_reach_contact(caller, recipient_kind, recipient_id)
     async with ctx.pool.acquire() as conn:
         deleted = await store.delete_contact(conn, recipient_kind, recipient_id)
     if not deleted:
@@ -135,6 +156,7 @@ class DeliveryOut(BaseModel):
 @router.get("/deliveries")
 async def list_deliveries(
     ctx: Context,
+    _caller: Ops,
     patient_id: Annotated[OpaqueId | None, Query()] = None,
     appointment_id: Annotated[uuid.UUID | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from carebridge_contracts import BaseEvent, NotificationFailed, NotificationSent
 from carebridge_notification import api, dispatcher, handlers
 from carebridge_notification.settings import NotificationSettings
 from carebridge_shared.clock import Clock, OffsetClock, SystemClock
@@ -13,8 +14,13 @@ from carebridge_shared.service import ServiceDefinition, create_app, serve
 
 SERVICE = "notification"
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Every event this service's outbox writes; the outbox refuses others, the catalog reads it.
+PUBLISHES: tuple[type[BaseEvent], ...] = (
+    NotificationSent,
+    NotificationFailed,
+)
 
-__all__ = ["SERVICE", "NotificationSettings", "build", "main"]
+__all__ = ["PUBLISHES", "SERVICE", "NotificationSettings", "build", "main"]
 
 
 def build(settings: NotificationSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
@@ -32,6 +38,7 @@ def build(settings: NotificationSettings | None = None, *, clock: Clock | None =
             migrations=MIGRATIONS,
             routers=routers,
             register_handlers=handlers.register,
+            publishes=PUBLISHES,
             background=[dispatcher.dispatch] if settings.dispatcher_enabled else [],
             clock=clock,
         )

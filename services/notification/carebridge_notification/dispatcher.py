@@ -13,13 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import asyncpg
 
 from carebridge_contracts import NotificationFailed, NotificationSent
 from carebridge_notification import domain, mailer, store
 from carebridge_notification.settings import NotificationSettings, settings_of
+from carebridge_shared import tracing
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
+from carebridge_shared.metrics import note_error
 from carebridge_shared.service import ServiceContext
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
 
 log = get_logger(__name__)
 
@@ -44,20 +52,108 @@ async def dispatch_once(ctx: ServiceContext, *, limit: int | None = None) -> int
 
 
 async def dispatch(ctx: ServiceContext, stop: asyncio.Event) -> None:
-    """Background task: dispatch rounds until `stop`; survives SMTP and database outages."""
+    """Background task: `dispatch_concurrency` workers run dispatch rounds until `stop`;
+    survives SMTP and database outages. Workers claim rows as replicas do (SKIP LOCKED), so
+    each delivery is still sent by one of them, in its own transaction.
+
+    A round starts when a transaction that queued deliveries commits (NOTIFY), or after the
+    poll interval (reminders falling due; a notification lost while the LISTEN connection was
+    down).
+    """
     settings = settings_of(ctx)
+    wakeup = _Wakeup(ctx.pool)
+    try:
+        await asyncio.gather(
+            *(
+                _work(ctx, settings, stop, wakeup, wakeup.subscribe())
+                for _ in range(settings.dispatch_concurrency)
+            )
+        )
+    finally:
+        await wakeup.close()
+
+
+async def _work(
+    ctx: ServiceContext,
+    settings: NotificationSettings,
+    stop: asyncio.Event,
+    wakeup: _Wakeup,
+    woken: asyncio.Event,
+) -> None:
     interval = settings.dispatch_interval_ms / 1000
     while not stop.is_set():
+        await wakeup.listen()
+        woken.clear()  # deliveries committed from here on set it again
         handled = 0
         try:
             handled = await dispatch_once(ctx)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            note_error("dispatcher", type(exc).__name__)
             log.warning("dispatch_round_failed", error=type(exc).__name__)
         if handled < settings.dispatch_batch_size:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+            await _wait_for_any(stop, woken, interval)
+
+
+class _Wakeup:
+    """Holds one connection that LISTENs for queued deliveries and wakes every worker;
+    re-opens it after an outage."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._events: list[asyncio.Event] = []
+        self._pool = pool
+        self._conn: PoolConnectionProxy[asyncpg.Record] | None = None
+        self._lock = asyncio.Lock()
+
+    def subscribe(self) -> asyncio.Event:
+        event = asyncio.Event()
+        self._events.append(event)
+        return event
+
+    def _notified(self, *_args: object) -> None:
+        for event in self._events:
+            event.set()
+
+    async def listen(self) -> None:
+        async with self._lock:
+            if self._conn is not None and not self._conn.is_closed():
+                return
+            await self._close()
+            try:
+                conn = await self._pool.acquire()
+            except Exception as exc:  # the poll interval still drives the rounds meanwhile
+                log.warning("dispatch_listen_failed", error=type(exc).__name__)
+                return
+            try:
+                await conn.add_listener(store.DISPATCH_CHANNEL, self._notified)
+            except Exception as exc:
+                log.warning("dispatch_listen_failed", error=type(exc).__name__)
+                await self._pool.release(conn)
+                return
+            self._conn = conn
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._close()
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            await conn.remove_listener(store.DISPATCH_CHANNEL, self._notified)
+        with contextlib.suppress(Exception):
+            await self._pool.release(conn)
+
+
+async def _wait_for_any(stop: asyncio.Event, wake: asyncio.Event, timeout: float) -> None:  # noqa: ASYNC109
+    waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def _dispatch_next(ctx: ServiceContext, settings: NotificationSettings) -> bool:
@@ -65,46 +161,66 @@ async def _dispatch_next(ctx: ServiceContext, settings: NotificationSettings) ->
         delivery = await store.claim_next(conn, ctx.clock.now())
         if delivery is None:
             return False
-        contact = await store.get_contact(conn, delivery.recipient_kind, delivery.recipient_id)
-        route = domain.route(contact.info if contact else None)
-        if isinstance(route, domain.Undeliverable):
-            await _fail(ctx, conn, delivery, route.error_code)
-            return True
-        try:
-            rendered = domain.render(delivery.template, delivery.params, settings.link_base_url)
-        except (KeyError, ValueError):
-            await _fail(ctx, conn, delivery, domain.TEMPLATE_ERROR)
-            return True
-        try:
-            await _send(ctx, settings, delivery, route.address, rendered)
-        except mailer.SendFailed as exc:
-            await _after_send_failure(ctx, settings, conn, delivery, exc.error_code)
-            return True
-        now = ctx.clock.now()
-        await store.mark_sent(conn, delivery.id, now)
-        await ctx.outbox.add(
-            conn,
-            NotificationSent(
-                patient_id=delivery.patient_id,
-                notification_id=delivery.id,
-                cause_event_id=delivery.cause_event_id,
-                cause_event_type=delivery.cause_event_type,
-                recipient_kind=delivery.recipient_kind,
-                recipient_id=delivery.recipient_id,
-                channel="email",
-                template=delivery.template,
-                sent_at=now,
-            ),
-            correlation_id=delivery.correlation_id,
-            causation_id=delivery.cause_event_id,
-        )
-        log.info(
-            "notification_sent",
-            notification_id=str(delivery.id),
-            template=delivery.template,
-            recipient_kind=delivery.recipient_kind,
-        )
+        # The delivery continues the trace of the event that queued it, so the e-mail and the
+        # NotificationSent/Failed it publishes belong to the patient's request.
+        with tracing.span(
+            "notification deliver",
+            parent=tracing.context_of(delivery.traceparent),
+            attributes={
+                "carebridge.notification_id": str(delivery.id),
+                "carebridge.template": delivery.template,
+                "carebridge.channel": delivery.channel,
+                "carebridge.attempt": delivery.attempts + 1,
+            },
+        ):
+            await _deliver(ctx, settings, conn, delivery)
         return True
+
+
+async def _deliver(
+    ctx: ServiceContext, settings: NotificationSettings, conn: Connection, delivery: store.Delivery
+) -> None:
+    """Send one claimed delivery and record its outcome on `conn` (the claim's transaction)."""
+    contact = await store.get_contact(conn, delivery.recipient_kind, delivery.recipient_id)
+    route = domain.route(contact.info if contact else None)
+    if isinstance(route, domain.Undeliverable):
+        await _fail(ctx, conn, delivery, route.error_code)
+        return
+    try:
+        rendered = domain.render(delivery.template, delivery.params, settings.link_base_url)
+    except (KeyError, ValueError):
+        await _fail(ctx, conn, delivery, domain.TEMPLATE_ERROR)
+        return
+    try:
+        await _send(ctx, settings, delivery, route.address, rendered)
+    except mailer.SendFailed as exc:
+        note_error("smtp", exc.error_code)
+        await _after_send_failure(ctx, settings, conn, delivery, exc.error_code)
+        return
+    now = ctx.clock.now()
+    await store.mark_sent(conn, delivery.id, now)
+    await ctx.outbox.add(
+        conn,
+        NotificationSent(
+            patient_id=delivery.patient_id,
+            notification_id=delivery.id,
+            cause_event_id=delivery.cause_event_id,
+            cause_event_type=delivery.cause_event_type,
+            recipient_kind=delivery.recipient_kind,
+            recipient_id=delivery.recipient_id,
+            channel="email",
+            template=delivery.template,
+            sent_at=now,
+        ),
+        correlation_id=delivery.correlation_id,
+        causation_id=delivery.cause_event_id,
+    )
+    log.info(
+        "notification_sent",
+        notification_id=str(delivery.id),
+        template=delivery.template,
+        recipient_kind=delivery.recipient_kind,
+    )
 
 
 async def _send(
@@ -122,12 +238,15 @@ async def _send(
         template=delivery.template,
         date=ctx.clock.now(),
     )
-    await mailer.send(
-        message,
-        host=settings.smtp_host,
-        port=settings.smtp_port,
-        timeout_s=settings.smtp_timeout_seconds,
-    )
+    with tracing.span(
+        "smtp send", kind=tracing.SpanKind.CLIENT, attributes={"server.port": settings.smtp_port}
+    ):
+        await mailer.send(
+            message,
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            timeout_s=settings.smtp_timeout_seconds,
+        )
 
 
 async def _after_send_failure(

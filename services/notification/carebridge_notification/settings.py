@@ -29,7 +29,16 @@ class NotificationSettings(ServiceSettings):
         default=600.0, gt=0, description="Ceiling of the SMTP retry delay."
     )
     dispatch_interval_ms: int = Field(
-        default=500, ge=1, description="Dispatcher poll interval when the queue is empty."
+        default=500,
+        ge=1,
+        description="Dispatcher poll interval (reminders falling due); a commit that queues "
+        "deliveries wakes it at once (NOTIFY).",
+    )
+    dispatch_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Deliveries one replica sends at a time (each in its own transaction, rows "
+        "claimed with SKIP LOCKED as between replicas); keep below the pool size.",
     )
     dispatch_batch_size: int = Field(
         default=50, ge=1, description="Most deliveries one dispatch round handles."

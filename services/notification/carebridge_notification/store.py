@@ -26,7 +26,54 @@ from carebridge_notification.domain import (
     PlannedDelivery,
     RecipientKind,
 )
+from carebridge_shared import tracing
 from carebridge_shared.db import Connection
+from carebridge_shared.projection import Compared, Copied, Projection
+
+# What notification's handlers derive from events (`carebridge projection rebuild notification`
+# replays them into a scratch schema, never dispatched, and compares). Of a delivery, what was
+# planned for whom because of which event: not its id (random; the e-mail Message-ID), status,
+# attempts or send times (the dispatcher's, at send time), due_at but a reminder's (the
+# handler's clock), created_at, updated_at or traceparent. Contacts are the API's; handlers read
+# them to pick a channel, so a rebuild copies them with the address and phone masked.
+PROJECTION = Projection(
+    compared=(
+        Compared(
+            "deliveries",
+            key=("cause_event_id", "recipient_kind", "recipient_id", "channel", "template"),
+            columns=(
+                "cause_event_type",
+                "correlation_id",
+                "patient_id",
+                "appointment_id",
+                "kind",
+                "params",
+                "priority",
+            ),
+            expressions=(("reminder_due_at", "CASE WHEN kind = 'reminder' THEN due_at END"),),
+        ),
+        Compared(
+            "care_team_members",
+            key=("patient_id", "clinician_id"),
+            columns=("role", "care_team_id", "joined_at", "joined_event_id"),
+        ),
+        Compared(
+            "care_plan_changes",
+            key=("event_id",),
+            columns=(
+                "patient_id",
+                "correlation_id",
+                "plan_version",
+                "changed_sections",
+                "author_id",
+                "author_role",
+                "occurred_at",
+            ),
+        ),
+        Compared("consents", key=("patient_id", "scope"), columns=("granted", "updated_at")),
+    ),
+    copied=(Copied("contacts", masked=("email", "phone")),),
+)
 
 # --- contacts -------------------------------------------------------------------------------
 
@@ -154,12 +201,13 @@ class Delivery:
     sent_at: datetime | None
     failed_at: datetime | None
     created_at: datetime
+    traceparent: str | None  # trace of the transaction that queued it
 
 
 _DELIVERY_COLUMNS = (
     "id, cause_event_id, cause_event_type, correlation_id, patient_id, appointment_id,"
     " recipient_kind, recipient_id, channel, template, kind, params, status, priority, due_at,"
-    " attempts, next_attempt_at, last_error_code, sent_at, failed_at, created_at"
+    " attempts, next_attempt_at, last_error_code, sent_at, failed_at, created_at, traceparent"
 )
 
 
@@ -176,12 +224,14 @@ async def add_deliveries(
 ) -> int:
     """Insert the planned deliveries; a second copy of the same cause adds nothing."""
     added = 0
+    traceparent = tracing.current_traceparent()
     for delivery, channel in planned:
         inserted = await conn.fetchval(
             "INSERT INTO deliveries (id, cause_event_id, cause_event_type, correlation_id,"
             " patient_id, appointment_id, recipient_kind, recipient_id, channel, template, kind,"
-            " params, priority, due_at, next_attempt_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $14)"
+            " params, priority, due_at, next_attempt_at, traceparent)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $14,"
+            " $15)"
             " ON CONFLICT (cause_event_id, recipient_kind, recipient_id, channel, template)"
             " DO NOTHING RETURNING true",
             uuid.uuid4(),
@@ -198,9 +248,22 @@ async def add_deliveries(
             json.dumps(dict(delivery.params)),
             delivery.priority,
             delivery.due_at,
+            traceparent,
         )
         added += bool(inserted)
+    if added:
+        await notify_dispatchers(conn)
     return added
+
+
+# Dispatchers LISTEN here: a commit that queued deliveries wakes them at once instead of after
+# their poll interval (which still runs, for reminders falling due and lost notifications).
+DISPATCH_CHANNEL = "notification_deliveries"
+
+
+async def notify_dispatchers(conn: Connection) -> None:
+    """Wake every replica's dispatcher when the current transaction commits."""
+    await conn.execute("SELECT pg_notify($1, '')", DISPATCH_CHANNEL)
 
 
 async def cancel_pending(

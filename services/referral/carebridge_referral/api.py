@@ -1,7 +1,7 @@
 """HTTP API of the referral service: therapists, referrals, care teams, consents, care plans.
 
-`X-Clinician-Id` names the caller of the care-plan routes. It stands in for an authenticated
-principal (a verified token's subject): real authentication is out of scope here.
+Callers are the verified bearer token's principal (ADR 0012): a care-plan writer is the token's
+clinician; who may reach which patient is decided from referral's own data (`store.treats`).
 """
 
 from __future__ import annotations
@@ -29,12 +29,30 @@ from carebridge_referral.models import (
     TherapistList,
     TherapistOut,
 )
-from carebridge_shared.refusals import not_found, refuse
+from carebridge_shared import audit
+from carebridge_shared.auth import (
+    Principal,
+    Treats,
+    allow,
+    forbidden,
+    require_patient_access,
+    require_self,
+)
+from carebridge_shared.db import Connection
+from carebridge_shared.refusals import not_found
 from carebridge_shared.service import ServiceContext, service_context
 
 router = APIRouter(prefix="/v1", tags=["referral"])
+router.include_router(audit.router)
 
 Context = Annotated[ServiceContext, Depends(service_context)]
+# Who may call what (docs/security.md); which patients' records is decided per request below.
+Staff = Annotated[Principal, Depends(allow("clinician", "coordinator"))]
+Coordinator = Annotated[Principal, Depends(allow("coordinator"))]
+Clinician = Annotated[Principal, Depends(allow("clinician"))]
+Patient = Annotated[Principal, Depends(allow("patient"))]
+PatientOrClinician = Annotated[Principal, Depends(allow("patient", "clinician"))]
+AnyCareRole = Annotated[Principal, Depends(allow("patient", "clinician", "coordinator"))]
 PatientPath = Annotated[PatientId, Path(description="Opaque patient id")]
 TherapistPath = Annotated[ClinicianId, Path(description="Opaque therapist id, e.g. thr-ny-1")]
 
@@ -44,20 +62,23 @@ def _invalid(location: tuple[str, ...], reason: str) -> RequestValidationError:
     return RequestValidationError([{"loc": location, "msg": reason, "type": "value_error"}])
 
 
-def caller(
-    x_clinician_id: Annotated[
-        ClinicianId | None,
-        Header(description="The calling clinician (stands in for an authenticated principal)"),
-    ] = None,
-) -> str:
-    if x_clinician_id is None:
-        raise refuse(
-            "clinician_id_required", "Send the calling clinician's id in X-Clinician-Id.", 401
+def treats_on(conn: Connection) -> Treats:
+    """`treats(clinician_id, patient_id)` answered from referral's own tables."""
+
+    async def treats(clinician_id: str, patient_id: str) -> bool:
+        return await store.treats(conn, clinician_id, patient_id)
+
+    return treats
+
+
+async def _require_access(
+    ctx: ServiceContext, caller: Principal, patient_id: str, *, coordinator: bool = True
+) -> None:
+    """The patient themselves, a clinician who treats them, and (unless told) a coordinator."""
+    async with ctx.pool.acquire() as conn:
+        await require_patient_access(
+            caller, patient_id, treats_on(conn), staff=("coordinator",) if coordinator else ()
         )
-    return x_clinician_id
-
-
-Caller = Annotated[str, Depends(caller)]
 
 
 # --- therapists ----------------------------------------------------------------------------
@@ -78,6 +99,7 @@ def _therapist_out(therapist: domain.Therapist, load: int) -> TherapistOut:
 @router.get("/therapists")
 async def list_therapists(
     ctx: Context,
+    _caller: Staff,
     state: Annotated[StateCode | None, Query(description="Licensed in this state")] = None,
     modality: Modality | None = None,
     active: bool | None = None,
@@ -88,7 +110,7 @@ async def list_therapists(
 
 
 @router.get("/therapists/{therapist_id}")
-async def get_therapist(ctx: Context, therapist_id: TherapistPath) -> TherapistOut:
+async def get_therapist(ctx: Context, _caller: Staff, therapist_id: TherapistPath) -> TherapistOut:
     async with ctx.pool.acquire() as conn:
         found = await store.get_therapist(conn, therapist_id)
     if found is None:
@@ -101,7 +123,11 @@ async def get_therapist(ctx: Context, therapist_id: TherapistPath) -> TherapistO
     responses={201: {"description": "Created"}, 200: {"description": "Replaced"}},
 )
 async def put_therapist(
-    ctx: Context, therapist_id: TherapistPath, body: TherapistBody, response: Response
+    ctx: Context,
+    _caller: Coordinator,
+    therapist_id: TherapistPath,
+    body: TherapistBody,
+    response: Response,
 ) -> TherapistOut:
     """Create or replace a therapist's matching view; new places go to the waitlist at once."""
     therapist, load, created = await roster.put_therapist(ctx, therapist_id, body)
@@ -121,8 +147,15 @@ def _referral_out(referral: domain.Referral) -> ReferralOut:
     status_code=status.HTTP_201_CREATED,
     responses={200: {"description": "The same request again: the referral it opened"}},
 )
-async def open_referral(ctx: Context, body: ReferralRequest, response: Response) -> ReferralOut:
-    """A psychiatrist refers a patient to therapy; matched at once when someone is free."""
+async def open_referral(
+    ctx: Context, caller: Clinician, body: ReferralRequest, response: Response
+) -> ReferralOut:
+    """A psychiatrist refers a patient to therapy in their own name (and so joins the patient's
+    care); matched at once when someone is free."""
+    require_self(caller, "clinician", body.requesting_clinician_id, "requesting_clinician_id")
+    async with ctx.pool.acquire() as conn:
+        if await store.get_therapist(conn, caller.sub) is not None:
+            raise forbidden("psychiatrist_required", "Therapists do not open referrals.")
     referral, created = await referrals.open_by_psychiatrist(ctx, body)
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -132,12 +165,22 @@ async def open_referral(ctx: Context, body: ReferralRequest, response: Response)
 @router.get("/referrals")
 async def list_referrals(
     ctx: Context,
+    caller: AnyCareRole,
     patient_id: PatientId | None = None,
     status: domain.ReferralStatus | None = None,
     therapist_id: ClinicianId | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ReferralList:
-    """Referrals, oldest first; e.g. `?status=on-hold` is the waitlist."""
+    """Referrals, oldest first; e.g. `?status=on-hold` is the waitlist (coordinators). Patients
+    and clinicians name a patient they may see, or a therapist themselves (`therapist_id`)."""
+    if patient_id is not None:
+        await _require_access(ctx, caller, patient_id)
+    elif caller.role != "coordinator" and not (
+        caller.role == "clinician" and therapist_id == caller.sub
+    ):
+        raise forbidden(
+            "patient_required", "Name a patient (patient_id), or yourself as therapist_id."
+        )
     async with ctx.pool.acquire() as conn:
         found = await store.list_referrals(
             conn, patient_id=patient_id, status=status, therapist_id=therapist_id, limit=limit
@@ -146,23 +189,36 @@ async def list_referrals(
 
 
 @router.get("/referrals/{referral_id}")
-async def get_referral(ctx: Context, referral_id: UUID) -> ReferralOut:
+async def get_referral(ctx: Context, caller: AnyCareRole, referral_id: UUID) -> ReferralOut:
+    return _referral_out(await _accessible_referral(ctx, caller, referral_id))
+
+
+async def _accessible_referral(
+    ctx: ServiceContext, caller: Principal, referral_id: UUID
+) -> domain.Referral:
     async with ctx.pool.acquire() as conn:
         referral = await store.get_referral(conn, referral_id)
-    if referral is None:
-        raise not_found("referral")
-    return _referral_out(referral)
+        if referral is None:
+            raise not_found("referral")
+        await require_patient_access(
+            caller, referral.patient_id, treats_on(conn), staff=("coordinator",)
+        )
+    return referral
 
 
 @router.post("/referrals/{referral_id}/revoke")
-async def revoke_referral(ctx: Context, referral_id: UUID) -> ReferralOut:
-    """Withdraw a referral: never matched afterwards; a care team it formed ends."""
+async def revoke_referral(ctx: Context, caller: AnyCareRole, referral_id: UUID) -> ReferralOut:
+    """Withdraw a referral (the patient, their clinicians, a coordinator): never matched
+    afterwards; a care team it formed ends."""
+    await _accessible_referral(ctx, caller, referral_id)
     return _referral_out(await referrals.close(ctx, referral_id, "revoke"))
 
 
 @router.post("/referrals/{referral_id}/complete")
-async def complete_referral(ctx: Context, referral_id: UUID) -> ReferralOut:
-    """The therapy episode is over: the patient leaves the care team, the place is freed."""
+async def complete_referral(ctx: Context, caller: Staff, referral_id: UUID) -> ReferralOut:
+    """The therapy episode is over (the patient's clinicians, a coordinator): the patient leaves
+    the care team, the place is freed."""
+    await _accessible_referral(ctx, caller, referral_id)
     return _referral_out(await referrals.close(ctx, referral_id, "complete"))
 
 
@@ -170,7 +226,8 @@ async def complete_referral(ctx: Context, referral_id: UUID) -> ReferralOut:
 
 
 @router.get("/patients/{patient_id}/care-team")
-async def get_care_team(ctx: Context, patient_id: PatientPath) -> CareTeamOut:
+async def get_care_team(ctx: Context, caller: AnyCareRole, patient_id: PatientPath) -> CareTeamOut:
+    await _require_access(ctx, caller, patient_id)
     async with ctx.pool.acquire() as conn:
         team = await store.active_care_team(conn, patient_id)
     if team is None:
@@ -188,8 +245,10 @@ def _consent_out(consent: domain.Consent) -> ConsentOut:
     responses={200: {"description": "Already granted: nothing changed"}},
 )
 async def grant_consent(
-    ctx: Context, patient_id: PatientPath, body: ConsentRequest, response: Response
+    ctx: Context, caller: Patient, patient_id: PatientPath, body: ConsentRequest, response: Response
 ) -> ConsentOut:
+    """Only the patient grants their consent."""
+    await require_patient_access(caller, patient_id)
     consent, created = await consents.grant(ctx, patient_id, body.scope)
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -197,14 +256,20 @@ async def grant_consent(
 
 
 @router.get("/patients/{patient_id}/consents")
-async def list_consents(ctx: Context, patient_id: PatientPath) -> ConsentList:
+async def list_consents(
+    ctx: Context, caller: PatientOrClinician, patient_id: PatientPath
+) -> ConsentList:
+    await _require_access(ctx, caller, patient_id, coordinator=False)
     async with ctx.pool.acquire() as conn:
         found = await store.list_consents(conn, patient_id)
     return ConsentList(consents=[_consent_out(c) for c in found])
 
 
 @router.get("/patients/{patient_id}/consents/{scope}")
-async def get_consent(ctx: Context, patient_id: PatientPath, scope: ConsentScope) -> ConsentOut:
+async def get_consent(
+    ctx: Context, caller: PatientOrClinician, patient_id: PatientPath, scope: ConsentScope
+) -> ConsentOut:
+    await _require_access(ctx, caller, patient_id, coordinator=False)
     async with ctx.pool.acquire() as conn:
         consent = await store.get_consent(conn, patient_id, scope)
     if consent is None:
@@ -213,7 +278,11 @@ async def get_consent(ctx: Context, patient_id: PatientPath, scope: ConsentScope
 
 
 @router.delete("/patients/{patient_id}/consents/{scope}")
-async def revoke_consent(ctx: Context, patient_id: PatientPath, scope: ConsentScope) -> ConsentOut:
+async def revoke_consent(
+    ctx: Context, caller: Patient, patient_id: PatientPath, scope: ConsentScope
+) -> ConsentOut:
+    """Only the patient revokes their consent."""
+    await require_patient_access(caller, patient_id)
     return _consent_out(await consents.revoke(ctx, patient_id, scope))
 
 
@@ -247,17 +316,18 @@ def _expected_version(if_match: str | None, body_version: int | None) -> int | N
 
 @router.get("/care-plans/{patient_id}")
 async def get_care_plan(
-    ctx: Context, patient_id: PatientPath, clinician: Caller, response: Response
+    ctx: Context, caller: PatientOrClinician, patient_id: PatientPath, response: Response
 ) -> CarePlanOut:
-    """The shared plan (version 0 when nobody wrote it yet), for the patient's care team."""
-    return _plan_out(await care_plans.read(ctx, patient_id, clinician), response)
+    """The shared plan (version 0 when nobody wrote it yet), for the patient and their care team
+    (the therapist with the patient's care_plan_sharing consent)."""
+    return _plan_out(await care_plans.read(ctx, patient_id, caller), response)
 
 
 @router.put("/care-plans/{patient_id}")
 async def put_care_plan(
     ctx: Context,
     patient_id: PatientPath,
-    clinician: Caller,
+    caller: Clinician,
     body: CarePlanWrite,
     response: Response,
     if_match: Annotated[
@@ -266,5 +336,5 @@ async def put_care_plan(
 ) -> CarePlanOut:
     """Replace the plan; `If-Match` (or `version`) must name the current version."""
     expected = _expected_version(if_match, body.version)
-    plan = await care_plans.write(ctx, patient_id, clinician, expected, body.content())
+    plan = await care_plans.write(ctx, patient_id, caller, expected, body.content())
     return _plan_out(plan, response)

@@ -6,6 +6,17 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from carebridge_contracts import (
+    BaseEvent,
+    CarePlanUpdated,
+    CareTeamEnded,
+    CareTeamFormed,
+    ConsentGranted,
+    ConsentRevoked,
+    ReferralWaitlisted,
+    TherapistMatched,
+    TherapistRequested,
+)
 from carebridge_referral import api, handlers
 from carebridge_referral.roster import seed_therapists
 from carebridge_referral.settings import ReferralSettings
@@ -14,8 +25,19 @@ from carebridge_shared.service import ServiceDefinition, create_app, serve
 
 SERVICE = "referral"
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Every event this service's outbox writes; the outbox refuses others, the catalog reads it.
+PUBLISHES: tuple[type[BaseEvent], ...] = (
+    TherapistRequested,
+    TherapistMatched,
+    ReferralWaitlisted,
+    CareTeamFormed,
+    CareTeamEnded,
+    CarePlanUpdated,
+    ConsentGranted,
+    ConsentRevoked,
+)
 
-__all__ = ["SERVICE", "ReferralSettings", "build", "main"]
+__all__ = ["PUBLISHES", "SERVICE", "ReferralSettings", "build", "main"]
 
 
 def build(settings: ReferralSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
@@ -26,6 +48,7 @@ def build(settings: ReferralSettings | None = None, *, clock: Clock | None = Non
             migrations=MIGRATIONS,
             routers=[api.router],
             register_handlers=handlers.register,
+            publishes=PUBLISHES,
             on_startup=[seed_therapists],
             clock=clock or SystemClock(),
         )

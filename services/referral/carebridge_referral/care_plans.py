@@ -10,6 +10,8 @@ from carebridge_contracts import CarePlanUpdated
 from carebridge_contracts.events.common import ClinicianRole
 from carebridge_referral import domain, store
 from carebridge_referral.models import CarePlanContent
+from carebridge_shared import audit
+from carebridge_shared.auth import Principal, require_patient_access
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
 from carebridge_shared.refusals import Refusal, Refused, refuse
@@ -32,11 +34,16 @@ async def _authorise(conn: Connection, patient_id: str, clinician_id: str) -> Cl
     return access
 
 
-async def read(ctx: ServiceContext, patient_id: str, clinician_id: str) -> domain.CarePlan:
-    """The current plan (version 0 and empty when nobody wrote one yet)."""
+async def read(ctx: ServiceContext, patient_id: str, caller: Principal) -> domain.CarePlan:
+    """The current plan (version 0 and empty when nobody wrote one yet), for the patient and
+    their care team."""
     async with ctx.pool.acquire() as conn, conn.transaction():
-        await _authorise(conn, patient_id, clinician_id)
+        if caller.role == "patient":
+            await require_patient_access(caller, patient_id)
+        else:
+            await _authorise(conn, patient_id, caller.sub)
         plan = await store.get_plan(conn, patient_id)
+        await audit.record(conn, caller, "read", "care_plan", patient_id, patient_id)
     return plan or _blank(patient_id)
 
 
@@ -53,13 +60,14 @@ def version_conflict(current: int) -> Refused:
 async def write(
     ctx: ServiceContext,
     patient_id: str,
-    clinician_id: str,
+    caller: Principal,
     expected_version: int | None,
     content: CarePlanContent,
 ) -> domain.CarePlan:
     """Replace the plan if it is still at `expected_version` (428 without one, 409 when stale);
     an identical plan is a no-op that keeps the version."""
     now = ctx.clock.now()
+    clinician_id = caller.sub
     async with ctx.pool.acquire() as conn, conn.transaction():
         role = await _authorise(conn, patient_id, clinician_id)
         if expected_version is None:
@@ -97,6 +105,7 @@ async def write(
                 author_role=role,
             ),
         )
+        await audit.record(conn, caller, "update", "care_plan", patient_id, patient_id)
     log.info(
         "care_plan_updated",
         version=plan.version,

@@ -12,8 +12,38 @@ import asyncpg
 
 from carebridge_referral import domain
 from carebridge_shared.db import Connection
+from carebridge_shared.projection import Compared, Copied, Projection
 
 PLAN_SCOPE = "care_plan_sharing"
+
+# What referral's handlers derive from intake's and booking's events (`carebridge projection
+# rebuild referral` replays them and compares). The rest of referral's state follows from its
+# API, the roster and consents at the time (psychiatrists' referrals, matching, care teams,
+# plans), so events alone cannot reproduce it.
+PROJECTION = Projection(
+    compared=(
+        # An intake with therapy interest opens one referral. What happens to it next (a match,
+        # a psychiatrist taking it over, closing) is the API's; its id and times are generated.
+        Compared(
+            "referrals",
+            key=("assessment_id",),
+            columns=("patient_id",),
+            where="assessment_id IS NOT NULL",
+        ),
+        # The psychiatrist learnt from visits; a referring psychiatrist (the API) overrides it.
+        Compared(
+            "patient_psychiatrists",
+            key=("patient_id",),
+            columns=("psychiatrist_id", "source", "appointment_id", "observed_at"),
+            owned_by_api="source = 'referral'",
+        ),
+    ),
+    copied=(
+        Copied("therapists"),  # the roster (seed and API), named by copied referrals
+        # Psychiatrists' referrals: an open one keeps an intake from opening a second one.
+        Copied("referrals", where="assessment_id IS NULL"),
+    ),
+)
 
 
 async def lock_matching(conn: Connection) -> None:
@@ -531,3 +561,20 @@ async def save_plan(
         plan.updated_at,
     )
     return True
+
+
+async def treats(conn: Connection, clinician_id: str, patient_id: str) -> bool:
+    """Whether referral links the clinician to the patient: their known psychiatrist, the
+    clinician who referred them, their matched therapist, or a member of a care team of theirs.
+    Decides who may see the patient's referrals, consents and care team (ADR 0012)."""
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM patient_psychiatrists"
+        "               WHERE patient_id = $1 AND psychiatrist_id = $2)"
+        " OR EXISTS (SELECT 1 FROM referrals WHERE patient_id = $1"
+        "            AND (requesting_clinician_id = $2 OR therapist_id = $2))"
+        " OR EXISTS (SELECT 1 FROM care_teams WHERE patient_id = $1"
+        "            AND (psychiatrist_id = $2 OR therapist_id = $2))",
+        patient_id,
+        clinician_id,
+    )
+    return found

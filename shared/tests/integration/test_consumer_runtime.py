@@ -216,12 +216,17 @@ async def test_consumer_sigkilled_between_effect_and_offset_commit_loses_and_dup
         patient,
     ]
     first = spawn_ready([*command, "--kill-after-effect", str(events[1].event_id)])
-    for envelope in events:
-        await produce(bootstrap, envelope)
+    # One event per poll (records of one poll share a transaction and an offset commit): once
+    # event 1's effect shows, its offset is committed before event 2 can be fetched; event 3
+    # comes after the kill.
+    await produce(bootstrap, events[0])
+    await eventually(lambda: _has_effect(pool, events[0].event_id), timeout=60)
+    await produce(bootstrap, events[1])
     output, _ = first.communicate(timeout=180)
     assert first.returncode == -9, output.decode()[-3000:]
     applied = await pool.fetch("SELECT event_id FROM effects WHERE subject = $1", patient)
     assert {r["event_id"] for r in applied} == {events[0].event_id, events[1].event_id}
+    await produce(bootstrap, events[2])
 
     second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

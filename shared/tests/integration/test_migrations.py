@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from carebridge_shared.db import MigrationChanged, create_pool, migrate
+from carebridge_shared.db import SHARED_MIGRATIONS, MigrationChanged, create_pool, discover, migrate
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,9 @@ async def test_migrations_apply_once_in_order_and_concurrently(
     pool = await create_pool(fresh_database_url, "mig_test")
     try:
         results = await asyncio.gather(*(migrate(pool, "mig_test", tmp_path) for _ in range(3)))
-        assert sorted(len(r) for r in results) == [0, 0, 3], "one replica applies, others wait"
+        expected = [m.version for m in discover(SHARED_MIGRATIONS, "shared")]
+        expected += ["service:0001_a", "service:0002_b"]
+        assert sorted(results, key=len) == [[], [], expected], "one replica applies, others wait"
         assert await pool.fetchval("SELECT count(*) FROM a") == 1
         assert await migrate(pool, "mig_test", tmp_path) == []
     finally:

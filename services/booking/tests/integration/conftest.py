@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,6 +23,7 @@ from carebridge_contracts import (
     kafka_headers,
     topic_for,
 )
+from carebridge_devstack.dev_auth import DevAuth
 from carebridge_shared.clock import OffsetClock
 from carebridge_shared.kafka import make_producer
 from carebridge_shared.service import ServiceContext
@@ -210,15 +211,19 @@ def packaged_seed() -> str:
 
 @pytest.fixture
 async def booking(
-    fresh_database_url: str, stack_endpoints: Any, seed_file: str
+    service_database_url: Callable[[str], str], stack_endpoints: Any, seed_file: str
 ) -> AsyncIterator[Harness]:
     clock = OffsetClock()
-    settings = _settings(fresh_database_url, stack_endpoints.kafka_bootstrap, seed_file)
+    database_url = service_database_url("booking")  # booking's own role (ADR 0011)
+    settings = _settings(database_url, stack_endpoints.kafka_bootstrap, seed_file)
     app = build(settings, clock=clock)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://booking", timeout=60
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://booking",
+            timeout=60,
+            auth=DevAuth(),  # each request signed as whom it acts for (ADR 0012)
         ) as client,
     ):
         await until_ready(client)

@@ -170,7 +170,9 @@ async def test_refusals_of_role_hours_grid_past_and_double_booking(booking: Harn
         "patient_double_booked",
     )
     # one pending initial evaluation per patient
-    assert await code(other, slot + timedelta(hours=3)) == (
+    # (a free slot of the other clinician well clear of the first visit, within working hours)
+    clear = await booking.free_slot(other, after=slot - booking.clock.now() + timedelta(hours=2))
+    assert await code(other, clear) == (
         409,
         "initial_evaluation_already_booked",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from carebridge_contracts import (
     Topic,
     parse,
 )
+from carebridge_devstack.dev_auth import DevAuth
 from carebridge_intake.app import IntakeSettings, build
 from carebridge_shared.service import ServiceContext
 from carebridge_shared.testing import Record, read_topic
@@ -76,17 +77,24 @@ class Intake:
 
 
 @pytest.fixture
-async def intake(fresh_database_url: str, stack_endpoints: Any) -> AsyncIterator[Intake]:
+async def intake(
+    service_database_url: Callable[[str], str], stack_endpoints: Any
+) -> AsyncIterator[Intake]:
     settings = IntakeSettings(
-        database_url=fresh_database_url,
+        database_url=service_database_url("intake"),  # intake's own role (ADR 0011)
         kafka_bootstrap_servers=stack_endpoints.kafka_bootstrap,
         relay_poll_interval_ms=100,
+        # A group of its own from the end of each topic: other runs' visits are not replayed.
+        consumer_group=f"intake-test-{uuid.uuid4().hex[:12]}",
+        consumer_offset_reset="latest",
     )
     app = build(settings)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://intake"
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://intake",
+            auth=DevAuth(),  # each request signed as whom it acts for (ADR 0012)
         ) as client,
     ):
         yield Intake(client, app.state.context, stack_endpoints.kafka_bootstrap)

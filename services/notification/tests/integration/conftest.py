@@ -29,6 +29,7 @@ from carebridge_contracts import (
     parse,
 )
 from carebridge_contracts.registry import topic_for
+from carebridge_devstack.dev_auth import DevAuth
 from carebridge_devstack.endpoints import StackEndpoints
 from carebridge_devstack.smtp_sink import ReceivedMail, SmtpSink
 from carebridge_notification import dispatcher
@@ -212,14 +213,18 @@ StartService = Callable[..., AbstractAsyncContextManager[Service]]
 
 @pytest.fixture
 def start_service(
-    stack_endpoints: StackEndpoints, fresh_database_url: str, smtp_sink: SmtpSink
+    stack_endpoints: StackEndpoints,
+    service_database_url: Callable[[str], str],
+    smtp_sink: SmtpSink,
 ) -> StartService:
     """`async with start_service(**settings) as service:` runs the app with its lifespan."""
+
+    database_url = service_database_url("notification")  # its own role (ADR 0011)
 
     @contextlib.asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Service]:
         values: dict[str, Any] = {
-            "database_url": fresh_database_url,
+            "database_url": database_url,
             "kafka_bootstrap_servers": stack_endpoints.kafka_bootstrap,
             "smtp_host": smtp_sink.host,
             "smtp_port": smtp_sink.port,
@@ -239,7 +244,9 @@ def start_service(
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(
-                transport=transport, base_url="http://notification"
+                transport=transport,
+                base_url="http://notification",
+                auth=DevAuth(),  # each request signed as whom it acts for (ADR 0012)
             ) as client:
                 await until_ready(client)
                 yield Service(app, client, smtp_sink, settings)

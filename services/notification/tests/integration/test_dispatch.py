@@ -251,3 +251,19 @@ async def test_contacts_api_and_channels(start_service: Any) -> None:
         assert (await client.delete(url)).status_code == 204
         assert (await client.get(url)).status_code == 404
         assert (await client.delete(url)).status_code == 404
+
+
+async def test_queued_deliveries_wake_the_dispatcher(start_service: Any) -> None:
+    """The commit that queues a confirmation wakes the dispatcher (NOTIFY): with an hour
+    between its polls, the e-mail can only go out that way."""
+    async with start_service(dispatch_interval_ms=3_600_000) as service:
+        patient = service.uid("p")
+        patient_mail = f"{patient}@example.test"
+        await service.put_contact("patient", patient, email=patient_mail)
+        event = service.booking(patient, service.uid("c"), 2 * DAY)
+        await service.publish(event)
+        [mail] = await service.wait_mail(patient_mail, 1, about=event.appointment_id)
+        rows = await service.deliveries(appointment_id=str(event.appointment_id))
+        confirmation = _by_template(rows, "appointment_confirmation_patient")
+        assert mail.message["Message-ID"] == f"<{confirmation['id']}@clinic.test>"
+        assert confirmation["status"] == "sent"

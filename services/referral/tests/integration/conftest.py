@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ import pytest
 from fastapi import FastAPI
 
 from carebridge_contracts import BaseEvent, Envelope, Topic, parse
+from carebridge_devstack.dev_auth import DevAuth
 from carebridge_referral.app import ReferralSettings, build
 from carebridge_shared.service import ServiceContext
 from carebridge_shared.testing import eventually, produce, read_topic, until_ready, wrap
@@ -187,16 +188,21 @@ def referral_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 @pytest.fixture
 async def referral(
-    fresh_database_url: str, stack_endpoints: Any, referral_overrides: dict[str, Any]
+    service_database_url: Callable[[str], str],
+    stack_endpoints: Any,
+    referral_overrides: dict[str, Any],
 ) -> AsyncIterator[Referral]:
     settings = settings_for(
-        fresh_database_url, stack_endpoints.kafka_bootstrap, **referral_overrides
+        service_database_url("referral"), stack_endpoints.kafka_bootstrap, **referral_overrides
     )
     app = build(settings)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://referral", timeout=60
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://referral",
+            timeout=60,
+            auth=DevAuth(),  # each request signed as whom it acts for (ADR 0012)
         ) as client,
     ):
         await until_ready(client)
@@ -204,13 +210,14 @@ async def referral(
 
 
 @pytest.fixture
-async def replicas(fresh_database_url: str, stack_endpoints: Any) -> AsyncIterator[list[Referral]]:
+async def replicas(
+    service_database_url: Callable[[str], str], stack_endpoints: Any
+) -> AsyncIterator[list[Referral]]:
     """Two referral replicas sharing one database (and one consumer group)."""
     group = unique("referral-test")
+    database_url = service_database_url("referral")
     apps = [
-        build(
-            settings_for(fresh_database_url, stack_endpoints.kafka_bootstrap, consumer_group=group)
-        )
+        build(settings_for(database_url, stack_endpoints.kafka_bootstrap, consumer_group=group))
         for _ in range(2)
     ]
     async with contextlib.AsyncExitStack() as stack:
@@ -219,7 +226,10 @@ async def replicas(fresh_database_url: str, stack_endpoints: Any) -> AsyncIterat
             await stack.enter_async_context(app.router.lifespan_context(app))
             client = await stack.enter_async_context(
                 httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=app), base_url="http://referral", timeout=60
+                    transport=httpx.ASGITransport(app=app),
+                    base_url="http://referral",
+                    timeout=60,
+                    auth=DevAuth(),
                 )
             )
             started.append(Referral(app, client, stack_endpoints.kafka_bootstrap))

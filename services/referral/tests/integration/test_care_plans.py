@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from carebridge_contracts import CarePlanUpdated, ConsentRevoked, Topic
+from carebridge_shared.testing import bearer
 
 if TYPE_CHECKING:
     from conftest import Referral
@@ -25,7 +26,7 @@ PLAN: dict[str, Any] = {
 
 async def get_plan(referral: Referral, patient: str, clinician: str) -> httpx.Response:
     return await referral.client.get(
-        f"/v1/care-plans/{patient}", headers={"X-Clinician-Id": clinician}
+        f"/v1/care-plans/{patient}", headers=bearer("clinician", clinician)
     )
 
 
@@ -36,7 +37,7 @@ async def put_plan(
     body: dict[str, Any],
     if_match: str | None = None,
 ) -> httpx.Response:
-    headers = {"X-Clinician-Id": clinician}
+    headers = bearer("clinician", clinician)
     if if_match is not None:
         headers["If-Match"] = if_match
     return await referral.client.put(f"/v1/care-plans/{patient}", json=body, headers=headers)
@@ -181,8 +182,20 @@ async def test_only_the_care_team_may_open_the_plan(referral: Referral) -> None:
         write = await put_plan(referral, patient, outsider, PLAN, if_match='"1"')
         assert (write.status_code, write.json()["code"]) == (403, "not_in_care_team")
 
-    anonymous = await referral.client.get(f"/v1/care-plans/{patient}")
-    assert (anonymous.status_code, anonymous.json()["code"]) == (401, "clinician_id_required")
+    anonymous = await referral.client.get(f"/v1/care-plans/{patient}", auth=None)
+    assert (anonymous.status_code, anonymous.json()["code"]) == (401, "authentication_required")
+    # the patient reads their own plan; nobody else who is not in the care team does
+    own = await referral.client.get(f"/v1/care-plans/{patient}", headers=bearer("patient", patient))
+    assert own.status_code == 200 and own.json()["goals"] == PLAN["goals"]
+    for role, sub in (("patient", "p-other"), ("coordinator", "coord-1"), ("ops", "ops-1")):
+        other = await referral.client.get(f"/v1/care-plans/{patient}", headers=bearer(role, sub))
+        assert other.status_code == 403 and SECRET_GOAL not in other.text
+    patient_write = await referral.client.put(
+        f"/v1/care-plans/{patient}",
+        json=PLAN,
+        headers={**bearer("patient", patient), "If-Match": '"1"'},
+    )
+    assert (patient_write.status_code, patient_write.json()["code"]) == (403, "role_not_allowed")
     # a patient nobody treats: nobody may open the plan
     stranger = await get_plan(referral, referral.new_id("p"), PSYCHIATRIST)
     assert stranger.status_code == 403

@@ -1,0 +1,1 @@
+"""carebridge benchmark: throughput against raw Kafka, journey latency, memory (``make bench``)."""

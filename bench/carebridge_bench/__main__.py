@@ -1,0 +1,3 @@
+from carebridge_bench.cli import main
+
+main()

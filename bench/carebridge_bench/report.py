@@ -1,0 +1,280 @@
+"""Everything shown or written after a run, rendered from the run's JSON document alone, so
+``python -m carebridge_bench report <file>`` redraws any earlier run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from carebridge_bench.config import (
+    EMAIL_P99_LIMIT_MS,
+    EMAIL_P99_TARGET_MS,
+    EMAIL_P99_TARGET_RATE,
+    RSS_TARGET_MB,
+    STAGE_RATIO_TARGET,
+)
+from carebridge_bench.timeline import TARGET_STAGE
+from carebridge_devstack.system import SERVICES
+
+END_TO_END = "end to end: assessment -> confirmation email"
+README_START = "<!-- bench-table:start -->"
+README_END = "<!-- bench-table:end -->"
+
+Report = dict[str, Any]
+
+
+def fmt(value: object, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _stage(step: dict[str, Any], name: str) -> dict[str, Any] | None:
+    found: dict[str, Any] | None = step["stages_ms"].get(name)
+    return found
+
+
+def _step_at(report: Report, rate: float) -> dict[str, Any] | None:
+    steps = (report.get("journeys") or {}).get("steps", [])
+    return next((s for s in steps if s["offered_per_s"] == rate), None)
+
+
+def evaluate_targets(report: Report) -> list[dict[str, Any]]:
+    """The issue's targets against the run's figures (met is None when not measured)."""
+    targets: list[dict[str, Any]] = []
+    throughput = report.get("throughput")
+    ratio = throughput.get("ratio") if throughput else None
+    targets.append({
+        "name": "stage throughput / raw Kafka baseline",
+        "target": f">= {STAGE_RATIO_TARGET:.0%}",
+        "measured": f"{ratio:.1%}" if ratio is not None else None,
+        "met": None if ratio is None else ratio >= STAGE_RATIO_TARGET,
+    })  # fmt: skip
+    journeys = report.get("journeys")
+    step = _step_at(report, EMAIL_P99_TARGET_RATE)
+    at_rate = _stage(step, TARGET_STAGE) if step else None
+    note = None
+    if journeys and step is None:
+        offered = [s["offered_per_s"] for s in journeys["steps"]]
+        note = f"not offered (steps: {offered})"
+    targets.append({
+        "name": f"booking -> email p99 at {EMAIL_P99_TARGET_RATE:.0f} journeys/s",
+        "target": f"<= {EMAIL_P99_TARGET_MS:.0f} ms",
+        "measured": f"{at_rate['p99']:.0f} ms" if at_rate else note,
+        "met": None if at_rate is None else at_rate["p99"] <= EMAIL_P99_TARGET_MS,
+    })  # fmt: skip
+    highest = journeys.get("highest_rate_within_limit") if journeys else None
+    targets.append({
+        "name": f"highest rate with booking -> email p99 < {EMAIL_P99_LIMIT_MS:.0f} ms",
+        "target": "report",
+        "measured": f"{highest:g} journeys/s" if highest is not None else None,
+        "met": None,
+    })  # fmt: skip
+    peaks = (report.get("memory_mb") or {}).get("peak_under_load") or {}
+    services = {k: v for k, v in peaks.items() if k in SERVICES}
+    worst = max(services.items(), key=lambda kv: kv[1], default=None)
+    targets.append({
+        "name": "RSS of each service under load",
+        "target": f"< {RSS_TARGET_MB:.0f} MB",
+        "measured": f"{worst[1]:.0f} MB ({worst[0]})" if worst else None,
+        "met": None if worst is None else worst[1] < RSS_TARGET_MB,
+    })  # fmt: skip
+    return targets
+
+
+def _met(value: bool | None) -> str:
+    return {True: "[green]met[/]", False: "[red]missed[/]", None: "[dim]-[/]"}[value]
+
+
+def print_report(console: Console, report: Report) -> None:
+    startup = report.get("startup") or {}
+    table = Table(title="start-up (fresh stack)")
+    for column in ("what", "seconds"):
+        table.add_column(column)
+    table.add_row("Kafka ready", fmt(startup.get("kafka_s"), 1))
+    table.add_row("PostgreSQL ready", fmt(startup.get("postgres_s"), 1))
+    table.add_row("stack (both, in parallel)", fmt(startup.get("stack_s"), 1))
+    table.add_row("four services ready", fmt(startup.get("services_ready_s"), 1))
+    console.print(table)
+
+    throughput = report.get("throughput")
+    if throughput:
+        table = Table(title="throughput: assessments topic -> referrals topic, same broker")
+        for column in ("pipeline", "messages", "bytes in/out", "events/s", "vs baseline"):
+            table.add_column(column, justify="right")
+        for kind in ("baseline", "stage"):
+            r = throughput[kind]
+            share = throughput["ratio"] if kind == "stage" else 1.0
+            table.add_row(
+                {"baseline": "raw aiokafka loop", "stage": "carebridge stage"}[kind],
+                fmt(r["messages"]), f"{r['input_bytes']}/{r['output_bytes']:.0f}",
+                fmt(r["per_second"]), f"{share:.1%}" if share is not None else "-",
+            )  # fmt: skip
+        console.print(table)
+
+    journeys = report.get("journeys")
+    if journeys:
+        table = Table(title=f"journeys (open loop): {TARGET_STAGE}, and end to end (ms)")
+        columns = ("offered/s", "confirmed", "done/s", "start lag p99", "p50", "p95", "p99",
+                   "max", "e2e p50", "e2e p99")  # fmt: skip
+        for column in columns:
+            table.add_column(column, justify="right")
+        for step in journeys["steps"]:
+            target = _stage(step, TARGET_STAGE) or {}
+            e2e = _stage(step, END_TO_END) or {}
+            lag = step["start_lag_ms"] or {}
+            table.add_row(
+                fmt(step["offered_per_s"]), f"{step['confirmed']}/{step['scheduled']}",
+                fmt(step["confirmed_per_s"], 1), fmt(lag.get("p99")),
+                fmt(target.get("p50")), fmt(target.get("p95")), fmt(target.get("p99")),
+                fmt(target.get("max")), fmt(e2e.get("p50")), fmt(e2e.get("p99")),
+            )  # fmt: skip
+        console.print(table)
+        stages = Table(title="per stage p50 / p99 (ms) by offered rate")
+        stages.add_column("stage")
+        for step in journeys["steps"]:
+            stages.add_column(f"{step['offered_per_s']:g}/s", justify="right")
+        for name in journeys["steps"][0]["stages_ms"]:
+            cells = []
+            for step in journeys["steps"]:
+                s = _stage(step, name)
+                cells.append(f"{s['p50']:.0f} / {s['p99']:.0f}" if s else "-")
+            stages.add_row(name, *cells)
+        console.print(stages)
+        for step in journeys["steps"]:
+            if step["errors"]:
+                console.print(f"[yellow]{step['offered_per_s']:g}/s errors:[/] {step['errors']}")
+            if step["stop_reason"]:
+                console.print(f"sweep stopped after {step['offered_per_s']:g}/s: "
+                              f"{step['stop_reason']}")  # fmt: skip
+
+    memory = report.get("memory_mb")
+    if memory:
+        table = Table(title="resident memory (MB)")
+        for column in ("process", "idle", "peak under load"):
+            table.add_column(column, justify="right")
+        for name, idle in memory["idle"].items():
+            peak = memory["peak_under_load"].get(name)
+            table.add_row(name, fmt(idle), fmt(peak))
+        console.print(table)
+
+    cpu = report.get("cpu_seconds_under_load")
+    steps = (journeys or {}).get("steps", [])
+    confirmed = sum(s["confirmed"] for s in steps)
+    if cpu and confirmed:
+        table = Table(title=f"CPU during the sweep ({confirmed} confirmed journeys)")
+        for column in ("process", "CPU seconds", "ms per journey"):
+            table.add_column(column, justify="right")
+        for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
+            table.add_row(name, fmt(seconds, 1), fmt(seconds * 1000 / confirmed, 1))
+        console.print(table)
+
+    table = Table(title="targets (2 cores)")
+    for column in ("target", "wanted", "measured", ""):
+        table.add_column(column)
+    for t in report.get("targets", []):
+        table.add_row(t["name"], t["target"], fmt(t["measured"]), _met(t["met"]))
+    console.print(table)
+
+
+def markdown(report: Report) -> str:
+    """The README's table: targets, then the journey steps."""
+    load = report["machine"].get("load_average_at_start") or [None]
+    lines = [
+        f"Run {report['started_at'][:16].replace('T', ' ')} UTC, {report['machine']['cpus']} "
+        f"cores (load average {fmt(load[0], 1)} at the start), "
+        f"{'quick' if report['config']['quick'] else 'full'} run (`bench/results/latest.json`).",
+        "",
+        "| target | wanted | measured | |",
+        "| --- | --- | --- | --- |",
+    ]
+    for t in report.get("targets", []):
+        met = {True: "met", False: "**missed**", None: ""}[t["met"]]
+        lines.append(f"| {t['name']} | {t['target']} | {fmt(t['measured'])} | {met} |")
+    throughput = report.get("throughput")
+    if throughput:
+        lines += [
+            "",
+            f"Throughput: raw aiokafka loop {fmt(throughput['baseline']['per_second'])} "
+            f"events/s, carebridge stage {fmt(throughput['stage']['per_second'])} events/s.",
+        ]
+    journeys = report.get("journeys")
+    if journeys:
+        lines += [
+            "",
+            "| offered journeys/s | confirmed | booking -> email p50 / p95 / p99 / max (ms) "
+            "| end to end p50 / p99 (ms) |",
+            "| --- | --- | --- | --- |",
+        ]
+        for step in journeys["steps"]:
+            t = _stage(step, TARGET_STAGE)
+            e = _stage(step, END_TO_END)
+            cell = (
+                f"{t['p50']:.0f} / {t['p95']:.0f} / {t['p99']:.0f} / {t['max']:.0f}" if t else "-"
+            )
+            e2e = f"{e['p50']:.0f} / {e['p99']:.0f}" if e else "-"
+            lines.append(
+                f"| {step['offered_per_s']:g} | {step['confirmed']}/{step['scheduled']} "
+                f"| {cell} | {e2e} |"
+            )
+    return "\n".join(lines)
+
+
+def write_readme(readme: Path, report: Report) -> bool:
+    """Replace the text between the bench-table markers; False when the markers are missing."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_START}\n{markdown(report)}\n{README_END}{tail}")
+    return True
+
+
+def plot(report: Report, path: Path) -> bool:
+    """Latency percentiles against offered load (PNG); False when there are no journeys."""
+    journeys = report.get("journeys")
+    if not journeys or not journeys["steps"]:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [s for s in journeys["steps"] if _stage(s, TARGET_STAGE)]
+    rates = [s["offered_per_s"] for s in steps]
+    figure, axes = plt.subplots(figsize=(8, 5), dpi=110)
+    for key, style in (("p50", "o-"), ("p95", "s-"), ("p99", "^-")):
+        values = [_stage(s, TARGET_STAGE)[key] for s in steps]  # type: ignore[index]
+        axes.plot(rates, values, style, label=f"booking -> email {key}")
+    e2e = [(r, e["p99"]) for r, s in zip(rates, steps, strict=True) if (e := _stage(s, END_TO_END))]
+    axes.plot([r for r, _ in e2e], [v for _, v in e2e], "x--", color="grey", label="end to end p99")
+    axes.axhline(EMAIL_P99_TARGET_MS, color="green", linestyle=":", label="150 ms target")
+    axes.axhline(EMAIL_P99_LIMIT_MS, color="red", linestyle=":", label="500 ms limit")
+    axes.set_yscale("log")
+    axes.set_xlabel("offered load (journeys/s, open loop)")
+    axes.set_ylabel("latency (ms)")
+    axes.set_title(f"carebridge latency vs offered load ({report['machine']['cpus']} cores)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return True
+
+
+def write_json(report: Report, directory: Path, stamp: str) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2, default=str) + "\n"
+    run_file = directory / f"{stamp}.json"
+    latest = directory / "latest.json"
+    run_file.write_text(text)
+    latest.write_text(text)
+    return run_file, latest

@@ -1,0 +1,178 @@
+"""The bench's pieces in a tiny configuration, so `make bench` cannot rot unnoticed: the
+open-loop schedule, the sink's receive times, the step summary and every report output.
+Nothing here measures or asserts speed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import smtplib
+import time
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from carebridge_bench import report
+from carebridge_bench.config import BenchConfig
+from carebridge_bench.journeys import Journey, run_step
+from carebridge_bench.run import base_report, finish_report, journeys_section, throughput_section
+from carebridge_bench.sweep import StepResult, highest_rate_within, stop_reason, summarise_step
+from carebridge_bench.throughput import ThroughputResult
+from carebridge_bench.timeline import TARGET_STAGE, Instants, MailReader
+from carebridge_devstack.smtp_sink import SmtpSink
+from carebridge_notification.domain import BOOKED_PATIENT
+
+
+class GatedRunner:
+    """Journeys that only finish once all of them have started: a generator that waited for
+    answers before starting the next journey would never get there."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.started = 0
+        self.all_started = asyncio.Event()
+
+    def plan(self, step: int, index: int, scheduled: float) -> Journey:
+        return Journey(index, f"p{step}-{index}", "c", 2, scheduled)
+
+    async def run(self, journey: Journey, timeout: float) -> None:
+        journey.started = time.time()
+        self.started += 1
+        if self.started == self.count:
+            self.all_started.set()
+        await self.all_started.wait()
+
+
+async def test_journeys_start_on_schedule_without_waiting_for_answers() -> None:
+    runner = GatedRunner(count=20)
+    async with asyncio.timeout(60):
+        run = await run_step(runner, step=0, rate=200.0, seconds=0.1, first_index=0)
+    assert len(run.journeys) == 20
+    assert run.max_in_flight == 20
+    gaps = [b.scheduled - a.scheduled for a, b in zip(run.journeys, run.journeys[1:], strict=False)]
+    assert gaps == pytest.approx([1 / 200] * 19, abs=1e-6)  # epoch floats: ~0.1 µs steps
+    assert all(j.started is not None and j.started >= j.scheduled for j in run.journeys)
+
+
+def _send(sink: SmtpSink, to: str, template: str) -> None:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@clinic.test", to, "Booked"
+    message["X-Carebridge-Template"] = template
+    message.set_content("see you")
+    with smtplib.SMTP(sink.host, sink.port, timeout=10) as smtp:
+        smtp.send_message(message)
+
+
+def test_the_confirmation_time_is_when_the_sink_received_it(tmp_path: Path) -> None:
+    with SmtpSink(tmp_path / "mail") as sink:
+        before = time.time()
+        _send(sink, "p1@patients.example", "appointment_reminder")
+        _send(sink, "p1@patients.example", BOOKED_PATIENT)
+        after = time.time()
+        reader = MailReader(tmp_path / "mail")
+        assert reader.poll() == 2
+        assert reader.poll() == 0  # files are read once
+        at = reader.confirmation_at("P1@patients.example")
+        assert at is not None and before <= at <= after
+        assert sink.messages[1].received_at == at
+        assert reader.confirmation_at("p2@patients.example") is None
+
+
+class StubMail(MailReader):
+    def __init__(self, confirmations: dict[str, float]) -> None:
+        super().__init__(Path("/nonexistent"))
+        self.received = {a: [(BOOKED_PATIENT, at)] for a, at in confirmations.items()}
+
+
+def _step(rate: float, email_after_booking: float, *, lost: int = 0) -> StepResult:
+    """A step of 10 journeys whose confirmation arrives `email_after_booking` s after booking;
+    the last `lost` journeys never get theirs."""
+    journeys, topics, mail = [], {}, {}
+    for i in range(10):
+        t = 1000.0 + i
+        journey = Journey(i, f"p{i}", "c", 2, scheduled=t, started=t + 0.001)
+        journey.assess_sent, journey.assess_done = t, t + 0.02
+        journey.book_sent, journey.book_done = t + 0.2, t + 0.25
+        journeys.append(journey)
+        topics[journey.patient_id] = Instants({"assessment_event": t + 0.05})
+        if i < 10 - lost:
+            mail[journey.email] = t + 0.2 + email_after_booking
+    from carebridge_bench.journeys import StepRun
+
+    run = StepRun(rate=rate, seconds=10.0, journeys=journeys, max_in_flight=3, started_at=1000.0)
+    result = summarise_step(run, topics, StubMail(mail))
+    result.stop_reason = stop_reason(result, 500.0)
+    return result
+
+
+def test_a_step_is_summarised_per_stage() -> None:
+    result = _step(10, 0.1)
+    email = result.stages[TARGET_STAGE]
+    assert email is not None and email.count == 10
+    assert email.p50 == pytest.approx(100.0) and email.max == pytest.approx(100.0)
+    end_to_end = result.stages["end to end: assessment -> confirmation email"]
+    assert end_to_end is not None and end_to_end.p99 == pytest.approx(300.0)
+    event = result.stages["assessment -> AssessmentCompleted on topic"]
+    assert event is not None and event.p50 == pytest.approx(50.0)
+    assert result.stages["booking -> AppointmentBooked on topic"] is None  # never seen
+    assert (result.scheduled, result.booked, result.confirmed) == (10, 10, 10)
+    assert result.stop_reason is None
+
+    slow, lossy = _step(25, 0.7), _step(50, 0.1, lost=2)
+    assert slow.stop_reason is not None and "p99" in slow.stop_reason
+    assert lossy.errors == {"booked but no confirmation email": 2}
+    assert lossy.stop_reason is not None and "not confirmed" in lossy.stop_reason
+    assert highest_rate_within([result, slow, lossy], 500.0) == 10
+
+
+def _report(tmp_path: Path) -> report.Report:
+    document = base_report(
+        BenchConfig.quick_preset(),
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        startup={"kafka_s": 4.0, "postgres_s": 2.0, "stack_s": 4.1, "services_ready_s": 9.0},
+        commit="abc1234",
+        load_average=(0.5, 0.4, 0.3),
+    )
+    baseline = ThroughputResult("baseline", 100, 100, 598, 598.0, 8000.0, 0.01)
+    stage = ThroughputResult("stage", 10, 10, 598, 507.0, 2000.0, 0.005)
+    document["throughput"] = throughput_section(baseline, stage)
+    document["journeys"] = journeys_section([_step(10, 0.1), _step(100, 0.2)], tmp_path)
+    document["cpu_seconds_under_load"] = {"notification": 4.0, "postgres": 2.0}
+    document["memory_mb"] = {
+        "idle": {"intake": 80.0, "booking": 85.0},
+        "peak_under_load": {"intake": 90.0, "booking": 160.0, "load generator": 300.0},
+    }
+    return document
+
+
+def test_reports_from_a_run_document(tmp_path: Path) -> None:
+    document = _report(tmp_path)
+    console = Console(record=True, width=200)
+    run_file = finish_report(document, tmp_path / "results", "20260102T030405Z", console)
+
+    met = {t["name"]: t["met"] for t in document["targets"]}
+    assert met["stage throughput / raw Kafka baseline"] is False  # 25 %
+    assert met["booking -> email p99 at 100 journeys/s"] is False  # 200 ms
+    assert met["RSS of each service under load"] is False  # booking 160 MB (the bench not counted)
+    highest = next(t for t in document["targets"] if t["name"].startswith("highest"))
+    assert highest["measured"] == "100 journeys/s"
+
+    text = console.export_text()
+    for expected in ("raw aiokafka loop", "25.0%", TARGET_STAGE, "missed", "160", "200.0"):
+        assert expected in text
+    assert json.loads(run_file.read_text()) == json.loads(json.dumps(document, default=str))
+    latest = tmp_path / "results" / "latest.json"
+    assert latest.read_text() == run_file.read_text()
+    for png in ("20260102T030405Z.png", "latest.png"):
+        assert (tmp_path / "results" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{report.README_START}\nold\n{report.README_END}\n\nafter\n")
+    assert report.write_readme(readme, document)
+    updated = readme.read_text()
+    assert "old" not in updated and updated.endswith(f"{report.README_END}\n\nafter\n")
+    assert "| 100 | 10/10 | 200 / 200 / 200 / 200 | 400 / 400 |" in updated
+    assert not report.write_readme(tmp_path / "results" / "latest.json", document)

@@ -1,0 +1,76 @@
+"""A service's own code as the ops commands need it: settings, migrations, handlers, projection.
+
+Services are imported by name (`carebridge_<service>.app`, `.handlers`, `.store`), so a rebuild
+runs exactly the handlers and migrations the running service has.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import asyncpg
+
+from carebridge_ops.console import OpsError
+from carebridge_shared.clock import Clock, SystemClock
+from carebridge_shared.consumer import ConsumerRuntime
+from carebridge_shared.outbox import Outbox
+from carebridge_shared.projection import Projection
+from carebridge_shared.service import RegisterHandlers, ServiceContext
+from carebridge_shared.settings import ServiceSettings
+from carebridge_shared.settings_doc import SERVICES, service_settings_class
+
+
+@dataclass(frozen=True)
+class ServiceCode:
+    name: str
+    settings_class: type[ServiceSettings]
+    migrations: Path
+    register: RegisterHandlers
+    projection: Projection | None  # None: the service declares no event-derived state
+
+    def settings(self, **overrides: str) -> ServiceSettings:
+        """The service's settings from the environment, as the running service reads them."""
+        return self.settings_class(**cast(dict[str, Any], overrides))
+
+    def context(
+        self, settings: ServiceSettings, pool: asyncpg.Pool, schema: str, clock: Clock
+    ) -> ServiceContext:
+        """What the handlers get; the outbox writes into `schema` (a relay reads it, or none)."""
+        return ServiceContext(self.name, settings, pool, Outbox(self.name, schema), clock)
+
+    def consumed_topics(self) -> list[str]:
+        """The topics the service subscribes to: its handlers registered offline."""
+        runtime = ConsumerRuntime(
+            bootstrap_servers="offline.invalid:9092",
+            pool=cast(asyncpg.Pool, None),  # never started: nothing is connected
+            group_id=self.name,
+            producer_factory=_no_producer,
+        )
+        pool = cast(asyncpg.Pool, None)
+        self.register(runtime, self.context(self.settings(), pool, self.name, SystemClock()))
+        return runtime.topics
+
+
+def _no_producer() -> Any:
+    raise RuntimeError("an offline runtime never produces")
+
+
+def load(service: str) -> ServiceCode:
+    if service not in SERVICES:
+        raise OpsError(f"unknown service {service!r}: one of {', '.join(SERVICES)}")
+    app = importlib.import_module(f"carebridge_{service}.app")
+    handlers = importlib.import_module(f"carebridge_{service}.handlers")
+    store = importlib.import_module(f"carebridge_{service}.store")
+    projection = getattr(store, "PROJECTION", None)
+    if projection is not None and not isinstance(projection, Projection):
+        raise OpsError(f"carebridge_{service}.store.PROJECTION is not a Projection")
+    return ServiceCode(
+        name=service,
+        settings_class=service_settings_class(service),
+        migrations=Path(app.MIGRATIONS),
+        register=cast(RegisterHandlers, handlers.register),
+        projection=projection,
+    )
