@@ -59,15 +59,24 @@ def evaluate_targets(report: Report) -> list[dict[str, Any]]:
     journeys = report.get("journeys")
     step = _step_at(report, EMAIL_P99_TARGET_RATE)
     at_rate = _stage(step, TARGET_STAGE) if step else None
-    note = None
-    if journeys and step is None:
-        offered = [s["offered_per_s"] for s in journeys["steps"]]
-        note = f"not offered (steps: {offered})"
+    note, met = None, None if at_rate is None else at_rate["p99"] <= EMAIL_P99_TARGET_MS
+    if journeys and step is None and journeys["steps"]:
+        last = journeys["steps"][-1]
+        last_stage = _stage(last, TARGET_STAGE)
+        if last_stage and last_stage["p99"] > EMAIL_P99_LIMIT_MS:
+            # the sweep stopped below the target rate because the system saturated there
+            note = (
+                f"saturated below it: {last['offered_per_s']:g}/s offered, "
+                f"{last['confirmed_per_s']:.1f}/s done, p99 {last_stage['p99']:.0f} ms"
+            )
+            met = False
+        else:
+            note = f"not offered (steps: {[s['offered_per_s'] for s in journeys['steps']]})"
     targets.append({
         "name": f"booking -> email p99 at {EMAIL_P99_TARGET_RATE:.0f} journeys/s",
         "target": f"<= {EMAIL_P99_TARGET_MS:.0f} ms",
         "measured": f"{at_rate['p99']:.0f} ms" if at_rate else note,
-        "met": None if at_rate is None else at_rate["p99"] <= EMAIL_P99_TARGET_MS,
+        "met": met,
     })  # fmt: skip
     highest = journeys.get("highest_rate_within_limit") if journeys else None
     targets.append({
@@ -178,7 +187,7 @@ def print_report(console: Console, report: Report) -> None:
     table = Table(title="targets (2 cores)")
     for column in ("target", "wanted", "measured", ""):
         table.add_column(column)
-    for t in report.get("targets", []):
+    for t in evaluate_targets(report):  # from the figures, so a fixed verdict shows on old runs
         table.add_row(t["name"], t["target"], fmt(t["measured"]), _met(t["met"]))
     console.print(table)
 
@@ -194,7 +203,7 @@ def markdown(report: Report) -> str:
         "| target | wanted | measured | |",
         "| --- | --- | --- | --- |",
     ]
-    for t in report.get("targets", []):
+    for t in evaluate_targets(report):  # from the figures, so a fixed verdict shows on old runs
         met = {True: "met", False: "**missed**", None: ""}[t["met"]]
         lines.append(f"| {t['name']} | {t['target']} | {fmt(t['measured'])} | {met} |")
     throughput = report.get("throughput")

@@ -355,19 +355,7 @@ class ConsumerRuntime:
                             attributes=self._span_attributes(record),
                         ),
                     ):
-                        fresh = await inbox.claim(
-                            conn,
-                            self.group_id,
-                            envelope.event_id,
-                            topic=record.topic,
-                            partition=record.partition,
-                            offset=record.offset,
-                        )
-                        if fresh:
-                            context = EventContext(
-                                envelope, conn, record.topic, record.partition, record.offset
-                            )
-                            await handler(event, context)
+                        fresh = await self._claim_and_handle(conn, record, envelope, event, handler)
                     outcomes.append((record, envelope, APPLIED if fresh else DUPLICATE))
         except asyncio.CancelledError:
             raise
@@ -387,6 +375,29 @@ class ConsumerRuntime:
             MESSAGES_CONSUMED.labels(self.group_id, record.topic, outcome).inc()
             HANDLER_DURATION.labels(self.group_id, record.topic, outcome).observe(seconds)
         return True
+
+    async def _claim_and_handle(
+        self,
+        conn: Connection,
+        record: ConsumerRecord[bytes, bytes],
+        envelope: Envelope,
+        event: BaseEvent,
+        handler: Handler,
+    ) -> bool:
+        """Inside the caller's transaction: claim the event in the inbox and, when it is new,
+        run its handler. False for a redelivery (nothing done)."""
+        fresh = await inbox.claim(
+            conn,
+            self.group_id,
+            envelope.event_id,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
+        if fresh:
+            context = EventContext(envelope, conn, record.topic, record.partition, record.offset)
+            await handler(event, context)
+        return fresh
 
     async def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Apply one record at least once and its effect exactly once; never raise for bad data.
@@ -450,19 +461,7 @@ class ConsumerRuntime:
         while True:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    fresh = await inbox.claim(
-                        conn,
-                        self.group_id,
-                        envelope.event_id,
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                    )
-                    if fresh:
-                        context = EventContext(
-                            envelope, conn, record.topic, record.partition, record.offset
-                        )
-                        await handler(event, context)
+                    fresh = await self._claim_and_handle(conn, record, envelope, event, handler)
                 if fresh:
                     EVENTS_APPLIED.labels(self.group_id, envelope.type).inc()
                     log.info("event_applied", type=envelope.type, event_id=str(envelope.event_id))
