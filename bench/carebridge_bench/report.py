@@ -203,9 +203,11 @@ def markdown(report: Report) -> str:
         "| target | wanted | measured | |",
         "| --- | --- | --- | --- |",
     ]
-    for t in evaluate_targets(report):  # from the figures, so a fixed verdict shows on old runs
-        met = {True: "met", False: "**missed**", None: ""}[t["met"]]
-        lines.append(f"| {t['name']} | {t['target']} | {fmt(t['measured'])} | {met} |")
+    for target in evaluate_targets(report):  # from the figures, also for older runs
+        met = {True: "met", False: "**missed**", None: ""}[target["met"]]
+        lines.append(
+            f"| {target['name']} | {target['target']} | {fmt(target['measured'])} | {met} |"
+        )
     throughput = report.get("throughput")
     if throughput:
         lines += [
