@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -26,10 +25,10 @@ from carebridge_shared.logging import get_logger
 from carebridge_shared.metrics import note_error
 from carebridge_shared.service import ServiceContext
 
-if TYPE_CHECKING:
-    from asyncpg.pool import PoolConnectionProxy
-
 log = get_logger(__name__)
+
+DELIVERY_TIMEOUT_S = 30.0  # one claim, SMTP conversation and commit
+LISTEN_TIMEOUT_S = 5.0
 
 
 def retry_policy(settings: NotificationSettings) -> domain.RetryPolicy:
@@ -45,8 +44,11 @@ async def dispatch_once(ctx: ServiceContext, *, limit: int | None = None) -> int
     settings = settings_of(ctx)
     handled = 0
     for _ in range(limit or settings.dispatch_batch_size):
-        if not await _dispatch_next(ctx, settings):
-            break
+        # A delivery that hangs (a connection that died without an error, seen after a
+        # PostgreSQL crash) must not hold its worker, and the rows it locked, for ever.
+        async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+            if not await _dispatch_next(ctx, settings):
+                break
         handled += 1
     return handled
 
@@ -61,7 +63,7 @@ async def dispatch(ctx: ServiceContext, stop: asyncio.Event) -> None:
     down).
     """
     settings = settings_of(ctx)
-    wakeup = _Wakeup(ctx.pool)
+    wakeup = _Wakeup(ctx.settings.database_url)
     try:
         await asyncio.gather(
             *(
@@ -82,7 +84,9 @@ async def _work(
 ) -> None:
     interval = settings.dispatch_interval_ms / 1000
     while not stop.is_set():
-        await wakeup.listen()
+        with contextlib.suppress(TimeoutError):  # the poll interval drives rounds meanwhile
+            async with asyncio.timeout(LISTEN_TIMEOUT_S):
+                await wakeup.listen()
         woken.clear()  # deliveries committed from here on set it again
         handled = 0
         try:
@@ -97,13 +101,14 @@ async def _work(
 
 
 class _Wakeup:
-    """Holds one connection that LISTENs for queued deliveries and wakes every worker;
-    re-opens it after an outage."""
+    """Holds one connection, outside the pool, that LISTENs for queued deliveries and wakes
+    every worker; re-opens it after an outage. Outside the pool so that it never competes with
+    the deliveries for a pool connection."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, database_url: str) -> None:
         self._events: list[asyncio.Event] = []
-        self._pool = pool
-        self._conn: PoolConnectionProxy[asyncpg.Record] | None = None
+        self._database_url = database_url
+        self._conn: asyncpg.Connection[asyncpg.Record] | None = None
         self._lock = asyncio.Lock()
 
     def subscribe(self) -> asyncio.Event:
@@ -121,7 +126,7 @@ class _Wakeup:
                 return
             await self._close()
             try:
-                conn = await self._pool.acquire()
+                conn = await asyncpg.connect(self._database_url, timeout=LISTEN_TIMEOUT_S)
             except Exception as exc:  # the poll interval still drives the rounds meanwhile
                 log.warning("dispatch_listen_failed", error=type(exc).__name__)
                 return
@@ -129,7 +134,7 @@ class _Wakeup:
                 await conn.add_listener(store.DISPATCH_CHANNEL, self._notified)
             except Exception as exc:
                 log.warning("dispatch_listen_failed", error=type(exc).__name__)
-                await self._pool.release(conn)
+                conn.terminate()
                 return
             self._conn = conn
 
@@ -139,12 +144,8 @@ class _Wakeup:
 
     async def _close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        with contextlib.suppress(Exception):
-            await conn.remove_listener(store.DISPATCH_CHANNEL, self._notified)
-        with contextlib.suppress(Exception):
-            await self._pool.release(conn)
+        if conn is not None:
+            conn.terminate()  # never waits on a dead server
 
 
 async def _wait_for_any(stop: asyncio.Event, wake: asyncio.Event, timeout: float) -> None:  # noqa: ASYNC109

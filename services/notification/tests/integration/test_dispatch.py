@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from carebridge_contracts import NotificationFailed, NotificationSent, SafetyRiskFlagged
+from carebridge_notification import dispatcher
 from carebridge_shared.testing import sample_assessment
 
 pytestmark = pytest.mark.integration
@@ -267,3 +268,25 @@ async def test_queued_deliveries_wake_the_dispatcher(start_service: Any) -> None
         confirmation = _by_template(rows, "appointment_confirmation_patient")
         assert mail.message["Message-ID"] == f"<{confirmation['id']}@clinic.test>"
         assert confirmation["status"] == "sent"
+
+
+async def test_a_listener_that_never_answers_does_not_stop_the_dispatcher(
+    start_service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (chaos run, PostgreSQL crash): every worker waited for ever on the LISTEN
+    connection's re-open, so no delivery went out again. Now the wait is bounded and the poll
+    interval drives the rounds."""
+
+    async def hangs(self: object) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(dispatcher._Wakeup, "listen", hangs)
+    monkeypatch.setattr(dispatcher, "LISTEN_TIMEOUT_S", 0.2)
+    async with start_service(dispatch_interval_ms=200) as service:
+        patient = service.uid("p")
+        patient_mail = f"{patient}@example.test"
+        await service.put_contact("patient", patient, email=patient_mail)
+        event = service.booking(patient, service.uid("c"), 2 * DAY)
+        await service.publish(event)
+        [mail] = await service.wait_mail(patient_mail, 1, about=event.appointment_id)
+        assert mail.message["Message-ID"]
