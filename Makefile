@@ -58,7 +58,7 @@ chaos: install ## Fault suite: 2,000 journeys, SIGKILLs, Kafka + PostgreSQL cras
 
 chaos-cluster: install ## 3-broker KRaft cluster (RF 3, min.insync 2): one broker SIGKILLed under load
 	@$(DEVSTACK) chaos --journeys $(or $(JOURNEYS),2000) --kafka-nodes 3 --stack-dir .stack-chaos-cluster \
-	  --kafka-port 49192 --pg-port 45532 --kills-per-service 0 --no-postgres-fault $(CHAOS_ARGS)
+	  --kafka-port 28192 --pg-port 24532 --kills-per-service 0 --no-postgres-fault $(CHAOS_ARGS)
 
 bench: install ## Benchmark on its own stack: raw Kafka vs a stage, journey latency, memory (BENCH_ARGS=--quick)
 	@PYTHONPATH=bench $(PY) -m carebridge_bench run $(BENCH_ARGS)

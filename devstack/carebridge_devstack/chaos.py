@@ -3,8 +3,8 @@
     python -m carebridge_devstack chaos --journeys 2000            # make chaos
     python -m carebridge_devstack chaos --kafka-nodes 3            # make chaos-cluster
 
-It uses its own stack directory and ports (default ``.stack-chaos``, Kafka 49092, PostgreSQL
-45432), wiped at the start, so it never touches the shared dev stack. Services run as
+It uses its own stack directory and ports (default ``.stack-chaos``, Kafka 28092, PostgreSQL
+24432), wiped at the start, so it never touches the shared dev stack. Services run as
 replicas (``booking-1``, ``booking-2`` ...) in their default consumer groups.
 """
 
@@ -49,8 +49,8 @@ class ChaosConfig:
     poison: bool = True
     seed: int | None = None
     stack_dir: Path | None = None
-    kafka_port: int = 49092
-    pg_port: int = 45432
+    kafka_port: int = 28092
+    pg_port: int = 24432
     work_dir: Path | None = None
     results: Path | None = None
     time_limit_s: float = 1800.0

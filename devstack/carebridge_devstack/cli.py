@@ -205,8 +205,8 @@ def chaos(
     stack_dir: Annotated[
         Path | None, typer.Option(help="Private stack directory [<repo>/.stack-chaos]")
     ] = None,
-    kafka_port: Annotated[int, typer.Option(help="First Kafka port of the private stack")] = 49092,
-    pg_port: Annotated[int, typer.Option(help="PostgreSQL port of the private stack")] = 45432,
+    kafka_port: Annotated[int, typer.Option(help="First Kafka port of the private stack")] = 28092,
+    pg_port: Annotated[int, typer.Option(help="PostgreSQL port of the private stack")] = 24432,
     results: Annotated[
         Path | None, typer.Option(help="JSON results [<stack-dir>/chaos-results.json]")
     ] = None,
