@@ -30,10 +30,17 @@ from carebridge_shared.consumer import (
     EventContext,
     RetryPolicy,
 )
-from carebridge_shared.db import create_pool, migrate
 from carebridge_shared.dlq import REDRIVEN_FROM
 from carebridge_shared.kafka import ensure_topics, make_producer
-from carebridge_shared.testing import Record, eventually, produce, produce_raw, read_topic, wrap
+from carebridge_shared.testing import (
+    Record,
+    eventually,
+    migrated_pool,
+    produce,
+    produce_raw,
+    read_topic,
+    wrap,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -51,11 +58,15 @@ async def topics(stack_endpoints: StackEndpoints) -> None:
 
 
 @pytest.fixture
-async def pool(fresh_database_url: str, topics: None) -> AsyncIterator[Any]:
-    pool = await create_pool(fresh_database_url, SCHEMA)
-    await migrate(pool, SCHEMA, MIGRATIONS)
-    yield pool
-    await pool.close()
+async def pool(fresh_database_url: str, stack_endpoints: StackEndpoints) -> AsyncIterator[Any]:
+    async with migrated_pool(
+        fresh_database_url,
+        SCHEMA,
+        MIGRATIONS,
+        bootstrap_servers=stack_endpoints.kafka_bootstrap,
+        topics=[TOPIC, DLQ],
+    ) as pool:
+        yield pool
 
 
 async def carebridge(bootstrap: str, *args: str) -> Result:

@@ -7,9 +7,11 @@ import inspect
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -19,9 +21,11 @@ from carebridge_contracts import AssessmentCompleted, BaseEvent, Envelope, kafka
 from carebridge_contracts.registry import model_for, topic_for
 from carebridge_shared.auth import Role
 from carebridge_shared.auth_dev import dev_signer
-from carebridge_shared.kafka import PLAINTEXT, KafkaSecurity, make_producer
+from carebridge_shared.db import create_pool, migrate
+from carebridge_shared.kafka import PLAINTEXT, KafkaSecurity, ensure_topics, make_producer
 
 if TYPE_CHECKING:
+    import asyncpg
     import httpx
 
 
@@ -52,6 +56,26 @@ async def until_ready(client: httpx.AsyncClient, *, timeout: float = 60.0) -> No
         return (await client.get("/readyz")).status_code == 200
 
     await eventually(ready, timeout=timeout, what="/readyz")
+
+
+@asynccontextmanager
+async def migrated_pool(
+    database_url: str,
+    schema: str,
+    migrations: Path,
+    *,
+    bootstrap_servers: str,
+    topics: Sequence[str],
+) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on `schema` with the shared and `migrations` applied, and `topics` created
+    (3 partitions, as the services make them); closed on exit."""
+    pool = await create_pool(database_url, schema)
+    try:
+        await migrate(pool, schema, migrations)
+        await ensure_topics(bootstrap_servers, list(topics), partitions=3, replication_factor=1)
+        yield pool
+    finally:
+        await pool.close()
 
 
 def topic_for_type(event_type: str, version: int) -> str:

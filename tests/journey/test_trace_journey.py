@@ -33,8 +33,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from carebridge_contracts import Envelope, Topic, all_topics
 from carebridge_devstack.demo import CareClient, wait_for_mail, wait_until
-from carebridge_devstack.endpoints import StackEndpoints, create_database, drop_database
-from carebridge_devstack.system import SERVICES, LocalSystem, SystemPorts
+from carebridge_devstack.endpoints import StackEndpoints
+from carebridge_devstack.system import SERVICES, LocalSystem, isolated_system
 from carebridge_shared.testing import Record, read_topic
 from carebridge_shared.tracing import TRACEPARENT, trace_id_of
 
@@ -145,28 +145,17 @@ def traced(
     tmp_path_factory: pytest.TempPathFactory,
     receiver: OtlpReceiver,
 ) -> Iterator[TracedSystem]:
-    database_url = create_database(stack_endpoints.database_url, prefix="journey_")
-    endpoints = StackEndpoints(
-        stack_endpoints.kafka_bootstrap, database_url, stack_endpoints.source
-    )
     work: Path = tmp_path_factory.mktemp("traced")
-    run = uuid.uuid4().hex[:8]
-    extra_env = {
-        name: {
-            "CAREBRIDGE_CONSUMER_GROUP": f"{name}-trace-{run}",
-            "CAREBRIDGE_CONSUMER_OFFSET_RESET": "latest",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
-            "OTEL_BSP_SCHEDULE_DELAY": "200",  # export within moments, not the default 5 s
-        }
-        for name in SERVICES
+    otlp = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",  # export within moments, not the default 5 s
     }
-    local = LocalSystem(endpoints, work, ports=SystemPorts.free(), extra_env=extra_env)
-    local.start(timeout=180)
-    try:
+    extra_env = {name: otlp for name in SERVICES}
+    with isolated_system(stack_endpoints, work, label="trace", extra_env=extra_env) as (
+        local,
+        database_url,
+    ):
         yield TracedSystem(local, database_url)
-    finally:
-        local.stop()
-        drop_database(database_url)
 
 
 def _traceparent(trace_id: str) -> str:

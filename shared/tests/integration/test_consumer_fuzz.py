@@ -45,9 +45,8 @@ from carebridge_shared.consumer import (
     EventContext,
     RetryPolicy,
 )
-from carebridge_shared.db import create_pool, migrate
-from carebridge_shared.kafka import ensure_topics, make_producer
-from carebridge_shared.testing import eventually, sample_assessment, wrap
+from carebridge_shared.kafka import make_producer
+from carebridge_shared.testing import eventually, migrated_pool, sample_assessment, wrap
 
 pytestmark = pytest.mark.integration
 
@@ -193,13 +192,14 @@ def _record(*, offset: int, value: bytes | None, key: bytes | None) -> ConsumerR
 
 @pytest.fixture
 async def pool(fresh_database_url: str, stack_endpoints: Any) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(fresh_database_url, SCHEMA)
-    await migrate(pool, SCHEMA, MIGRATIONS)
-    await ensure_topics(
-        stack_endpoints.kafka_bootstrap, [TOPIC, DLQ], partitions=3, replication_factor=1
-    )
-    yield pool
-    await pool.close()
+    async with migrated_pool(
+        fresh_database_url,
+        SCHEMA,
+        MIGRATIONS,
+        bootstrap_servers=stack_endpoints.kafka_bootstrap,
+        topics=[TOPIC, DLQ],
+    ) as pool:
+        yield pool
 
 
 @pytest.fixture

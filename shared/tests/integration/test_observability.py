@@ -20,13 +20,13 @@ from carebridge_shared.consumer import (
     EventContext,
     RetryPolicy,
 )
-from carebridge_shared.db import create_pool, migrate
 from carebridge_shared.health import outbox_backlog
-from carebridge_shared.kafka import ensure_topics, make_producer
+from carebridge_shared.kafka import make_producer
 from carebridge_shared.outbox import Outbox
 from carebridge_shared.relay import OutboxRelay
 from carebridge_shared.testing import (
     eventually,
+    migrated_pool,
     produce,
     produce_raw,
     read_topic,
@@ -43,16 +43,14 @@ TOPIC = str(Topic.ASSESSMENTS)
 
 @pytest.fixture
 async def pool(fresh_database_url: str, stack_endpoints):  # type: ignore[no-untyped-def]
-    pool = await create_pool(fresh_database_url, SCHEMA)
-    await migrate(pool, SCHEMA, PROCS / "migrations")
-    await ensure_topics(
-        stack_endpoints.kafka_bootstrap,
-        [TOPIC, dlq_topic(TOPIC)],
-        partitions=3,
-        replication_factor=1,
-    )
-    yield pool
-    await pool.close()
+    async with migrated_pool(
+        fresh_database_url,
+        SCHEMA,
+        PROCS / "migrations",
+        bootstrap_servers=stack_endpoints.kafka_bootstrap,
+        topics=[TOPIC, dlq_topic(TOPIC)],
+    ) as pool:
+        yield pool
 
 
 def _runtime(pool, bootstrap: str, group: str) -> ConsumerRuntime:  # type: ignore[no-untyped-def]

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from carebridge_contracts import Envelope, Topic
-from carebridge_shared.db import create_pool, migrate
-from carebridge_shared.kafka import ensure_topics, make_producer
+from carebridge_shared.kafka import make_producer
 from carebridge_shared.outbox import Outbox, OutboxUsageError
 from carebridge_shared.relay import OutboxRelay
 from carebridge_shared.testing import (
     eventually,
+    migrated_pool,
     produce,
     read_topic,
     sample_assessment,
@@ -31,16 +31,14 @@ SCHEMA = "outbox_test"
 
 @pytest.fixture
 async def pool(fresh_database_url: str, stack_endpoints):  # type: ignore[no-untyped-def]
-    pool = await create_pool(fresh_database_url, SCHEMA)
-    await migrate(pool, SCHEMA, PROCS / "migrations")
-    await ensure_topics(
-        stack_endpoints.kafka_bootstrap,
-        [str(Topic.ASSESSMENTS)],
-        partitions=3,
-        replication_factor=1,
-    )
-    yield pool
-    await pool.close()
+    async with migrated_pool(
+        fresh_database_url,
+        SCHEMA,
+        PROCS / "migrations",
+        bootstrap_servers=stack_endpoints.kafka_bootstrap,
+        topics=[str(Topic.ASSESSMENTS)],
+    ) as pool:
+        yield pool
 
 
 def _relay(pool, bootstrap: str) -> OutboxRelay:  # type: ignore[no-untyped-def]
