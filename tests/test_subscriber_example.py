@@ -15,8 +15,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from carebridge_contracts import CarePlanUpdated, Envelope, Topic, kafka_headers
 from carebridge_devstack.endpoints import StackEndpoints
+from carebridge_devstack.testing import produce_raw, wrap
 from carebridge_shared.kafka import ensure_topics
-from carebridge_shared.testing import produce_raw, wrap
 
 pytestmark = pytest.mark.integration
 

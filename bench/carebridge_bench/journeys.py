@@ -24,7 +24,7 @@ import httpx
 
 from carebridge_devstack.chaos_load import assessment_body, clinician_body
 from carebridge_devstack.dev_auth import infer_actor
-from carebridge_shared.auth_dev import TokenCache
+from carebridge_devstack.signer import TokenCache
 
 # httpcore asks `import sniffio` on every request; sniffio is not installed (anyio 4 needs it
 # no more), so each request paid for a failed search of sys.path (~12% of the generator's CPU).

@@ -16,7 +16,7 @@ import asyncpg
 
 from carebridge_contracts import ContractError, Envelope, dlq_topic
 from carebridge_contracts.registry import Topic
-from carebridge_shared.testing import Record, read_topic
+from carebridge_devstack.testing import Record, read_topic
 
 from .chaos_backlog import SCHEMAS
 from .chaos_load import Journey

@@ -248,8 +248,8 @@ def token(
 ) -> None:
     """Print a dev bearer token signed with this machine's dev key (services started by the dev
     stack trust it), or with --public-key the key to give CAREBRIDGE_AUTH_PUBLIC_KEYS."""
+    from carebridge_devstack.signer import dev_signer
     from carebridge_shared.auth import ROLES
-    from carebridge_shared.auth_dev import dev_signer
 
     signer = dev_signer()
     if public_key:

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from carebridge_contracts import Envelope, all_topics
-from carebridge_shared.testing import Record, read_topic
+from carebridge_devstack.testing import Record, read_topic
 
 from .dev_auth import Actor, DevAuth
 from .smtp_sink import Mailbox, ReceivedMail

@@ -2,7 +2,7 @@
 
 `DevAuth` is an ``httpx.Auth``: give it to a client (``httpx.AsyncClient(auth=DevAuth())``,
 ``CareClient``, the chaos load) and every request without an ``Authorization`` header gets a dev
-token (see ``carebridge_shared.auth_dev``) for the principal the request acts for:
+token (see ``carebridge_devstack.signer``) for the principal the request acts for:
 
 * the clinician named in ``X-Clinician-Id`` (the header that stood in for a token before);
 * ops for ops routes (``/v1/_dev/*``, ``/v1/deliveries``, ``/v1/audit-events``);
@@ -16,7 +16,7 @@ token (see ``carebridge_shared.auth_dev``) for the principal the request acts fo
 * a coordinator otherwise (directory reads such as ``GET /v1/slots``).
 
 A request that names its own ``Authorization`` keeps it: tests about refusals send
-``carebridge_shared.testing.bearer(role, sub)`` themselves.
+``carebridge_devstack.testing.bearer(role, sub)`` themselves.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any
 
 import httpx
 
+from carebridge_devstack.signer import TokenCache
 from carebridge_shared.auth import SUBJECT, Role
-from carebridge_shared.auth_dev import TokenCache
 
 Actor = tuple[Role, str]
 

@@ -11,7 +11,7 @@ Fixtures
   ``smtp_sink``           (function) a running in-process :class:`SmtpSink` on a free port.
 
 It also sets ``CAREBRIDGE_AUTH_PUBLIC_KEYS`` (unless set) to the dev signer's public key, so
-apps built in tests accept ``carebridge_shared.testing.bearer`` tokens.
+apps built in tests accept ``carebridge_devstack.testing.bearer`` tokens.
 
 Nothing heavy is imported at collection time: unit tests that use none of these
 fixtures never touch Kafka, PostgreSQL, Docker or testcontainers.
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Apps the tests build in-process trust tokens of the dev signer (ADR 0012), as the
-    services the dev stack starts do; `carebridge_shared.testing.bearer` signs with it."""
-    from carebridge_shared.auth_dev import dev_signer
+    services the dev stack starts do; `carebridge_devstack.testing.bearer` signs with it."""
+    from carebridge_devstack.signer import dev_signer
 
     os.environ.setdefault("CAREBRIDGE_AUTH_PUBLIC_KEYS", dev_signer().public_pem)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from carebridge_devstack.signer import dev_signer
 from carebridge_shared.auth import Role
-from carebridge_shared.auth_dev import dev_signer
 
 from ._util import DevstackError
 from .demo import CareClient, DemoCast, walk_demo_patient

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from carebridge_shared.auth_dev import dev_signer
+from carebridge_devstack.signer import dev_signer
 
 from ._util import free_port
 from .endpoints import StackEndpoints, create_database, drop_database, service_database_url

@@ -13,7 +13,7 @@ from carebridge_devstack.chaos_oracle import Verdict, _view, check_order
 from carebridge_devstack.chaos_poison import KINDS, poison_set, poison_value
 from carebridge_devstack.endpoints import StackEndpoints
 from carebridge_devstack.system import LocalSystem, SystemPorts, instance_names
-from carebridge_shared.testing import Record, sample_assessment, wrap
+from carebridge_devstack.testing import Record, sample_assessment, wrap
 
 
 @pytest.mark.parametrize("topic", [str(t) for t in Topic])

@@ -18,8 +18,8 @@ from carebridge_devstack.dev_auth import (
     Owner,
     infer_actor,
 )
+from carebridge_devstack.signer import dev_signer
 from carebridge_shared.auth import TokenVerifier, load_public_keys
-from carebridge_shared.auth_dev import dev_signer
 
 OWNERS = {
     "a-1": Owner("p-1", "psy-1"),

@@ -17,6 +17,15 @@ from typer.testing import CliRunner, Result
 
 from carebridge_contracts import CarePlanUpdated, Envelope, Topic, dlq_topic, kafka_headers
 from carebridge_devstack.endpoints import StackEndpoints
+from carebridge_devstack.testing import (
+    Record,
+    eventually,
+    migrated_pool,
+    produce,
+    produce_raw,
+    read_topic,
+    wrap,
+)
 from carebridge_ops.cli import app
 from carebridge_shared.consumer import (
     DLQ_ATTEMPTS,
@@ -32,15 +41,6 @@ from carebridge_shared.consumer import (
 )
 from carebridge_shared.dlq import REDRIVEN_FROM
 from carebridge_shared.kafka import ensure_topics, make_producer
-from carebridge_shared.testing import (
-    Record,
-    eventually,
-    migrated_pool,
-    produce,
-    produce_raw,
-    read_topic,
-    wrap,
-)
 
 pytestmark = pytest.mark.integration
 

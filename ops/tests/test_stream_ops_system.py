@@ -34,12 +34,12 @@ from carebridge_contracts import Envelope, Topic
 from carebridge_devstack.demo import CareClient, wait_for_mail, wait_until
 from carebridge_devstack.endpoints import StackEndpoints, create_database, drop_database
 from carebridge_devstack.system import SERVICES, LocalSystem, SystemPorts
+from carebridge_devstack.testing import produce, produce_raw, read_topic, sample_assessment, wrap
 from carebridge_ops import kafkaio
 from carebridge_ops.cli import app
 from carebridge_ops.replay import REPLAYED_BY, REPLAYED_FROM
 from carebridge_ops.services import load
 from carebridge_shared.kafka import ensure_topics
-from carebridge_shared.testing import produce, produce_raw, read_topic, sample_assessment, wrap
 
 pytestmark = [pytest.mark.integration, pytest.mark.journey]
 

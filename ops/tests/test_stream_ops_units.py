@@ -10,6 +10,7 @@ from aiokafka.structs import ConsumerRecord
 from typer.testing import CliRunner
 
 from carebridge_contracts import Topic, kafka_headers
+from carebridge_devstack.testing import sample_assessment, wrap
 from carebridge_ops.cli import app
 from carebridge_ops.console import EXIT_ERROR, OpsError
 from carebridge_ops.events import TailFilter, record_line
@@ -17,7 +18,6 @@ from carebridge_ops.offsets import OffsetRow, from_csv, to_csv
 from carebridge_ops.replay import ReplayRequest
 from carebridge_ops.services import load
 from carebridge_ops.timespec import parse_time
-from carebridge_shared.testing import sample_assessment, wrap
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -26,6 +26,7 @@ from carebridge_devstack.endpoints import (
     drop_database,
     service_database_url,
 )
+from carebridge_devstack.testing import bearer, eventually, until_ready
 from carebridge_intake.app import IntakeSettings
 from carebridge_intake.app import build as build_intake
 from carebridge_notification.app import NotificationSettings
@@ -33,7 +34,6 @@ from carebridge_notification.app import build as build_notification
 from carebridge_referral.app import ReferralSettings
 from carebridge_referral.app import build as build_referral
 from carebridge_shared.auth import Role
-from carebridge_shared.testing import bearer, eventually, until_ready
 
 SERVICES = ("intake", "booking", "referral", "notification")
 STATE = "WY"

@@ -19,8 +19,8 @@ import httpx
 import jwt
 import pytest
 
-from carebridge_shared.auth_dev import DevSigner
-from carebridge_shared.testing import bearer
+from carebridge_devstack.signer import DevSigner
+from carebridge_devstack.testing import bearer
 
 if TYPE_CHECKING:
     from conftest import Principal, World

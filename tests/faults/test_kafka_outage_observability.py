@@ -23,8 +23,8 @@ from carebridge_devstack._util import free_port, port_in_use
 from carebridge_devstack.demo import CareClient, wait_until
 from carebridge_devstack.kafka import KafkaCluster
 from carebridge_devstack.processes import ProcessGroup, service_spec
+from carebridge_devstack.testing import read_topic
 from carebridge_ops.status import collect
-from carebridge_shared.testing import read_topic
 
 pytestmark = [pytest.mark.integration]
 

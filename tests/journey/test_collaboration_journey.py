@@ -10,7 +10,7 @@ import pytest
 from carebridge_contracts import Envelope, Topic
 from carebridge_devstack.demo import CareClient, wait_for_mail, wait_until
 from carebridge_devstack.system import LocalSystem
-from carebridge_shared.testing import read_topic
+from carebridge_devstack.testing import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.journey]
 

@@ -35,7 +35,7 @@ from carebridge_contracts import Envelope, Topic, all_topics
 from carebridge_devstack.demo import CareClient, wait_for_mail, wait_until
 from carebridge_devstack.endpoints import StackEndpoints
 from carebridge_devstack.system import SERVICES, LocalSystem, isolated_system
-from carebridge_shared.testing import Record, read_topic
+from carebridge_devstack.testing import Record, read_topic
 from carebridge_shared.tracing import TRACEPARENT, trace_id_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.journey]

@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from carebridge_booking.app import MIGRATIONS as BOOKING_MIGRATIONS
+from carebridge_devstack.testing import assessment_request, bearer, until_ready
 from carebridge_intake.app import MIGRATIONS as INTAKE_MIGRATIONS
 from carebridge_intake.app import IntakeSettings, build
 from carebridge_shared.db import SchemaNotProvisioned, create_pool, migrate
 from carebridge_shared.provisioning import provision_service, scram_verifier, service_role
-from carebridge_shared.testing import assessment_request, bearer, until_ready
 
 pytestmark = pytest.mark.integration
 

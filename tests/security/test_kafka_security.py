@@ -27,16 +27,16 @@ from carebridge_booking.config import BookingSettings
 from carebridge_contracts import Topic, parse
 from carebridge_devstack._util import port_in_use
 from carebridge_devstack.kafka import KafkaCluster, SaslScram
-from carebridge_intake.app import IntakeSettings
-from carebridge_intake.app import build as build_intake
-from carebridge_shared.kafka import PLAINTEXT, KafkaUnreachable, ensure_topics, make_producer
-from carebridge_shared.testing import (
+from carebridge_devstack.testing import (
     assessment_request,
     bearer,
     eventually,
     read_topic,
     until_ready,
 )
+from carebridge_intake.app import IntakeSettings
+from carebridge_intake.app import build as build_intake
+from carebridge_shared.kafka import PLAINTEXT, KafkaUnreachable, ensure_topics, make_producer
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from carebridge_contracts import Envelope, all_topics_with_dlq
 from carebridge_devstack.demo import CareClient, wait_for_mail, wait_until
 from carebridge_devstack.smtp_sink import ReceivedMail
 from carebridge_devstack.system import SERVICES, LocalSystem
-from carebridge_shared.testing import eventually
+from carebridge_devstack.testing import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.journey]
 

@@ -32,6 +32,7 @@ from carebridge_contracts import (
     kafka_headers,
     parse,
 )
+from carebridge_devstack.testing import eventually, migrated_pool, sample_assessment, wrap
 from carebridge_shared import consumer
 from carebridge_shared.consumer import (
     DLQ_ATTEMPTS,
@@ -46,7 +47,6 @@ from carebridge_shared.consumer import (
     RetryPolicy,
 )
 from carebridge_shared.kafka import make_producer
-from carebridge_shared.testing import eventually, migrated_pool, sample_assessment, wrap
 
 pytestmark = pytest.mark.integration
 

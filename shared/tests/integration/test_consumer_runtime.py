@@ -11,6 +11,16 @@ from pathlib import Path
 import pytest
 
 from carebridge_contracts import AssessmentCompleted, Envelope, Topic, dlq_topic
+from carebridge_devstack.testing import (
+    eventually,
+    migrated_pool,
+    produce,
+    produce_raw,
+    read_topic,
+    sample_assessment,
+    spawn_until,
+    wrap,
+)
 from carebridge_shared.consumer import (
     DLQ_ATTEMPTS,
     DLQ_CONSUMER_GROUP,
@@ -23,16 +33,6 @@ from carebridge_shared.consumer import (
     RetryPolicy,
 )
 from carebridge_shared.kafka import make_producer
-from carebridge_shared.testing import (
-    eventually,
-    migrated_pool,
-    produce,
-    produce_raw,
-    read_topic,
-    sample_assessment,
-    spawn_until,
-    wrap,
-)
 
 pytestmark = pytest.mark.integration
 

@@ -13,6 +13,15 @@ import pytest
 from prometheus_client import REGISTRY
 
 from carebridge_contracts import AssessmentCompleted, Topic, dlq_topic, kafka_headers
+from carebridge_devstack.testing import (
+    eventually,
+    migrated_pool,
+    produce,
+    produce_raw,
+    read_topic,
+    sample_assessment,
+    wrap,
+)
 from carebridge_shared import tracing
 from carebridge_shared.consumer import (
     DLQ_CONSUMER_GROUP,
@@ -24,15 +33,6 @@ from carebridge_shared.health import outbox_backlog
 from carebridge_shared.kafka import make_producer
 from carebridge_shared.outbox import Outbox
 from carebridge_shared.relay import OutboxRelay
-from carebridge_shared.testing import (
-    eventually,
-    migrated_pool,
-    produce,
-    produce_raw,
-    read_topic,
-    sample_assessment,
-    wrap,
-)
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from carebridge_contracts import AssessmentCompleted, SafetyRiskFlagged
+from carebridge_devstack.testing import sample_assessment
 from carebridge_shared.db import create_pool, migrate
 from carebridge_shared.outbox import Outbox, UndeclaredEventError
-from carebridge_shared.testing import sample_assessment
 
 pytestmark = pytest.mark.integration
 

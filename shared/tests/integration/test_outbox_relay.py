@@ -10,10 +10,7 @@ from pathlib import Path
 import pytest
 
 from carebridge_contracts import Envelope, Topic
-from carebridge_shared.kafka import make_producer
-from carebridge_shared.outbox import Outbox, OutboxUsageError
-from carebridge_shared.relay import OutboxRelay
-from carebridge_shared.testing import (
+from carebridge_devstack.testing import (
     eventually,
     migrated_pool,
     produce,
@@ -22,6 +19,9 @@ from carebridge_shared.testing import (
     spawn_until,
     wrap,
 )
+from carebridge_shared.kafka import make_producer
+from carebridge_shared.outbox import Outbox, OutboxUsageError
+from carebridge_shared.relay import OutboxRelay
 
 pytestmark = pytest.mark.integration
 

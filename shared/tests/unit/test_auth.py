@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from carebridge_booking.app import BookingSettings, build
+from carebridge_devstack.signer import DevSigner, TokenCache
+from carebridge_devstack.testing import bearer
 from carebridge_shared.auth import (
     AuthNotConfigured,
     Principal,
@@ -24,8 +26,6 @@ from carebridge_shared.auth import (
     key_id,
     load_public_keys,
 )
-from carebridge_shared.auth_dev import DevSigner, TokenCache
-from carebridge_shared.testing import bearer
 
 
 @pytest.fixture(scope="module")

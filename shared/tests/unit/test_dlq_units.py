@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from carebridge_contracts import Topic, dlq_topic
+from carebridge_devstack.testing import sample_assessment, wrap
 from carebridge_shared.consumer import DLQ_CONSUMER_GROUP, DLQ_ORIGINAL_TOPIC
 from carebridge_shared.dlq import (
     DeadLetter,
@@ -19,7 +20,6 @@ from carebridge_shared.dlq import (
     plan,
     resolve_dlq_topic,
 )
-from carebridge_shared.testing import sample_assessment, wrap
 
 TOPIC = str(Topic.ASSESSMENTS)
 DLQ = dlq_topic(TOPIC)

@@ -24,10 +24,10 @@ from carebridge_contracts import (
     topic_for,
 )
 from carebridge_devstack.dev_auth import DevAuth
+from carebridge_devstack.testing import sample_assessment, until_ready, wrap
 from carebridge_shared.clock import OffsetClock
 from carebridge_shared.kafka import make_producer
 from carebridge_shared.service import ServiceContext
-from carebridge_shared.testing import sample_assessment, until_ready, wrap
 
 ALL_DAY = {
     day: [{"start": "00:00", "end": "23:30"}]

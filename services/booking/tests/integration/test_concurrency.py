@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from carebridge_contracts import Envelope, Topic
-from carebridge_shared.testing import read_topic, sample_assessment
+from carebridge_devstack.testing import read_topic, sample_assessment
 
 if TYPE_CHECKING:
     from conftest import Harness

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from carebridge_shared.testing import sample_assessment
+from carebridge_devstack.testing import sample_assessment
 
 if TYPE_CHECKING:
     from conftest import Harness

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from carebridge_contracts import Envelope, Topic, parse
-from carebridge_shared.testing import read_topic
+from carebridge_devstack.testing import read_topic
 
 if TYPE_CHECKING:
     from conftest import Harness

@@ -21,9 +21,9 @@ from carebridge_contracts import (
     parse,
 )
 from carebridge_devstack.dev_auth import DevAuth
+from carebridge_devstack.testing import Record, read_topic
 from carebridge_intake.app import IntakeSettings, build
 from carebridge_shared.service import ServiceContext
-from carebridge_shared.testing import Record, read_topic
 
 pytestmark = pytest.mark.integration
 

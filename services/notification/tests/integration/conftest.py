@@ -32,11 +32,11 @@ from carebridge_contracts.registry import topic_for
 from carebridge_devstack.dev_auth import DevAuth
 from carebridge_devstack.endpoints import StackEndpoints
 from carebridge_devstack.smtp_sink import ReceivedMail, SmtpSink
+from carebridge_devstack.testing import Record, eventually, produce, read_topic, until_ready, wrap
 from carebridge_notification import dispatcher
 from carebridge_notification.app import NotificationSettings, build
 from carebridge_shared.clock import OffsetClock
 from carebridge_shared.service import ServiceContext
-from carebridge_shared.testing import Record, eventually, produce, read_topic, until_ready, wrap
 
 
 def uid(prefix: str) -> str:

@@ -15,7 +15,7 @@ from carebridge_contracts import (
     Envelope,
     NotificationSent,
 )
-from carebridge_shared.testing import produce
+from carebridge_devstack.testing import produce
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from carebridge_contracts import (
 from carebridge_contracts.events.care import PlanSection
 from carebridge_contracts.events.common import ClinicianRole
 from carebridge_contracts.events.referral import CareTeamEndReason
-from carebridge_shared.testing import produce, wrap
+from carebridge_devstack.testing import produce, wrap
 
 pytestmark = pytest.mark.integration
 

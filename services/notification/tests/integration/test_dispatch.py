@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from carebridge_contracts import NotificationFailed, NotificationSent, SafetyRiskFlagged
+from carebridge_devstack.testing import sample_assessment
 from carebridge_notification import dispatcher
-from carebridge_shared.testing import sample_assessment
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,9 @@ from fastapi import FastAPI
 
 from carebridge_contracts import BaseEvent, Envelope, Topic, parse
 from carebridge_devstack.dev_auth import DevAuth
+from carebridge_devstack.testing import eventually, produce, read_topic, until_ready, wrap
 from carebridge_referral.app import ReferralSettings, build
 from carebridge_shared.service import ServiceContext
-from carebridge_shared.testing import eventually, produce, read_topic, until_ready, wrap
 
 T = TypeVar("T")
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from carebridge_contracts import CarePlanUpdated, ConsentRevoked, Topic
-from carebridge_shared.testing import bearer
+from carebridge_devstack.testing import bearer
 
 if TYPE_CHECKING:
     from conftest import Referral

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from carebridge_contracts import Topic
-from carebridge_shared.testing import read_topic
+from carebridge_devstack.testing import read_topic
 
 if TYPE_CHECKING:
     from conftest import Referral

@@ -20,8 +20,8 @@ from carebridge_contracts import (
     TherapistRequested,
     Topic,
 )
+from carebridge_devstack.testing import sample_assessment
 from carebridge_referral.settings import DEFAULT_SEED_FILE
-from carebridge_shared.testing import sample_assessment
 
 if TYPE_CHECKING:
     from conftest import Referral

@@ -19,8 +19,8 @@ from aiokafka.structs import ConsumerRecord
 
 from carebridge_contracts import AssessmentCompleted, BaseEvent, Envelope, kafka_headers
 from carebridge_contracts.registry import model_for, topic_for
+from carebridge_devstack.signer import dev_signer
 from carebridge_shared.auth import Role
-from carebridge_shared.auth_dev import dev_signer
 from carebridge_shared.db import create_pool, migrate
 from carebridge_shared.kafka import PLAINTEXT, KafkaSecurity, ensure_topics, make_producer
 
