@@ -5,8 +5,11 @@ Fixtures
                                      ``database_url``; see ``endpoints`` for the order
                                      env vars → Docker (testcontainers) → native stack.
   ``fresh_database_url``  (function) URL of a new, empty database ``t_<uuid8>``; dropped after.
-  ``service_database_url`` (function) ``service_database_url("booking")``: URL of the service's
-                                     own least-privilege role in that fresh database (ADR 0011).
+  ``service_database_url`` (function) ``service_database_url("booking")``: the service's deploy
+                                     step run in that fresh database (roles, schema, migrations
+                                     as the owner role); returns the URL of its login role, which
+                                     can use but not change its tables (ADR 0011, ADR 0014).
+                                     ``service_database_url("booking", path)``: other migrations.
   ``unique_topic_prefix`` (function) e.g. ``"t3f9a1c2e."`` to keep topics of tests apart.
   ``smtp_sink``           (function) a running in-process :class:`SmtpSink` on a free port.
 
@@ -64,11 +67,11 @@ def fresh_database_url(stack_endpoints: StackEndpoints) -> Iterator[str]:
 
 
 @pytest.fixture
-def service_database_url(fresh_database_url: str) -> Callable[[str], str]:
-    from .endpoints import service_database_url as provision
+def service_database_url(fresh_database_url: str) -> Callable[..., str]:
+    from .endpoints import service_database_url as deploy
 
-    def url_of(service: str) -> str:
-        return provision(fresh_database_url, service)
+    def url_of(service: str, migrations: Path | None = None) -> str:
+        return deploy(fresh_database_url, service, migrations)
 
     return url_of
 

@@ -18,7 +18,7 @@ from carebridge_contracts import (
     BaseEvent,
 )
 from carebridge_shared.clock import Clock, SystemClock
-from carebridge_shared.service import ServiceDefinition, create_app, serve
+from carebridge_shared.service import ServiceDefinition, create_app, serve, service_main
 
 SERVICE = "booking"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -50,6 +50,11 @@ def build(settings: BookingSettings | None = None, *, clock: Clock | None = None
     return app
 
 
-def main() -> None:
+def start() -> None:
     settings = BookingSettings()
     serve(build(settings), settings)
+
+
+def main() -> None:
+    """`python -m carebridge_booking` runs the service; `... migrate` is its deploy step."""
+    service_main(SERVICE, MIGRATIONS, start)

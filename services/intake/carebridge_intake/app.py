@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from carebridge_contracts import AssessmentCompleted, BaseEvent, SafetyRiskFlagged
 from carebridge_intake import api, handlers
-from carebridge_shared.service import ServiceDefinition, create_app, serve
+from carebridge_shared.service import ServiceDefinition, create_app, serve, service_main
 from carebridge_shared.settings import ServiceSettings
 
 SERVICE = "intake"
@@ -37,6 +37,11 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
     )
 
 
-def main() -> None:
+def start() -> None:
     settings = IntakeSettings()
     serve(build(settings), settings)
+
+
+def main() -> None:
+    """`python -m carebridge_intake` runs the service; `... migrate` is its deploy step."""
+    service_main(SERVICE, MIGRATIONS, start)
