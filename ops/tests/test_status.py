@@ -20,9 +20,7 @@ from carebridge_ops.status import render, summarize
 
 
 @pytest.fixture
-def running(
-    service_database_url: Callable[[str], str], tmp_path: Path
-) -> Iterator[dict[str, str]]:
+def running(service_database_url: Callable[[str], str], tmp_path: Path) -> Iterator[dict[str, str]]:
     ports = {"intake": free_port(), "booking": free_port()}
     run = uuid.uuid4().hex[:8]
     specs = [

@@ -42,7 +42,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
-from carebridge_shared.db import check_schema_name, create_pool, migrate
+from carebridge_shared.db import Connection, check_schema_name, create_pool, migrate
 from carebridge_shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -203,7 +203,7 @@ SELECT EXISTS (SELECT 1 FROM pg_auth_members
 """
 
 
-async def grant_service_privileges(conn: asyncpg.Connection[asyncpg.Record], schema: str) -> None:
+async def grant_service_privileges(conn: Connection, schema: str) -> None:
     """Give the login role exactly what the running service needs in its schema, for the
     objects there now and (default privileges) for those the owner's migrations add later.
     Idempotent; the restricted tables are set again after every migration run."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from carebridge_booking import api, handlers
-from carebridge_booking.config import BookingSettings
+from carebridge_booking.config import SERVICE, BookingSettings
 from carebridge_booking.seed import seed_clinicians
 from carebridge_contracts import (
     AppointmentBooked,
@@ -20,7 +20,6 @@ from carebridge_contracts import (
 from carebridge_shared.clock import Clock, SystemClock
 from carebridge_shared.service import ServiceDefinition, create_app, serve, service_main
 
-SERVICE = "booking"
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Every event this service's outbox writes; the outbox refuses others, the catalog reads it.
 PUBLISHES: tuple[type[BaseEvent], ...] = (

@@ -19,11 +19,10 @@ from carebridge_contracts import (
 )
 from carebridge_referral import api, handlers
 from carebridge_referral.roster import seed_therapists
-from carebridge_referral.settings import ReferralSettings
+from carebridge_referral.settings import SERVICE, ReferralSettings
 from carebridge_shared.clock import Clock, SystemClock
 from carebridge_shared.service import ServiceDefinition, create_app, serve, service_main
 
-SERVICE = "referral"
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Every event this service's outbox writes; the outbox refuses others, the catalog reads it.
 PUBLISHES: tuple[type[BaseEvent], ...] = (
