@@ -240,11 +240,11 @@ _AUDIT_TRAIL_POWERS = """
 SELECT r.rolsuper AS superuser,
        pg_has_role(current_user, c.relowner, 'MEMBER') AS owner,
        array_remove(ARRAY[
-           CASE WHEN has_table_privilege(c.oid, 'UPDATE') THEN 'UPDATE' END,
+           CASE WHEN has_any_column_privilege(c.oid, 'UPDATE') THEN 'UPDATE' END,
            CASE WHEN has_table_privilege(c.oid, 'DELETE') THEN 'DELETE' END,
            CASE WHEN has_table_privilege(c.oid, 'TRUNCATE') THEN 'TRUNCATE' END,
            CASE WHEN has_table_privilege(c.oid, 'TRIGGER') THEN 'TRIGGER' END,
-           CASE WHEN has_table_privilege(c.oid, 'REFERENCES') THEN 'REFERENCES' END
+           CASE WHEN has_any_column_privilege(c.oid, 'REFERENCES') THEN 'REFERENCES' END
        ], NULL) AS privileges
   FROM pg_class c JOIN pg_roles r ON r.rolname = current_user
  WHERE c.oid = to_regclass($1)
@@ -253,7 +253,7 @@ SELECT r.rolsuper AS superuser,
 
 async def refuse_writable_audit_trail(pool: asyncpg.Pool, schema: str) -> None:
     """Raise AuditTrailWritable when the pool's role is a superuser, a member of the owner of
-    `schema`.audit_log, or holds more than SELECT and INSERT on it."""
+    `schema`.audit_log, or holds more than SELECT and INSERT on it (on a column too)."""
     async with pool.acquire() as conn:
         user = await conn.fetchval("SELECT current_user")
         row = await conn.fetchrow(_AUDIT_TRAIL_POWERS, f'"{schema}".audit_log')

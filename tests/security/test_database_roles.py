@@ -38,6 +38,7 @@ from carebridge_shared.provisioning import (
     owner_role,
     password_env,
     provision_service,
+    refuse_writable_audit_trail,
     scram_verifier,
     service_role,
     service_url,
@@ -327,11 +328,26 @@ async def test_a_service_will_not_start_before_the_deploy_step_migrated_it(
 async def test_a_service_will_not_start_as_a_role_that_could_rewrite_its_audit_log(
     service_database_url: ServiceUrl, fresh_database_url: str, stack_endpoints: Any
 ) -> None:
-    service_database_url("intake")
+    login_url = service_database_url("intake")
     app = build(_intake_settings(fresh_database_url, stack_endpoints.kafka_bootstrap))
     with pytest.raises(AuditTrailWritable, match=r"superuser.*carebridge_intake"):
         async with app.router.lifespan_context(app):
             pass
+
+    # A grant slipped in by hand, even on one column, is found; the next deploy step removes it.
+    admin = await asyncpg.connect(fresh_database_url)
+    try:
+        await admin.execute("GRANT UPDATE (actor_sub) ON intake.audit_log TO carebridge_intake")
+    finally:
+        await admin.close()
+    pool = await create_pool(login_url, "intake")
+    try:
+        with pytest.raises(AuditTrailWritable, match=r"granted UPDATE on audit_log"):
+            await refuse_writable_audit_trail(pool, "intake")
+        service_database_url("intake")
+        await refuse_writable_audit_trail(pool, "intake")
+    finally:
+        await pool.close()
 
 
 def test_the_deploy_command_migrates_and_the_service_then_logs_in_as_its_role(
