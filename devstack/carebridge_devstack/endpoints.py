@@ -13,12 +13,14 @@ Resolution order (``provide_endpoints``):
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -203,11 +205,23 @@ def dev_database_password(service: str) -> str:
     return f"carebridge-{service}-dev"
 
 
-def service_database_url(admin_url: str, service: str) -> str:
-    """Provision ``service``'s own role and schema in ``admin_url``'s database and return the
-    URL the service connects with: it owns its schema and cannot touch others' (ADR 0011)."""
-    from carebridge_shared.provisioning import provision_service
+def service_migrations(service: str) -> Path:
+    """The migrations directory a service ships (`carebridge_<service>.app.MIGRATIONS`)."""
+    module = importlib.import_module(f"carebridge_{service}.app")
+    return Path(module.MIGRATIONS)
 
+
+def service_database_url(admin_url: str, service: str, migrations: Path | None = None) -> str:
+    """Run ``service``'s deploy step in ``admin_url``'s database, as ``python -m
+    carebridge_<service> migrate`` does: its owner and login roles and schema, its migrations
+    applied as the owner (``migrations``, default: the ones the service ships), the login role's
+    grants. Returns the URL the service connects with: it can use its tables but not change them,
+    and cannot touch others' (ADR 0011, ADR 0014)."""
+    from carebridge_shared.provisioning import deploy_service
+
+    directory = migrations if migrations is not None else service_migrations(service)
     return run_async(
-        lambda: provision_service(_asyncpg_url(admin_url), service, dev_database_password(service))
+        lambda: deploy_service(
+            _asyncpg_url(admin_url), service, dev_database_password(service), directory
+        )
     )

@@ -5,13 +5,17 @@ Fixtures
                                      ``database_url``; see ``endpoints`` for the order
                                      env vars → Docker (testcontainers) → native stack.
   ``fresh_database_url``  (function) URL of a new, empty database ``t_<uuid8>``; dropped after.
-  ``service_database_url`` (function) ``service_database_url("booking")``: URL of the service's
-                                     own least-privilege role in that fresh database (ADR 0011).
+  ``service_database_url`` (function) ``service_database_url("booking")``: the service's deploy
+                                     step run in that fresh database (roles, schema, migrations
+                                     as the owner role); returns the URL of its login role, which
+                                     can use but not change its tables (ADR 0011, ADR 0014).
+                                     ``service_database_url("booking", path)``: other migrations.
   ``unique_topic_prefix`` (function) e.g. ``"t3f9a1c2e."`` to keep topics of tests apart.
   ``smtp_sink``           (function) a running in-process :class:`SmtpSink` on a free port.
 
-It also sets ``CAREBRIDGE_AUTH_PUBLIC_KEYS`` (unless set) to the dev signer's public key, so
-apps built in tests accept ``carebridge_devstack.testing.bearer`` tokens.
+It also sets ``CAREBRIDGE_AUTH_PUBLIC_KEYS`` (unless set) to the dev signer's public key, and
+``CAREBRIDGE_DEV_AUTH=true`` (unless set), so apps built in tests accept
+``carebridge_devstack.testing.bearer`` tokens.
 
 Nothing heavy is imported at collection time: unit tests that use none of these
 fixtures never touch Kafka, PostgreSQL, Docker or testcontainers.
@@ -34,10 +38,13 @@ if TYPE_CHECKING:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Apps the tests build in-process trust tokens of the dev signer (ADR 0012), as the
-    services the dev stack starts do; `carebridge_devstack.testing.bearer` signs with it."""
-    from carebridge_devstack.signer import dev_signer
+    services the dev stack starts do; `carebridge_devstack.testing.bearer` signs with it. The
+    dev flag lets them (a service refuses the dev issuer and key without it, ADR 0014)."""
+    from carebridge_devstack.signer import DEV_AUTH_ENV, dev_signer
 
     os.environ.setdefault("CAREBRIDGE_AUTH_PUBLIC_KEYS", dev_signer().public_pem)
+    for name, value in DEV_AUTH_ENV.items():
+        os.environ.setdefault(name, value)
 
 
 @pytest.fixture(scope="session")
@@ -64,11 +71,11 @@ def fresh_database_url(stack_endpoints: StackEndpoints) -> Iterator[str]:
 
 
 @pytest.fixture
-def service_database_url(fresh_database_url: str) -> Callable[[str], str]:
-    from .endpoints import service_database_url as provision
+def service_database_url(fresh_database_url: str) -> Callable[..., str]:
+    from .endpoints import service_database_url as deploy
 
-    def url_of(service: str) -> str:
-        return provision(fresh_database_url, service)
+    def url_of(service: str, migrations: Path | None = None) -> str:
+        return deploy(fresh_database_url, service, migrations)
 
     return url_of
 

@@ -2,9 +2,10 @@
 
 The private key lives in ``~/.cache/carebridge/dev-auth/signing-key.pem`` (mode 0600; override
 with ``CAREBRIDGE_DEV_SIGNING_KEY_FILE``) and is made on first use. The dev stack hands its public
-key to the services it starts (``CAREBRIDGE_AUTH_PUBLIC_KEYS``), the test plugin does the same for
+key to the services it starts (``CAREBRIDGE_AUTH_PUBLIC_KEYS``, with ``CAREBRIDGE_DEV_AUTH=true``:
+without it a service refuses the dev issuer and this key), the test plugin does the same for
 in-process apps, and clients sign tokens with it. Production services never see this key: they
-are given the identity provider's public key instead (ADR 0012).
+are given the identity provider's public key instead (ADR 0012, ADR 0014).
 """
 
 from __future__ import annotations
@@ -29,23 +30,26 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from carebridge_shared.auth import ROLES, Role, key_id
+from carebridge_shared.auth import (
+    DEV_ISSUER,
+    DEV_SIGNING_KEY_FILE_ENV,
+    ROLES,
+    Role,
+    dev_signing_key_file,
+    key_id,
+)
 
-DEV_ISSUER = "carebridge-dev"
 DEV_AUDIENCE = "carebridge"
 ALGORITHM = "ES256"
-KEY_FILE_ENV = "CAREBRIDGE_DEV_SIGNING_KEY_FILE"
+KEY_FILE_ENV = DEV_SIGNING_KEY_FILE_ENV
+# Services refuse the dev issuer and this key unless this is set (ADR 0014); the dev stack and
+# the pytest plugin set it for the services they run.
+DEV_AUTH_ENV = {"CAREBRIDGE_DEV_AUTH": "true"}
 
 
 def default_key_file() -> Path:
-    override = os.environ.get(KEY_FILE_ENV)
-    if override:
-        return Path(override).expanduser()
-    cache = os.environ.get("CAREBRIDGE_CACHE_DIR")
-    if not cache:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        cache = str((Path(xdg) if xdg else Path.home() / ".cache") / "carebridge")
-    return Path(cache) / "dev-auth" / "signing-key.pem"
+    """Where this machine's dev signing key lives (the services look there to refuse it)."""
+    return dev_signing_key_file()
 
 
 def _load_or_create(path: Path) -> ec.EllipticCurvePrivateKey:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from carebridge_devstack.signer import dev_signer
+from carebridge_devstack.signer import DEV_AUTH_ENV, dev_signer
 
 from ._util import free_port
 from .endpoints import StackEndpoints, create_database, drop_database, service_database_url
@@ -70,8 +70,10 @@ class LocalSystem:
         base_env = {
             **endpoints.env,
             "CAREBRIDGE_LOG_LEVEL": "INFO",
-            # The services trust tokens signed with this machine's dev key (ADR 0012).
+            # The services trust tokens signed with this machine's dev key (ADR 0012), which
+            # they refuse without the dev flag (ADR 0014).
             "CAREBRIDGE_AUTH_PUBLIC_KEYS": dev_signer().public_pem,
+            **DEV_AUTH_ENV,
         }
         per_service: dict[str, dict[str, str]] = {
             "notification": {
@@ -137,8 +139,9 @@ class LocalSystem:
         return self.group.stop()
 
     def _provision_databases(self) -> None:
-        """Each service logs in as its own role that owns only its schema (ADR 0011), unless
-        the caller gave it a DATABASE_URL of its own."""
+        """Run each service's deploy step (its roles, its migrations as the owner role) and give
+        it its login role's URL (ADR 0011, ADR 0014), unless the caller gave it a DATABASE_URL
+        of its own."""
         for service in SERVICES:
             if service in self._database_url_given:
                 continue

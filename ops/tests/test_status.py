@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from carebridge_ops.status import render, summarize
 
 
 @pytest.fixture
-def running(fresh_database_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+def running(service_database_url: Callable[[str], str], tmp_path: Path) -> Iterator[dict[str, str]]:
     ports = {"intake": free_port(), "booking": free_port()}
     run = uuid.uuid4().hex[:8]
     specs = [
@@ -28,7 +28,7 @@ def running(fresh_database_url: str, tmp_path: Path) -> Iterator[dict[str, str]]
             name,
             port,
             {
-                "DATABASE_URL": fresh_database_url,
+                "DATABASE_URL": service_database_url(name),  # its deploy step, its own role
                 "CAREBRIDGE_CONSUMER_GROUP": f"{name}-status-{run}",
                 "CAREBRIDGE_CONSUMER_OFFSET_RESET": "latest",
                 "CAREBRIDGE_LAG_SAMPLE_INTERVAL_SECONDS": "0.5",

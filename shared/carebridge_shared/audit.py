@@ -1,8 +1,10 @@
-"""The audit log: who read or changed which clinical record, and when (ADR 0012).
+"""The audit log: who read or changed which clinical record, and when (ADR 0012, ADR 0014).
 
-Rows go into the service's own append-only `audit_log` table (shared migration 0002) in the
-transaction of the read or change they record, so a record is never shown or changed without
+Rows go into the service's own append-only `audit_log` table (shared migrations 0002, 0003) in
+the transaction of the read or change they record, so a record is never shown or changed without
 its row, and a failed change leaves none. Ids and codes only: never content, names or contacts.
+The service's database role may only INSERT and SELECT there; a read of the trail itself is
+recorded too (resource `audit_trail`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from pydantic import BaseModel
 
 from carebridge_contracts.events.common import PatientId
 from carebridge_shared.auth import Principal, allow
-from carebridge_shared.correlation import current_correlation_id
+from carebridge_shared.correlation import current_client_correlation_id, current_correlation_id
 from carebridge_shared.db import Connection
 from carebridge_shared.service import ServiceContext, service_context
+
+# The resource type of a read of the audit trail itself.
+AUDIT_TRAIL = "audit_trail"
 
 Action = Literal["read", "create", "update", "reschedule", "cancel", "complete", "no_show"]
 
@@ -48,7 +53,10 @@ async def record(
 async def record_many(
     conn: Connection, principal: Principal, action: Action, accesses: Iterable[Access]
 ) -> None:
-    """One row per record, all with this request's correlation id."""
+    """One row per record, all with this request's correlation id (the server's) and the
+    caller's own one, when it sent an acceptable one."""
+    correlation_id = current_correlation_id()
+    client_correlation_id = current_client_correlation_id()
     rows = [
         (
             principal.sub,
@@ -57,14 +65,16 @@ async def record_many(
             a.resource_type,
             a.resource_id,
             a.patient_id,
-            current_correlation_id(),
+            correlation_id,
+            client_correlation_id,
         )
         for a in accesses
     ]
     if rows:
         await conn.executemany(
             "INSERT INTO audit_log (actor_sub, actor_role, action, resource_type, resource_id,"
-            " patient_id, correlation_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            " patient_id, correlation_id, client_correlation_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             rows,
         )
 
@@ -79,6 +89,7 @@ class AuditEventOut(BaseModel):
     resource_id: str
     patient_id: str | None
     correlation_id: uuid.UUID
+    client_correlation_id: str | None
 
 
 class AuditTrail(BaseModel):
@@ -89,7 +100,8 @@ class AuditTrail(BaseModel):
 async def trail(conn: Connection, patient_id: str, *, limit: int) -> list[AuditEventOut]:
     rows = await conn.fetch(
         "SELECT id, occurred_at, actor_sub, actor_role, action, resource_type, resource_id,"
-        " patient_id, correlation_id FROM audit_log WHERE patient_id = $1 ORDER BY id LIMIT $2",
+        " patient_id, correlation_id, client_correlation_id"
+        " FROM audit_log WHERE patient_id = $1 ORDER BY id LIMIT $2",
         patient_id,
         limit,
     )
@@ -102,11 +114,13 @@ router = APIRouter(tags=["audit"])  # services mount it under their /v1 router
 @router.get("/audit-events")
 async def audit_events(
     ctx: Annotated[ServiceContext, Depends(service_context)],
-    _caller: Annotated[Principal, Depends(allow("coordinator", "ops"))],
+    caller: Annotated[Principal, Depends(allow("coordinator", "ops"))],
     patient_id: PatientId,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> AuditTrail:
-    """This service's audit trail of one patient's records, oldest first (ids only)."""
-    async with ctx.pool.acquire() as conn:
+    """This service's audit trail of one patient's records, oldest first (ids only). The read
+    is itself recorded (resource `audit_trail`), in the same transaction."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
         events = await trail(conn, patient_id, limit=limit)
+        await record(conn, caller, "read", AUDIT_TRAIL, patient_id, patient_id)
     return AuditTrail(patient_id=patient_id, events=events)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import jwt
@@ -25,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
+    load_pem_private_key,
     load_pem_public_key,
 )
 from fastapi import Depends, Request
@@ -48,6 +51,11 @@ _RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256"})
 _PEM_PUBLIC_KEY = re.compile(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.DOTALL)
 SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")  # an OpaqueId, as in contracts
 REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub", "role")
+# The development token issuer (carebridge_devstack.signer signs with it): a service accepts it,
+# and this machine's dev signing key, only with CAREBRIDGE_DEV_AUTH=true (ADR 0014).
+DEV_ISSUER = "carebridge-dev"
+DEV_SIGNING_KEY_FILE_ENV = "CAREBRIDGE_DEV_SIGNING_KEY_FILE"
+DEV_AUTH_ENV = "CAREBRIDGE_DEV_AUTH"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,55 @@ class Principal:
 
 class AuthNotConfigured(RuntimeError):
     """The service has no usable verification key: it refuses to start without one."""
+
+
+class DevAuthRefused(AuthNotConfigured):
+    """The service is configured with the dev issuer or the dev signing key, and no dev flag."""
+
+
+def dev_signing_key_file() -> Path:
+    """Where the dev signer keeps this machine's private key (made by carebridge_devstack)."""
+    override = os.environ.get(DEV_SIGNING_KEY_FILE_ENV)
+    if override:
+        return Path(override).expanduser()
+    cache = os.environ.get("CAREBRIDGE_CACHE_DIR")
+    if not cache:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        cache = str((Path(xdg) if xdg else Path.home() / ".cache") / "carebridge")
+    return Path(cache) / "dev-auth" / "signing-key.pem"
+
+
+def dev_key_id(path: Path | None = None) -> str | None:
+    """The key id of this machine's dev signing key, or None when there is no (usable) one."""
+    try:
+        private = load_pem_private_key((path or dev_signing_key_file()).read_bytes(), None)
+    except (OSError, ValueError, TypeError):
+        return None
+    public = private.public_key()
+    if not isinstance(public, EllipticCurvePublicKey | RSAPublicKey):
+        return None
+    return key_id(public)
+
+
+def refuse_dev_auth(settings: ServiceSettings, keys: Sequence[VerificationKey]) -> None:
+    """Raise DevAuthRefused when the service would trust the dev issuer or this machine's dev
+    signing key and the dev flag is not set; log a warning when it is."""
+    dev_key = dev_key_id()
+    found = []
+    if settings.auth_issuer == DEV_ISSUER:
+        found.append(f"the token issuer is the dev issuer {DEV_ISSUER!r}")
+    if dev_key is not None and any(k.key_id == dev_key for k in keys):
+        found.append("CAREBRIDGE_AUTH_PUBLIC_KEYS holds this machine's dev signing key")
+    if not found:
+        return
+    if settings.dev_auth:
+        log.warning("dev_auth_enabled", reasons=found)
+        return
+    raise DevAuthRefused(
+        f"refusing to start with development authentication: {'; '.join(found)}. Set "
+        "CAREBRIDGE_AUTH_ISSUER to your identity provider's issuer and CAREBRIDGE_AUTH_PUBLIC_KEYS "
+        f"to its public key(s); on a dev machine or in tests only, set {DEV_AUTH_ENV}=true."
+    )
 
 
 class TokenRejected(Exception):
@@ -136,8 +193,11 @@ class TokenVerifier:
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> TokenVerifier:
+        """The service's verifier; refuses the dev issuer and key without the dev flag."""
+        keys = load_public_keys(settings.auth_public_keys, settings.auth_algorithms)
+        refuse_dev_auth(settings, keys)
         return cls(
-            load_public_keys(settings.auth_public_keys, settings.auth_algorithms),
+            keys,
             issuer=settings.auth_issuer,
             audience=settings.auth_audience,
             leeway_seconds=settings.auth_leeway_seconds,

@@ -70,15 +70,27 @@ def discover(directory: Path, prefix: str) -> list[Migration]:
     return [Migration(version=f"{prefix}:{p.stem}", path=p) for p in files]
 
 
-async def migrate(pool: asyncpg.Pool, schema: str, service_migrations: Path) -> list[str]:
-    """Apply shared then service migrations, each once, in order; safe for concurrent replicas."""
+def shipped_migrations(service_migrations: Path) -> list[Migration]:
+    """Every migration a service ships: the shared ones first, then its own."""
+    return discover(SHARED_MIGRATIONS, "shared") + discover(service_migrations, "service")
+
+
+async def migrate(
+    pool: asyncpg.Pool, schema: str, service_migrations: Path, *, as_role: str | None = None
+) -> list[str]:
+    """Apply shared then service migrations, each once, in order; safe for concurrent runs.
+
+    `as_role`: run them as that role (``SET ROLE``), so the objects they create belong to it;
+    the deploy step runs them as the schema's owner role, never as the service (ADR 0014)."""
     check_schema_name(schema)
-    migrations = discover(SHARED_MIGRATIONS, "shared") + discover(service_migrations, "service")
+    migrations = shipped_migrations(service_migrations)
     applied: list[str] = []
     async with pool.acquire() as conn:
         lock_key = zlib.crc32(f"migrate:{schema}".encode())
         await conn.execute("SELECT pg_advisory_lock($1)", lock_key)
         try:
+            if as_role is not None:
+                await conn.execute(f'SET ROLE "{as_role}"')
             await _ensure_schema(conn, schema)
             await conn.execute(
                 f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations ('
@@ -116,8 +128,47 @@ async def migrate(pool: asyncpg.Pool, schema: str, service_migrations: Path) -> 
                 applied.append(migration.version)
                 log.info("migration_applied", schema=schema, version=migration.version)
         finally:
+            if as_role is not None:
+                await conn.execute("RESET ROLE")
             await conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
     return applied
+
+
+class MigrationsPending(RuntimeError):
+    """The service's schema lacks a migration the service ships, or holds another version of
+    one: the deploy step has not run for this version of the service."""
+
+
+async def verify_migrations(
+    pool: asyncpg.Pool, schema: str, service_migrations: Path, *, deploy_command: str
+) -> None:
+    """Refuse to go on unless every migration the service ships is applied with the same
+    checksum. A service only checks: its role cannot change its schema (ADR 0014). Migrations the
+    database has and the service does not ship (a newer version applied them) are fine."""
+    check_schema_name(schema)
+    async with pool.acquire() as conn:
+        user = await conn.fetchval("SELECT current_user")
+        try:
+            rows = await conn.fetch(f'SELECT version, checksum FROM "{schema}".schema_migrations')
+        except (asyncpg.UndefinedTableError, asyncpg.InsufficientPrivilegeError) as exc:
+            raise MigrationsPending(
+                f"schema {schema!r} has no migrations that role {user!r} can see ({exc}): run "
+                f"the deploy step first: {deploy_command}"
+            ) from None
+    applied = {r["version"]: r["checksum"] for r in rows}
+    shipped = shipped_migrations(service_migrations)
+    changed = [m.version for m in shipped if applied.get(m.version) not in (None, m.checksum)]
+    if changed:
+        raise MigrationChanged(
+            f"{schema}: migration(s) {', '.join(changed)} were applied with other content than "
+            "this service ships: restore them and add a new numbered migration instead."
+        )
+    missing = [m.version for m in shipped if m.version not in applied]
+    if missing:
+        raise MigrationsPending(
+            f"{schema}: {len(missing)} migration(s) not applied ({', '.join(missing)}); a service "
+            f"never changes its own schema: run the deploy step first: {deploy_command}"
+        )
 
 
 class SchemaNotProvisioned(RuntimeError):
@@ -135,5 +186,5 @@ async def _ensure_schema(conn: Connection, schema: str) -> None:
         user = await conn.fetchval("SELECT current_user")
         raise SchemaNotProvisioned(
             f"schema {schema!r} does not exist and role {user!r} may not create it: provision "
-            f"it first (python -m carebridge_shared.provisioning {schema}, see ADR 0011)"
+            f"it first (python -m carebridge_{schema} migrate with DATABASE_ADMIN_URL, ADR 0014)"
         ) from exc

@@ -14,28 +14,20 @@ from fastapi.responses import JSONResponse
 from opentelemetry.trace import INVALID_SPAN, Span
 
 from carebridge_shared import tracing
-from carebridge_shared.correlation import correlation_scope
+from carebridge_shared.correlation import acceptable_client_correlation_id, correlation_scope
 from carebridge_shared.logging import get_logger
 from carebridge_shared.metrics import HTTP_DURATION, note_error
 from carebridge_shared.refusals import Refused
 
 log = get_logger(__name__)
 
+# Responses carry the server's correlation id; a request's own value is kept beside it
+# (`client_correlation_id`) when it is a UUID or a hex id (carebridge_shared.correlation).
 CORRELATION_HEADER = "X-Correlation-ID"
 # W3C Trace Context level 2: the server's span, so a caller learns the trace id it started.
 TRACE_RESPONSE_HEADER = "traceresponse"
 # Probes and scrapes are not traced (they would bury the traces that matter).
 UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-
-
-def _correlation_from(request: Request) -> uuid.UUID:
-    raw = request.headers.get(CORRELATION_HEADER)
-    if raw:
-        try:
-            return uuid.UUID(raw)
-        except ValueError:
-            pass
-    return uuid.uuid4()
 
 
 @contextlib.contextmanager
@@ -59,10 +51,15 @@ def install_http_plumbing(app: FastAPI) -> None:
     async def correlate(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        correlation_id = _correlation_from(request)
+        # The server's id, always: a caller's id must not join its request to other records.
+        correlation_id = uuid.uuid4()
+        client_id = acceptable_client_correlation_id(request.headers.get(CORRELATION_HEADER))
         started = time.perf_counter()
         status = 500
-        with correlation_scope(correlation_id), _server_span(request) as span:
+        with (
+            correlation_scope(correlation_id, client_correlation_id=client_id),
+            _server_span(request) as span,
+        ):
             try:
                 response = await call_next(request)
                 status = response.status_code

@@ -1,4 +1,13 @@
-"""structlog JSON logging with correlation ids and PHI redaction."""
+"""structlog JSON logging with correlation ids and PHI redaction.
+
+Fields are redacted by key (`redact_phi`). Tracebacks (`exc_info`, `log.exception`, and the
+standard library's records) are formatted first and then go through `redact_text`: a value
+written after a PHI-like key (`email=...`, `'first_name': '...'`, PostgreSQL's
+`Key (email)=(...)`), every e-mail address and phone number, and pydantic's `input_value=...`
+become `[redacted]`, so an exception message cannot carry a contact detail or a name field to a
+log line. Free prose in a message (a name with no key before it) is not recognised: exceptions
+raised by carebridge code name ids and codes only.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +42,57 @@ def _redact(value: Any) -> Any:
     return value
 
 
+# A key and what separates it from its value: key=, key:, 'key':, "key": (reprs of dicts and
+# keyword arguments, "field: value" messages).
+_KEY = re.compile(r"""['"]?(?P<name>[A-Za-z_][A-Za-z0-9_]*)['"]?[ \t]*[=:][ \t]*""")
+_VALUE = re.compile(
+    r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\([^)]*\)|\[[^\]]*\]|\{[^}]*\}|[^\s,;)}\]]+"""
+)
+# PostgreSQL's detail line: Key (email)=(ann@example.org) already exists.
+_KEY_DETAIL = re.compile(r"(?P<key>\((?P<names>[^)]*)\)=)\([^)]*\)")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_PHONE = re.compile(
+    r"(?<![\w-])(?:\+\d[\d ().-]{7,}\d|\(\d{3}\)\s*\d{3}[-. ]\d{4}|\d{3}[-.]\d{3}[-.]\d{4})(?![\w-])"
+)
+# pydantic's ValidationError repeats the rejected input whatever the field is called.
+_ALWAYS_REDACTED_KEYS = frozenset({"input_value"})
+
+
+def _names_phi(names: str) -> bool:
+    return any(is_phi_key(name.strip(" \"'")) for name in names.split(","))
+
+
+def redact_text(text: str) -> str:
+    """`text` (a formatted traceback) with e-mail addresses, phone numbers and the values of
+    PHI-like keys replaced by REDACTED."""
+    text = _EMAIL.sub(REDACTED, text)
+    text = _PHONE.sub(REDACTED, text)
+    text = _KEY_DETAIL.sub(lambda m: m["key"] + REDACTED if _names_phi(m["names"]) else m[0], text)
+    pieces: list[str] = []
+    done = 0
+    for key in _KEY.finditer(text):
+        if key.start() < done:
+            continue  # inside a value already redacted
+        if key["name"] in _ALWAYS_REDACTED_KEYS or _names_phi(key["name"]):
+            value = _VALUE.match(text, key.end())
+            if value is not None:
+                pieces += [text[done : key.end()], REDACTED]
+                done = value.end()
+    return "".join(pieces) + text[done:]
+
+
+def redact_exception(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor, after format_exc_info: the same PHI redaction for a traceback, and
+    for the message that came with it (the standard library's often quotes the exception)."""
+    if isinstance(event_dict.get("exception"), str):
+        for key in ("exception", "event"):
+            if isinstance(event_dict.get(key), str):
+                event_dict[key] = redact_text(event_dict[key])
+    return event_dict
+
+
 def redact_phi(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
@@ -56,6 +116,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         processors=[
             *shared,
             structlog.processors.format_exc_info,
+            redact_exception,
             structlog.processors.EventRenamer("msg"),
             structlog.processors.JSONRenderer(),
         ],
@@ -70,6 +131,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            redact_exception,
             structlog.processors.EventRenamer("msg"),
             structlog.processors.JSONRenderer(),
         ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +22,13 @@ from carebridge_contracts.registry import all_topics_with_dlq
 from carebridge_shared.auth import TokenVerifier, authenticate
 from carebridge_shared.clock import Clock, SystemClock
 from carebridge_shared.consumer import ConsumerRuntime, RetryPolicy
-from carebridge_shared.db import create_pool, migrate
+from carebridge_shared.db import create_pool, verify_migrations
 from carebridge_shared.health import KafkaProbe, Readiness, sample_consumer_lag
 from carebridge_shared.http import install_http_plumbing
 from carebridge_shared.kafka import KafkaSecurity, ensure_topics, make_producer
 from carebridge_shared.logging import configure_logging, get_logger
 from carebridge_shared.outbox import Outbox
+from carebridge_shared.provisioning import deploy_command, deploy_main, refuse_writable_audit_trail
 from carebridge_shared.relay import OutboxRelay
 from carebridge_shared.settings import ServiceSettings
 from carebridge_shared.tracing import configure_tracing, flush_tracing
@@ -94,7 +96,19 @@ def create_app(definition: ServiceDefinition) -> FastAPI:
         pool = await create_pool(
             settings.database_url, definition.name, max_size=settings.db_pool_max_size
         )
-        await migrate(pool, definition.name, definition.migrations)
+        # The service never changes its schema (ADR 0014): the deploy step migrates it as the
+        # owner role; here it only checks, and refuses a login that could rewrite its audit trail.
+        try:
+            await verify_migrations(
+                pool,
+                definition.name,
+                definition.migrations,
+                deploy_command=deploy_command(definition.name),
+            )
+            await refuse_writable_audit_trail(pool, definition.name)
+        except BaseException:
+            await pool.close()
+            raise
         await ensure_topics(
             settings.kafka_bootstrap_servers,
             all_topics_with_dlq(),
@@ -229,3 +243,23 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
+
+
+def service_main(
+    name: str, migrations: Path, start: Callable[[], None], argv: Sequence[str] | None = None
+) -> None:
+    """``python -m carebridge_<name> [serve | migrate]``: run the service (the default), or run
+    its deploy step (provision its roles and apply its migrations as the owner role)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args in ([], ["serve"]):
+        start()
+        return
+    if args == ["migrate"]:
+        raise SystemExit(deploy_main(name, migrations))
+    print(
+        f"usage: python -m carebridge_{name} [serve | migrate]\n"
+        "  serve    run the service (default); its DATABASE_URL is its own login role\n"
+        f"  migrate  the deploy step: {deploy_command(name)}",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)

@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from carebridge_shared.provisioning import service_role
+
+DATABASE_URL_ALIASES = AliasChoices("DATABASE_URL", "CAREBRIDGE_DATABASE_URL")
+DATABASE_URL_DESCRIPTION = (
+    "PostgreSQL DSN of the service's own login role (made by its deploy step, python -m "
+    "carebridge_<service> migrate), which may use but not change its schema; never a superuser: "
+    "a service refuses a role that could rewrite its audit log. Default: per service, below."
+)
+SERVICE_DATABASE_URL_DESCRIPTION = (
+    "The service's own login role on the local dev stack (which trusts it without a password)."
+)
+LOCAL_DATABASE = "127.0.0.1:25432/carebridge"
+
+
+def database_url_field(service: str) -> Any:
+    """The `database_url` field of a service's settings: its login role on the local stack."""
+    return Field(
+        default=f"postgresql://{service_role(service)}@{LOCAL_DATABASE}",
+        validation_alias=DATABASE_URL_ALIASES,
+        description=SERVICE_DATABASE_URL_DESCRIPTION,
+    )
 
 
 class ServiceSettings(BaseSettings):
@@ -14,9 +36,9 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CAREBRIDGE_", extra="ignore", frozen=True)
 
     database_url: str = Field(
-        default="postgresql://postgres@127.0.0.1:25432/carebridge",
-        validation_alias=AliasChoices("DATABASE_URL", "CAREBRIDGE_DATABASE_URL"),
-        description="PostgreSQL DSN; each service keeps its tables in its own schema.",
+        default="",
+        validation_alias=DATABASE_URL_ALIASES,
+        description=DATABASE_URL_DESCRIPTION,
     )
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:29092",
@@ -110,7 +132,11 @@ class ServiceSettings(BaseSettings):
         "or RS256; several keys during a rotation). Required: without one the service will not "
         "start. Dev: python -m carebridge_devstack token --public-key.",
     )
-    auth_issuer: str = Field(default="carebridge-dev", description="Expected `iss` of tokens.")
+    auth_issuer: str = Field(
+        default="carebridge-dev",
+        description="Expected `iss` of tokens. The default is the dev issuer, which a service "
+        "refuses unless CAREBRIDGE_DEV_AUTH is true: set your identity provider's issuer.",
+    )
     auth_audience: str = Field(default="carebridge", description="Expected `aud` of tokens.")
     auth_algorithms: list[str] = Field(
         default=["ES256", "RS256"],
@@ -118,4 +144,10 @@ class ServiceSettings(BaseSettings):
     )
     auth_leeway_seconds: float = Field(
         default=30.0, description="Clock skew tolerated when checking exp, iat and nbf."
+    )
+    dev_auth: bool = Field(
+        default=False,
+        description="Dev machines and tests only: accept the dev token issuer (carebridge-dev) "
+        "and this machine's dev signing key (python -m carebridge_devstack token). Without it a "
+        "service refuses to start with either. The dev stack and the pytest plugin set it.",
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +56,13 @@ def private_kafka(tmp_path: Path) -> Iterator[KafkaCluster]:
 @pytest.fixture
 def intake(
     private_kafka: KafkaCluster,
-    fresh_database_url: str,
+    service_database_url: Callable[[str], str],
     tmp_path: Path,
 ) -> Iterator[str]:
     port = free_port()
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": private_kafka.bootstrap_servers,
-        "DATABASE_URL": fresh_database_url,
+        "DATABASE_URL": service_database_url("intake"),  # its deploy step, its own role
         "CAREBRIDGE_READY_OUTBOX_MAX_AGE_SECONDS": str(OUTBOX_MAX_AGE_S),
         "CAREBRIDGE_RELAY_POLL_INTERVAL_MS": "200",
         "CAREBRIDGE_INSTANCE_ID": "intake-outage",

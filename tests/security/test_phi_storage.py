@@ -4,26 +4,18 @@ ends up with are checked (a column added by ALTER TABLE or renamed later is seen
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 from carebridge_contracts.phi import BIRTH_WORDS, CONTACT_WORDS, IDENTITY_WORDS, field_words
 from carebridge_devstack.system import SERVICES
-from carebridge_shared.db import create_pool, migrate
 
 pytestmark = pytest.mark.integration
 
 # The one service that may hold contact details: it is the one that sends messages.
 CONTACT_STORE = "notification"
-
-
-def _migrations(service: str) -> Path:
-    directory: Path = importlib.import_module(f"carebridge_{service}.app").MIGRATIONS
-    return directory
 
 
 def phi_columns(columns: list[tuple[str, str, str]]) -> list[str]:
@@ -60,11 +52,7 @@ async def test_only_notification_stores_contact_details_and_nobody_stores_names(
     fresh_database_url: str, service_database_url: Callable[[str], str]
 ) -> None:
     for service in SERVICES:
-        pool = await create_pool(service_database_url(service), service)
-        try:
-            await migrate(pool, service, _migrations(service))
-        finally:
-            await pool.close()
+        service_database_url(service)  # the deploy step: the service's migrations, as its owner
     conn = await asyncpg.connect(fresh_database_url)
     try:
         rows = await conn.fetch(

@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from carebridge_booking import api, handlers
-from carebridge_booking.config import BookingSettings
+from carebridge_booking.config import SERVICE, BookingSettings
 from carebridge_booking.seed import seed_clinicians
 from carebridge_contracts import (
     AppointmentBooked,
@@ -18,9 +18,8 @@ from carebridge_contracts import (
     BaseEvent,
 )
 from carebridge_shared.clock import Clock, SystemClock
-from carebridge_shared.service import ServiceDefinition, create_app, serve
+from carebridge_shared.service import ServiceDefinition, create_app, serve, service_main
 
-SERVICE = "booking"
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Every event this service's outbox writes; the outbox refuses others, the catalog reads it.
 PUBLISHES: tuple[type[BaseEvent], ...] = (
@@ -50,6 +49,11 @@ def build(settings: BookingSettings | None = None, *, clock: Clock | None = None
     return app
 
 
-def main() -> None:
+def start() -> None:
     settings = BookingSettings()
     serve(build(settings), settings)
+
+
+def main() -> None:
+    """`python -m carebridge_booking` runs the service; `... migrate` is its deploy step."""
+    service_main(SERVICE, MIGRATIONS, start)

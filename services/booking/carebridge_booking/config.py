@@ -8,13 +8,17 @@ from pathlib import Path
 from pydantic import Field
 
 from carebridge_booking.domain import BookingRules, VisitLengths
-from carebridge_shared.settings import ServiceSettings
+from carebridge_shared.settings import ServiceSettings, database_url_field
 
 DEFAULT_SEED_FILE = Path(__file__).parent / "seed" / "clinicians.json"
 
 
+SERVICE = "booking"
+
+
 class BookingSettings(ServiceSettings):
     http_port: int = 8002
+    database_url: str = database_url_field(SERVICE)
     clinician_seed_file: str = Field(
         default=str(DEFAULT_SEED_FILE),
         description="JSON file of clinicians upserted at startup; empty disables seeding.",

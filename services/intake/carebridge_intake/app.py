@@ -8,8 +8,8 @@ from fastapi import FastAPI
 
 from carebridge_contracts import AssessmentCompleted, BaseEvent, SafetyRiskFlagged
 from carebridge_intake import api, handlers
-from carebridge_shared.service import ServiceDefinition, create_app, serve
-from carebridge_shared.settings import ServiceSettings
+from carebridge_shared.service import ServiceDefinition, create_app, serve, service_main
+from carebridge_shared.settings import ServiceSettings, database_url_field
 
 SERVICE = "intake"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -22,6 +22,7 @@ PUBLISHES: tuple[type[BaseEvent], ...] = (
 
 class IntakeSettings(ServiceSettings):
     http_port: int = 8001
+    database_url: str = database_url_field(SERVICE)
 
 
 def build(settings: IntakeSettings | None = None) -> FastAPI:
@@ -37,6 +38,11 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
     )
 
 
-def main() -> None:
+def start() -> None:
     settings = IntakeSettings()
     serve(build(settings), settings)
+
+
+def main() -> None:
+    """`python -m carebridge_intake` runs the service; `... migrate` is its deploy step."""
+    service_main(SERVICE, MIGRATIONS, start)

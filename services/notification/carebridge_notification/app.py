@@ -8,11 +8,10 @@ from fastapi import FastAPI
 
 from carebridge_contracts import BaseEvent, NotificationFailed, NotificationSent
 from carebridge_notification import api, dispatcher, handlers
-from carebridge_notification.settings import NotificationSettings
+from carebridge_notification.settings import SERVICE, NotificationSettings
 from carebridge_shared.clock import Clock, OffsetClock, SystemClock
-from carebridge_shared.service import ServiceDefinition, create_app, serve
+from carebridge_shared.service import ServiceDefinition, create_app, serve, service_main
 
-SERVICE = "notification"
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Every event this service's outbox writes; the outbox refuses others, the catalog reads it.
 PUBLISHES: tuple[type[BaseEvent], ...] = (
@@ -45,6 +44,11 @@ def build(settings: NotificationSettings | None = None, *, clock: Clock | None =
     )
 
 
-def main() -> None:
+def start() -> None:
     settings = NotificationSettings()
     serve(build(settings), settings)
+
+
+def main() -> None:
+    """`python -m carebridge_notification` runs the service; `... migrate` is its deploy step."""
+    service_main(SERVICE, MIGRATIONS, start)

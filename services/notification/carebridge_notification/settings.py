@@ -5,11 +5,14 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from carebridge_shared.service import ServiceContext
-from carebridge_shared.settings import ServiceSettings
+from carebridge_shared.settings import ServiceSettings, database_url_field
+
+SERVICE = "notification"
 
 
 class NotificationSettings(ServiceSettings):
     http_port: int = 8004
+    database_url: str = database_url_field(SERVICE)
     smtp_host: str = Field(default="127.0.0.1", description="SMTP server (relay) host.")
     smtp_port: int = Field(default=2525, description="SMTP server port.")
     smtp_sender: str = Field(default="carebridge@localhost", description="From address.")

@@ -19,11 +19,10 @@ from carebridge_contracts import (
 )
 from carebridge_referral import api, handlers
 from carebridge_referral.roster import seed_therapists
-from carebridge_referral.settings import ReferralSettings
+from carebridge_referral.settings import SERVICE, ReferralSettings
 from carebridge_shared.clock import Clock, SystemClock
-from carebridge_shared.service import ServiceDefinition, create_app, serve
+from carebridge_shared.service import ServiceDefinition, create_app, serve, service_main
 
-SERVICE = "referral"
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Every event this service's outbox writes; the outbox refuses others, the catalog reads it.
 PUBLISHES: tuple[type[BaseEvent], ...] = (
@@ -56,6 +55,11 @@ def build(settings: ReferralSettings | None = None, *, clock: Clock | None = Non
     return app
 
 
-def main() -> None:
+def start() -> None:
     settings = ReferralSettings()
     serve(build(settings), settings)
+
+
+def main() -> None:
+    """`python -m carebridge_referral` runs the service; `... migrate` is its deploy step."""
+    service_main(SERVICE, MIGRATIONS, start)

@@ -7,13 +7,17 @@ from pathlib import Path
 from pydantic import Field
 
 from carebridge_contracts.events.common import Modality
-from carebridge_shared.settings import ServiceSettings
+from carebridge_shared.settings import ServiceSettings, database_url_field
 
 DEFAULT_SEED_FILE = Path(__file__).parent / "seed" / "therapists.json"
 
 
+SERVICE = "referral"
+
+
 class ReferralSettings(ServiceSettings):
     http_port: int = 8003
+    database_url: str = database_url_field(SERVICE)
     default_modality: Modality = Field(
         default="CBT", description="Modality of referrals opened from an intake assessment."
     )

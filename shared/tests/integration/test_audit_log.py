@@ -1,4 +1,5 @@
-"""The audit log is append-only in PostgreSQL itself, even for the service role that owns it."""
+"""The audit log is append-only in PostgreSQL itself: the service's role may only INSERT and
+SELECT (ADR 0014); the owner role's triggers are tested in tests/security/test_database_roles.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal
 from carebridge_shared.correlation import correlation_scope
-from carebridge_shared.db import create_pool, migrate
+from carebridge_shared.db import create_pool
 
 pytestmark = pytest.mark.integration
 
@@ -24,9 +25,8 @@ async def pool(
     service_database_url: Callable[[str], str], tmp_path: Path
 ) -> AsyncIterator[asyncpg.Pool]:
     """Booking's schema (shared migrations only), as booking's own role."""
-    pool = await create_pool(service_database_url("booking"), "booking")
+    pool = await create_pool(service_database_url("booking", tmp_path), "booking")
     try:
-        await migrate(pool, "booking", tmp_path)
         yield pool
     finally:
         await pool.close()
@@ -79,8 +79,8 @@ async def test_a_rolled_back_change_leaves_no_row(pool: asyncpg.Pool) -> None:
 async def test_rows_cannot_be_changed_or_removed(pool: asyncpg.Pool, statement: str) -> None:
     async with pool.acquire() as conn:
         await audit.record(conn, PSYCHIATRIST, "read", "appointment", "a-3", "p-3")
-        assert await conn.fetchval("SELECT current_user") == "carebridge_booking"  # the owner
-        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        assert await conn.fetchval("SELECT current_user") == "carebridge_booking"
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
             await conn.execute(statement)
         rows = await audit.trail(conn, "p-3", limit=10)
     assert [(r.actor_sub, r.resource_id) for r in rows] == [("psy-1", "a-3")]

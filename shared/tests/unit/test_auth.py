@@ -19,10 +19,13 @@ from carebridge_booking.app import BookingSettings, build
 from carebridge_devstack.signer import DevSigner, TokenCache
 from carebridge_devstack.testing import bearer
 from carebridge_shared.auth import (
+    DEV_SIGNING_KEY_FILE_ENV,
     AuthNotConfigured,
+    DevAuthRefused,
     Principal,
     TokenRejected,
     TokenVerifier,
+    dev_key_id,
     key_id,
     load_public_keys,
 )
@@ -160,6 +163,67 @@ def test_configuration_errors_stop_the_service(signer: DevSigner) -> None:
     assert load_public_keys(pem, ["ES256", "ES384"])[0].algorithms == ("ES384",)
     with pytest.raises(AuthNotConfigured, match="no token verification key"):
         build(BookingSettings(auth_public_keys=""))
+
+
+@pytest.fixture
+def dev_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DevSigner:
+    """This machine's dev signing key, as the services look for it (in a test's own place)."""
+    path = tmp_path / "dev-auth" / "signing-key.pem"
+    monkeypatch.setenv(DEV_SIGNING_KEY_FILE_ENV, str(path))
+    return DevSigner.load(path)
+
+
+def idp_key() -> str:
+    """A public key of some real identity provider (not the dev key)."""
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def test_a_service_refuses_the_dev_issuer_and_the_dev_key_without_the_dev_flag(
+    dev_key: DevSigner,
+) -> None:
+    with pytest.raises(DevAuthRefused) as refused:
+        build(BookingSettings(auth_public_keys=dev_key.public_pem, dev_auth=False))
+    message = str(refused.value)
+    assert "dev issuer 'carebridge-dev'" in message and "dev signing key" in message
+    assert "CAREBRIDGE_AUTH_ISSUER" in message and "CAREBRIDGE_DEV_AUTH=true" in message
+
+    with pytest.raises(DevAuthRefused, match=r"dev signing key") as refused:
+        build(BookingSettings(auth_public_keys=idp_key() + dev_key.public_pem,
+                              auth_issuer="https://idp.example", dev_auth=False))  # fmt: skip
+    assert "dev issuer" not in str(refused.value)
+    with pytest.raises(DevAuthRefused, match=r"dev issuer") as refused:
+        build(BookingSettings(auth_public_keys=idp_key(), dev_auth=False))
+    assert "signing key" not in str(refused.value)
+
+
+def test_a_service_starts_with_a_real_issuer_or_with_the_dev_flag(
+    dev_key: DevSigner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    production = BookingSettings(
+        auth_public_keys=idp_key(), auth_issuer="https://idp.example", dev_auth=False
+    )
+    assert build(production).state.token_verifier.issuer == "https://idp.example"
+
+    build(BookingSettings(auth_public_keys=dev_key.public_pem, dev_auth=True))
+    assert '"dev_auth_enabled"' in capsys.readouterr().out, "a dev flag in use is logged"
+
+
+def test_without_a_dev_key_on_the_machine_only_the_issuer_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DEV_SIGNING_KEY_FILE_ENV, str(tmp_path / "absent.pem"))
+    assert dev_key_id() is None
+    build(BookingSettings(auth_public_keys=idp_key(), auth_issuer="https://idp", dev_auth=False))
+    with pytest.raises(DevAuthRefused, match="dev issuer"):
+        build(BookingSettings(auth_public_keys=idp_key(), dev_auth=False))
+
+
+def test_the_dev_flag_is_one_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAREBRIDGE_DEV_AUTH", "false")
+    assert BookingSettings().dev_auth is False
+    monkeypatch.setenv("CAREBRIDGE_DEV_AUTH", "true")
+    assert BookingSettings().dev_auth is True
 
 
 def test_the_dev_key_is_made_once_and_private(tmp_path: Path) -> None:

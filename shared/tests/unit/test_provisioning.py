@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from urllib.parse import urlsplit
+
 import pytest
 
-from carebridge_shared.provisioning import main, password_env, service_role, service_url
+from carebridge_shared.provisioning import (
+    main,
+    owner_role,
+    password_env,
+    service_role,
+    service_url,
+)
+from carebridge_shared.service import service_main
+from carebridge_shared.settings_doc import SERVICES, service_settings_class
 
 
 def test_the_service_url_is_the_admin_url_with_the_services_role() -> None:
@@ -26,3 +37,32 @@ def test_the_command_names_what_is_missing(
     assert main(["booking"]) == 2
     err = capsys.readouterr().err
     assert "missing: CAREBRIDGE_BOOKING_DB_PASSWORD" in err and "missing: DATABASE_ADMIN_URL" in err
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_default_database_url_is_the_services_own_login_role(service: str) -> None:
+    """Not a superuser (ADR 0014): the service's login role on the local dev stack."""
+    settings_class = service_settings_class(service)
+    default = urlsplit(settings_class.model_fields["database_url"].default)
+    assert default.username == service_role(service) == f"carebridge_{service}"
+    assert (default.hostname, default.port, default.path) == ("127.0.0.1", 25432, "/carebridge")
+    assert owner_role(service) == f"carebridge_{service}_owner"
+
+
+def test_the_deploy_command_names_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("DATABASE_ADMIN_URL", raising=False)
+    monkeypatch.delenv("CAREBRIDGE_BOOKING_DB_PASSWORD", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        service_main("booking", Path("unused"), lambda: None, ["migrate"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "python -m carebridge_booking migrate" in err
+    assert "missing: DATABASE_ADMIN_URL" in err and "missing: CAREBRIDGE_BOOKING_DB_PASSWORD" in err
+    with pytest.raises(SystemExit) as exited:
+        service_main("booking", Path("unused"), lambda: None, ["migrat"])
+    assert exited.value.code == 2 and "[serve | migrate]" in capsys.readouterr().err
+    started: list[bool] = []
+    service_main("booking", Path("unused"), lambda: started.append(True), [])
+    assert started == [True], "no argument runs the service"

@@ -157,7 +157,9 @@ async def test_valid_assessment_is_stored_and_published_in_sequence(intake: Inta
     envelope, event = parse(record.value)
     assert isinstance(event, AssessmentCompleted)
     assert (envelope.sequence, envelope.subject, envelope.producer) == (1, patient, "intake")
-    assert envelope.correlation_id == correlation
+    # The server's correlation id (ADR 0014), not the caller's: it is the response's header.
+    assert envelope.correlation_id == uuid.UUID(response.headers["X-Correlation-ID"])
+    assert envelope.correlation_id != correlation
     assert event.assessment_id == first_id
     assert (event.phq9_total, event.phq9_band, event.gad7_total, event.gad7_band) == (
         11,
