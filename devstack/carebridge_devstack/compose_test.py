@@ -4,7 +4,7 @@
 2. the compose plugin (built from its Go module when ``docker compose`` is missing);
 3. images: the public ones where a registry answers, else local equivalents (ADR 0016);
    then the services' images from the Dockerfile;
-4. ``docker/tests/test_compose_stack.py``: compose up --wait, the README journey, a SIGKILL,
+4. ``containers/tests/test_compose_stack.py``: compose up --wait, the README journey, a SIGKILL,
    the observability profile, down -v;
 5. the testcontainers path: ``CAREBRIDGE_DEVSTACK=docker`` for the shared runtime's
    integration tests and a journey test;
@@ -42,11 +42,11 @@ T = TypeVar("T")
 
 # The testcontainers path runs these (relative to the repository) in one pytest session.
 TESTCONTAINERS_TESTS = (
-    "docker/tests/test_testcontainers_path.py",
+    "containers/tests/test_testcontainers_path.py",
     "shared/tests/integration",
     "tests/journey/test_patient_journey.py::test_assessment_booking_confirmation_and_reminders",
 )
-COMPOSE_TESTS = ("docker/tests/test_compose_stack.py",)
+COMPOSE_TESTS = ("containers/tests/test_compose_stack.py",)
 THIRD_PARTY: tuple[ImageName, ...] = ("python", "kafka", "postgres", "prometheus")
 # Variables that would send the tests to another stack than the containers.
 STACK_VARIABLES = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "CAREBRIDGE_DEVSTACK")

@@ -94,12 +94,8 @@ def _docker_endpoints() -> Iterator[StackEndpoints]:
     # container starts); the broker reaches itself over BROKER inside the container.
     host = os.environ.get("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
     host_port = free_port()
-    # Published on loopback only, so the tests' traffic stays on this machine. docker-py takes
-    # (host ip, port) bindings; testcontainers' annotation names only the port.
-    loopback = "127.0.0.1"
     kafka = (
         DockerContainer(IMAGES["kafka"].current())
-        .with_bind_ports(9092, (loopback, host_port))  # type: ignore[arg-type]
         .with_envs(
             KAFKA_NODE_ID="1",
             KAFKA_PROCESS_ROLES="broker,controller",
@@ -126,7 +122,10 @@ def _docker_endpoints() -> Iterator[StackEndpoints]:
         IMAGES["postgres"].current(), username="postgres", password="postgres",
         dbname="carebridge", driver=None,
     )  # fmt: skip
-    postgres.with_bind_ports(5432, (loopback, free_port()))  # type: ignore[arg-type]
+    # Published on loopback only, so the tests' traffic stays on this machine. docker-py takes
+    # (host ip, port) bindings; testcontainers' with_bind_ports takes only a port.
+    kafka.ports["9092"] = ("127.0.0.1", host_port)  # type: ignore[assignment]
+    postgres.ports["5432"] = ("127.0.0.1", free_port())  # type: ignore[assignment]
     with kafka, postgres:
         url = postgres.get_connection_url(driver=None)
         yield StackEndpoints(f"{host}:{host_port}", url, "docker")

@@ -1,7 +1,8 @@
 """Images for docker compose and testcontainers: pulled where a registry answers, else built here.
 
 Where no registry answers (ADR 0016), equivalents are built on the engine itself, each from a
-recipe in ``docker/`` of the repository:
+recipe in ``containers/`` of the repository (not ``docker/``: a top-level ``docker``
+directory would shadow the Docker SDK testcontainers imports, under pytest's importlib mode):
 
 - ``carebridge-local/debian:bookworm``: ``debootstrap --variant=minbase`` with the mirror apt
   already uses, then ``docker import``;
@@ -39,6 +40,12 @@ RECIPE_LABEL = "org.carebridge.recipe"
 COMPOSE_MODULE = "github.com/docker/compose/v2"
 COMPOSE_VERSION = "v2.40.3"
 PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
+# Prometheus registers every cloud service discovery (AWS, Azure, Kubernetes ...) in
+# plugins/plugins.go; the local build keeps only plugins/minimum.go's file and HTTP discovery
+# (and static targets, which are built in): a fraction of the compile time and size.
+PROMETHEUS_PLUGINS = (
+    "// Only plugins/minimum.go's discovery (carebridge local build).\npackage plugins\n"
+)
 DEBIAN_SUITE = "bookworm"
 DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 IMAGES_MODE_ENV = "CAREBRIDGE_IMAGES"  # auto (default) | public | local
@@ -181,10 +188,17 @@ class Docker:
 
 
 def go_build(
-    console: Console, module: str, version: str, package: str, output: Path, *, tags: str = ""
+    console: Console,
+    module: str,
+    version: str,
+    package: str,
+    output: Path,
+    *,
+    replace_files: Mapping[str, str] | None = None,
 ) -> Path:
     """``go build`` of ``package`` inside ``module@version`` from the Go module proxy, once:
-    ``go install`` refuses modules with replace directives, so download, then build in place."""
+    ``go install`` refuses modules with replace directives, so download, then build in place.
+    ``replace_files`` (path in the module -> new content) builds a patched copy instead."""
     if output.is_file():
         return output
     go = shutil.which("go")
@@ -204,11 +218,20 @@ def go_build(
             "check that the Go module proxy is reachable (GOPROXY), then rerun",
         )
     source = Path(json.loads(out.stdout)["Dir"])
+    if replace_files:
+        patched = docker_cache() / "src" / f"{name}"
+        shutil.rmtree(patched, ignore_errors=True)
+        patched.parent.mkdir(parents=True, exist_ok=True)
+        # the module cache is read-only: a writable copy
+        subprocess.run(["cp", "-r", "--no-preserve=mode", str(source), str(patched)], check=True)
+        for relative, content in replace_files.items():
+            (patched / relative).write_text(content)
+        source = patched
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(name + ".partial")
     cmd = [
-        "nice", "-n", "10", go, "build", "-trimpath", "-ldflags", "-s -w",
-        *(["-tags", tags] if tags else []), "-o", str(partial), package,
+        "nice", "-n", "10", go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(partial),
+        package,
     ]  # fmt: skip
     run_step(
         console, f"Building {name} from the Go module {module}@{version} (first run only)",
@@ -217,6 +240,8 @@ def go_build(
         hint=f"read the log; the result is cached as {output}: a binary you put there is used",
     )  # fmt: skip
     partial.rename(output)
+    if replace_files:
+        shutil.rmtree(source, ignore_errors=True)
     return output
 
 
@@ -324,7 +349,7 @@ def ensure_debian_base(docker: Docker) -> str:
 
 
 def recipe_dir(name: str) -> Path:
-    return find_repo_root() / "docker" / name
+    return find_repo_root() / "containers" / name
 
 
 def kafka_tools_jar(docker: Docker) -> Path:
@@ -379,7 +404,7 @@ def build_local(docker: Docker, spec: ImageSpec, base: str) -> None:
         binary = go_build(
             docker.console, PROMETHEUS_MODULE, version, "./cmd/prometheus",
             docker_cache() / "bin" / f"prometheus-{version}",
-            tags="remove_all_sd",  # static targets only: no cloud service-discovery SDKs
+            replace_files={"plugins/plugins.go": PROMETHEUS_PLUGINS},
         )  # fmt: skip
         extra = {"prometheus": binary}
         inputs.append(version)
@@ -468,8 +493,8 @@ def project_images(compose_file: Path) -> list[ProjectImage]:
 
 def stage_build_ca(root: Path) -> None:
     """Copy the CA bundle ``SSL_CERT_FILE`` names (else the host's, Debian's path) where the
-    Dockerfile's build stage reads it (docker/build-ca/README.md); none: remove a stale copy."""
-    target = root / "docker" / "build-ca" / "ca-bundle.pem"
+    Dockerfile's build stage reads it (containers/build-ca/README.md); none: remove a stale copy."""
+    target = root / "containers" / "build-ca" / "ca-bundle.pem"
     source = os.environ.get("SSL_CERT_FILE", "").strip() or SYSTEM_CA_BUNDLE
     if source and Path(source).is_file():
         data = Path(source).read_bytes()
