@@ -195,6 +195,7 @@ def go_build(
     output: Path,
     *,
     replace_files: Mapping[str, str] | None = None,
+    ldflags: str = "-s -w",
 ) -> Path:
     """``go build`` of ``package`` inside ``module@version`` from the Go module proxy, once:
     ``go install`` refuses modules with replace directives, so download, then build in place.
@@ -230,7 +231,7 @@ def go_build(
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(name + ".partial")
     cmd = [
-        "nice", "-n", "10", go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(partial),
+        "nice", "-n", "10", go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(partial),
         package,
     ]  # fmt: skip
     run_step(
@@ -260,6 +261,7 @@ def ensure_compose_plugin(docker: Docker) -> str:
     binary = go_build(
         docker.console, COMPOSE_MODULE, COMPOSE_VERSION, "./cmd",
         docker_cache() / "bin" / f"docker-compose-{COMPOSE_VERSION}",
+        ldflags=f"-s -w -X {COMPOSE_MODULE}/internal.Version={COMPOSE_VERSION}",
     )  # fmt: skip
     config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
     plugin = config / "cli-plugins" / "docker-compose"
