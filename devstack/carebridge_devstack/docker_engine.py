@@ -37,6 +37,15 @@ DATA_ROOT_ENV = "CAREBRIDGE_DOCKER_DATA_ROOT"
 # Unix socket paths are limited to 108 bytes (containerd's lives under the exec-root): short.
 DEFAULT_RUN_DIR = Path("/run/carebridge-docker")
 START_TIMEOUT_S = 90.0
+# The containers' parent cgroup and its CPU weight. Under cgroup v1 with autogroup, a cgroup
+# competes for CPU as one entity against every session on the host: with the default weight
+# (1024) a machine busy with other stacks leaves the whole compose project the share of one
+# process (Kafka took minutes to start). 8192 gives it about the weight of the native stack's
+# processes, which run as several sessions.
+CGROUP_PARENT = "carebridge-docker"
+CPU_SHARES_ENV = "CAREBRIDGE_DOCKER_CPU_SHARES"
+DEFAULT_CPU_SHARES = 8192
+CPU_CGROUP_ROOT = Path("/sys/fs/cgroup/cpu")
 
 
 @dataclass(frozen=True)
@@ -111,7 +120,21 @@ class PrivateDaemon:
             "--data-root", str(self.data_root),
             "--config-file", str(self.config_file),  # not /etc/docker/daemon.json
             "--iptables=false", "--ip-masq=false",
+            "--exec-opt", "native.cgroupdriver=cgroupfs", "--cgroup-parent", f"/{CGROUP_PARENT}",
         ]  # fmt: skip
+
+    def weigh_cgroup(self) -> None:
+        """Give the containers' parent cgroup its CPU weight (see CGROUP_PARENT), where the
+        cgroup v1 cpu controller is mounted; elsewhere the kernel's defaults stay."""
+        if not CPU_CGROUP_ROOT.is_dir():
+            return
+        shares = os.environ.get(CPU_SHARES_ENV) or str(DEFAULT_CPU_SHARES)
+        group = CPU_CGROUP_ROOT / CGROUP_PARENT
+        try:
+            group.mkdir(exist_ok=True)
+            (group / "cpu.shares").write_text(shares)
+        except OSError as exc:
+            self.console.print(f"[yellow]![/] could not set {group}/cpu.shares ({exc}); continuing")
 
     def start(self) -> str:
         """Start the daemon (installing Debian's engine first if needed); return its version.
@@ -126,6 +149,7 @@ class PrivateDaemon:
         for path in (self.run_dir, self.data_root, self.log_file.parent):
             path.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(json.dumps({}) + "\n")
+        self.weigh_cgroup()
         self.socket.unlink(missing_ok=True)
         started = time.monotonic()
         with self.log_file.open("ab") as log:
