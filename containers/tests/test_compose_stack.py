@@ -43,7 +43,8 @@ REPORT_DIR = Path(os.environ.get("CAREBRIDGE_COMPOSE_REPORT_DIR", ".compose-test
 COMPOSE: dict[str, Any] = yaml.safe_load(compose_file().read_text())
 ALWAYS_ON = sorted(n for n, s in COMPOSE["services"].items() if "profiles" not in s)
 ONE_SHOT = "db-provision"
-UP_TIMEOUT_S = 1200  # generous: on a 2-core machine shared with other stacks, Kafka alone took 5 min
+# generous: on a 2-core machine shared with other stacks, Kafka alone once took 5 minutes
+UP_TIMEOUT_S = 1200
 
 
 @dataclass

@@ -187,6 +187,9 @@ class PrivateDaemon:
             self.console.print("[green]✓[/] private Docker engine stopped")
         self.socket.unlink(missing_ok=True)
         self.pid_file.unlink(missing_ok=True)
+        for group in CPU_CGROUP_ROOT.parent.glob(f"*/{CGROUP_PARENT}"):
+            with contextlib.suppress(OSError):  # gone, or still holds a container: keep it
+                group.rmdir()
 
 
 def ensure_debian_engine(console: Console) -> str:
