@@ -88,10 +88,15 @@ def stack() -> Iterator[Stack]:
                     timeout=UP_TIMEOUT_S + 60)  # fmt: skip
         yield Stack(compose, observability, ports, volumes, networks, time.monotonic() - started)
     finally:
-        REPORT_DIR.mkdir(parents=True, exist_ok=True)
-        logs = observability.run("logs", "--no-color", "--timestamps", check=False)
-        (REPORT_DIR / "compose-logs.txt").write_text(logs.stdout + logs.stderr)
+        if observability.run("ps", "--all", "--quiet", check=False).stdout.strip():
+            save_logs(observability)  # a test failed before test_down took them
         observability.run("down", "--volumes", "--remove-orphans", check=False)
+
+
+def save_logs(compose: ComposeProject) -> None:
+    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    logs = compose.run("logs", "--no-color", "--timestamps", check=False)
+    (REPORT_DIR / "compose-logs.txt").write_text(logs.stdout + logs.stderr)
 
 
 def test_every_container_is_healthy(stack: Stack) -> None:
@@ -198,6 +203,7 @@ def test_observability_profile_scrapes_the_four_services(stack: Stack) -> None:
 
 
 def test_down_removes_every_container_network_and_volume(stack: Stack) -> None:
+    save_logs(stack.observability)
     stack.observability.run("down", "--volumes", "--remove-orphans")
     label = f"label=com.docker.compose.project={stack.compose.project}"
     assert ids("ps", "-a", "--filter", label) == set()
