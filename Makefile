@@ -10,7 +10,7 @@ PY := .venv/bin/python
 DEVSTACK := $(PY) -m carebridge_devstack
 STACK_ENV := .stack/stack.env
 
-.PHONY: docs docs-serve docs-screenshot help install stack-up stack-down stack-status lint test test-unit run schemas chaos chaos-cluster bench clean
+.PHONY: docs docs-serve docs-screenshot help install stack-up stack-down stack-status lint test test-unit run schemas chaos chaos-cluster bench clean compose-test docker-up docker-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -49,6 +49,15 @@ test: install lint ## Start the stack, run every test, stop the stack; non-zero 
 
 test-unit: install ## Only the tests that need no Kafka or PostgreSQL
 	@$(PY) -m pytest -m "not integration and not journey" $(PYTEST_ARGS)
+
+compose-test: install ## docker compose + testcontainers for real (engine, plugin, images made when missing; cached)
+	@$(DEVSTACK) compose-test $(COMPOSE_TEST_ARGS)
+
+docker-up: install ## Engine + compose plugin + images for `docker compose up`; prints the variables to export
+	@$(DEVSTACK) docker-up
+
+docker-down: ## Stop the private Docker engine docker-up started (images stay cached)
+	@$(DEVSTACK) docker-down
 
 run: install ## Bring up the stack and the four services, walk a demo patient through; Ctrl-C stops all
 	@$(DEVSTACK) run

@@ -1,4 +1,8 @@
-"""docker-compose.yml cannot run here (no Docker engine): check it against the code instead."""
+"""docker-compose.yml checked against the code, as text (fast, no Docker engine needed).
+
+`make compose-test` runs the file for real (containers/tests); these checks keep the file, the
+settings and the image table (carebridge_devstack.images) in step on every `make test`.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import yaml
 from prometheus_client import REGISTRY
 
 import carebridge_shared.metrics  # noqa: F401 - registers the metrics the dashboard queries
+from carebridge_devstack.compose import published_ports
+from carebridge_devstack.images import IMAGES
 from carebridge_shared.provisioning import ADMIN_URL_ENV, password_env, service_role
 from carebridge_shared.settings import ServiceSettings
 from carebridge_shared.settings_doc import SERVICES, env_settings, service_settings_class
@@ -20,14 +26,55 @@ from carebridge_shared.settings_doc import SERVICES, env_settings, service_setti
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES_IN_COMPOSE: dict[str, Any] = COMPOSE["services"]
+PUBLISHED = published_ports(ROOT / "docker-compose.yml")
 
 
 def test_infrastructure_images_and_healthchecks() -> None:
-    assert SERVICES_IN_COMPOSE["kafka"]["image"].startswith("apache/kafka:")
+    assert SERVICES_IN_COMPOSE["kafka"]["image"].endswith(":-apache/kafka:4.1.1}")
     assert SERVICES_IN_COMPOSE["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    assert SERVICES_IN_COMPOSE["postgres"]["image"].startswith("postgres:")
+    assert SERVICES_IN_COMPOSE["postgres"]["image"].endswith(":-postgres:15}")
     for name in ("kafka", "postgres", "smtp"):
         assert "healthcheck" in SERVICES_IN_COMPOSE[name], name
+
+
+def test_public_images_are_the_defaults_and_each_has_its_variable() -> None:
+    """A user with a registry runs exactly the file they read; `make compose-test` overrides
+    each image through the variable carebridge_devstack.images names (ADR 0016)."""
+    for name in ("kafka", "postgres", "prometheus"):
+        spec = IMAGES[name]
+        assert SERVICES_IN_COMPOSE[name]["image"] == f"${{{spec.variable}:-{spec.public}}}"
+    python = IMAGES["python"]
+    for name, spec in SERVICES_IN_COMPOSE.items():
+        if "build" in spec:
+            assert (
+                spec["build"]["args"]["PYTHON_IMAGE"] == f"${{{python.variable}:-{python.public}}}"
+            )
+            assert spec["image"].startswith("carebridge/"), name
+    assert SERVICES_IN_COMPOSE["grafana"]["image"].startswith("${CAREBRIDGE_GRAFANA_IMAGE:-")
+
+
+def test_ports_are_published_on_loopback_each_with_its_variable() -> None:
+    """Every published port is 127.0.0.1:${CAREBRIDGE_COMPOSE_<NAME>_PORT:-<documented>}, so a
+    compose stack can run beside a native one (published_ports refuses any other form)."""
+    publishing = {name for name, spec in SERVICES_IN_COMPOSE.items() if spec.get("ports")}
+    assert set(PUBLISHED) == publishing
+    variables = [p.variable for p in PUBLISHED.values()]
+    assert len(set(variables)) == len(variables)
+    for name, port in PUBLISHED.items():
+        assert port.variable == f"CAREBRIDGE_COMPOSE_{name.upper()}_PORT"
+    kafka = SERVICES_IN_COMPOSE["kafka"]["environment"]
+    assert PUBLISHED["kafka"].default == 29092 and PUBLISHED["postgres"].default == 25432
+    # host clients get the published port back from the broker's EXTERNAL listener
+    assert (
+        f"EXTERNAL://127.0.0.1:${{{PUBLISHED['kafka'].variable}:-29092}}"
+        in kafka["KAFKA_ADVERTISED_LISTENERS"]
+    )
+    assert f"EXTERNAL://:{PUBLISHED['kafka'].container_port}" in kafka["KAFKA_LISTENERS"]
+
+
+@pytest.mark.parametrize("service", [*SERVICES, "smtp"])
+def test_long_running_services_restart_after_a_crash(service: str) -> None:
+    assert SERVICES_IN_COMPOSE[service]["restart"] == "unless-stopped"
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -40,7 +87,7 @@ def test_service_matches_its_settings(service: str) -> None:
 
     port = int(env["CAREBRIDGE_HTTP_PORT"])
     assert port == service_settings_class(service).model_fields["http_port"].default
-    assert f"{port}:{port}" in spec["ports"]
+    assert (PUBLISHED[service].default, PUBLISHED[service].container_port) == (port, port)
     assert env["CAREBRIDGE_HTTP_HOST"] == "0.0.0.0"
     health = " ".join(spec["healthcheck"]["test"])
     assert re.search(rf"127\.0\.0\.1:{port}/readyz", health), health
@@ -107,7 +154,19 @@ def test_settings_load_from_the_compose_environment(monkeypatch: pytest.MonkeyPa
 def test_dockerfile_installs_the_selected_service() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'uv sync --frozen --no-dev --package "carebridge-${SERVICE}"' in dockerfile
-    assert "FROM python:3.11" in dockerfile
+    assert f"ARG PYTHON_IMAGE={IMAGES['python'].public}" in dockerfile
+
+
+def test_dockerfile_reads_the_build_ca_in_the_build_stage_only() -> None:
+    """The CA bundle for TLS-intercepting proxies is for the build, never in a shipped image:
+    the final stage takes /app from the build stage and nothing else."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    build, final = dockerfile.split("\nFROM ${PYTHON_IMAGE}\n")
+    assert "FROM ${PYTHON_IMAGE} AS build" in build
+    assert "build-ca" in build and "build-ca" not in final and "SSL_CERT_FILE" not in final
+    copies = [line for line in final.splitlines() if line.startswith("COPY")]
+    assert copies == ["COPY --from=build /app /app"]
+    assert (ROOT / "containers" / "build-ca" / ".gitignore").read_text().split() == ["*.pem"]
 
 
 # --- the optional observability profile (ADR 0010) -----------------------------------------
@@ -156,7 +215,7 @@ def test_prometheus_scrapes_every_service_on_its_port() -> None:
     for service in SERVICES:
         port = service_settings_class(service).model_fields["http_port"].default
         assert targets[service] == [f"{service}:{port}"], service
-        assert f"{port}:{port}" in SERVICES_IN_COMPOSE[service]["ports"]
+        assert PUBLISHED[service].container_port == port
     rules = list(config["rule_files"])
     assert rules == ["/etc/prometheus/alerts.yml"] and rules[0] in mounts
 
@@ -175,7 +234,7 @@ def test_grafana_provisions_prometheus_and_the_dashboard() -> None:
         "datasources"
     ]
     assert urlparse(datasource["url"]).hostname == "prometheus"
-    assert f"{urlparse(datasource['url']).port}:" in SERVICES_IN_COMPOSE["prometheus"]["ports"][0]
+    assert urlparse(datasource["url"]).port == PUBLISHED["prometheus"].container_port
     [provider] = yaml.safe_load((provisioning / "dashboards" / "carebridge.yml").read_text())[
         "providers"
     ]

@@ -265,6 +265,51 @@ def token(
     )
 
 
+@app.command(
+    name="compose-test", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def compose_test_command(
+    ctx: typer.Context,
+    compose: Annotated[
+        bool, typer.Option("--compose/--no-compose", help="docker compose tests")
+    ] = True,
+    testcontainers: Annotated[
+        bool, typer.Option("--testcontainers/--no-testcontainers", help="testcontainers path")
+    ] = True,
+) -> None:
+    """docker compose and the testcontainers path, run for real on a Docker engine (the one
+    that answers, else a private one it starts and stops); extra arguments go to pytest."""
+    from .compose_test import compose_test
+
+    code = compose_test(err, compose=compose, testcontainers=testcontainers, pytest_args=ctx.args)
+    raise typer.Exit(code)
+
+
+@app.command(name="docker-up")
+def docker_up() -> None:
+    """Engine, compose plugin and every image docker-compose.yml needs (built locally where no
+    registry answers); leaves a private engine running and prints the variables to export."""
+    from .compose_test import prepare_compose
+
+    try:
+        variables = prepare_compose(err)
+    except DevstackError as exc:
+        raise _fail(exc) from None
+    for key, value in variables.items():
+        out.print(f"export {key}={shlex.quote(value)}", highlight=False, soft_wrap=True)
+    err.print(
+        'use it:  eval "$(python -m carebridge_devstack docker-up)"; docker compose up --wait'
+    )
+
+
+@app.command(name="docker-down")
+def docker_down() -> None:
+    """Stop the private Docker engine `docker-up` left running (its images stay cached)."""
+    from .docker_engine import PrivateDaemon
+
+    PrivateDaemon(err).stop()
+
+
 def main() -> None:
     app()
 

@@ -3,7 +3,11 @@
 Resolution order (``provide_endpoints``):
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL`` both set: use them as they are.
-2. A Docker engine answers ``docker info``: ``apache/kafka`` and ``postgres`` containers.
+2. A Docker engine answers ``docker info``: Kafka and PostgreSQL containers (testcontainers)
+   of the images ``images.IMAGES`` names (``CAREBRIDGE_KAFKA_IMAGE``/``..._POSTGRES_IMAGE``
+   override them, e.g. with the local builds of ``make compose-test``), published on
+   127.0.0.1 only. Set ``TESTCONTAINERS_RYUK_DISABLED=true`` where the Ryuk image cannot be
+   pulled: the containers are removed when the session ends either way.
 3. Otherwise the native :class:`~carebridge_devstack.stack.Stack` (shared by concurrent
    sessions; stopped at the end only if a session started it).
 
@@ -25,10 +29,9 @@ from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from ._util import DevstackError, free_port, run_async
+from .images import IMAGES
 
 Source = Literal["env", "docker", "native"]
-KAFKA_IMAGE = os.environ.get("CAREBRIDGE_KAFKA_IMAGE", "apache/kafka:4.1.1")
-POSTGRES_IMAGE = os.environ.get("CAREBRIDGE_POSTGRES_IMAGE", "postgres:15")
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,7 @@ def _docker_endpoints() -> Iterator[StackEndpoints]:
     host = os.environ.get("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
     host_port = free_port()
     kafka = (
-        DockerContainer(KAFKA_IMAGE)
-        .with_bind_ports(9092, host_port)
+        DockerContainer(IMAGES["kafka"].current())
         .with_envs(
             KAFKA_NODE_ID="1",
             KAFKA_PROCESS_ROLES="broker,controller",
@@ -119,8 +121,13 @@ def _docker_endpoints() -> Iterator[StackEndpoints]:
         .waiting_for(LogMessageWaitStrategy("Kafka Server started"))
     )
     postgres = PostgresContainer(
-        POSTGRES_IMAGE, username="postgres", password="postgres", dbname="carebridge", driver=None
-    )
+        IMAGES["postgres"].current(), username="postgres", password="postgres",
+        dbname="carebridge", driver=None,
+    )  # fmt: skip
+    # Published on loopback only, so the tests' traffic stays on this machine. docker-py takes
+    # (host ip, port) bindings; testcontainers' with_bind_ports takes only a port.
+    kafka.ports["9092"] = ("127.0.0.1", host_port)  # type: ignore[assignment]
+    postgres.ports["5432"] = ("127.0.0.1", free_port())  # type: ignore[assignment]
     with kafka, postgres:
         url = postgres.get_connection_url(driver=None)
         yield StackEndpoints(f"{host}:{host_port}", url, "docker")
