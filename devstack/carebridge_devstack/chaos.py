@@ -30,7 +30,7 @@ from .chaos_faults import FaultRecord, FaultScheduler, make_plan
 from .chaos_load import Client, Journey, LoadConfig, LoadStats, run_load, set_up
 from .chaos_oracle import Verdict, check
 from .chaos_poison import Poison, consumed_topics, inject, poison_set
-from .endpoints import StackEndpoints
+from .kafka_auth import adopt_stack_login
 from .stack import Stack
 from .system import SERVICES, LocalSystem, SystemPorts
 
@@ -291,6 +291,7 @@ def run_chaos(config: ChaosConfig, console: Console | None = None) -> ChaosResul
         stack.down(purge=True)
     t0 = time.monotonic()
     info = stack.up()
+    adopt_stack_login(info.kafka_env)  # the oracle, poison and backlog log in as the admin
     console.print(f"private stack ready in {info.total_s:.1f}s: {info.kafka_bootstrap}, "
                   f"{info.database_url}")  # fmt: skip
     work = config.work_dir or stack_dir / "run"
@@ -299,7 +300,7 @@ def run_chaos(config: ChaosConfig, console: Console | None = None) -> ChaosResul
     rf = str(min(3, config.kafka_nodes))
     common = {"CAREBRIDGE_KAFKA_REPLICATION_FACTOR": rf, "CAREBRIDGE_DB_POOL_MAX_SIZE": "6"}
     system = LocalSystem(
-        StackEndpoints(info.kafka_bootstrap, info.database_url, "native"), work,
+        info.endpoints, work,
         ports=SystemPorts(services={n: free_port() for n in SERVICES}, smtp=free_port()),
         extra_env={name: dict(common) for name in SERVICES},
         replicas={name: config.replicas for name in SERVICES if name != "intake"}

@@ -656,8 +656,11 @@ class KafkaCluster:
             if formatted and have.get("sasl") != sasl:
                 raise DevstackError(
                     f"Kafka data in {self.base_dir} was formatted with SASL {have.get('sasl')}, "
-                    f"now {sasl} requested (SCRAM users are stored when storage is formatted)",
-                    "wipe it with `python -m carebridge_devstack down --purge` and start again",
+                    f"now {sasl} requested (SCRAM users are stored when storage is formatted; "
+                    "CAREBRIDGE_KAFKA_AUTH=none asks for a plaintext broker, the default is "
+                    "SCRAM logins with ACLs)",
+                    "wipe it with `python -m carebridge_devstack down --purge` and start again "
+                    "(or set CAREBRIDGE_KAFKA_AUTH as when the data was made)",
                 )
             if have.get("nodes") != wanted["nodes"] and formatted:
                 raise DevstackError(

@@ -26,7 +26,7 @@ Pattern = Literal["literal", "prefixed"]
 Operation = Literal["read", "write", "delete"]
 
 PRINCIPAL_PREFIX = "carebridge-"
-ADMIN_PRINCIPAL = "carebridge-admin"
+ADMIN = "admin"
 OPS = "ops"
 ANY = "*"  # a literal resource name that matches every resource of its type
 
@@ -34,6 +34,9 @@ ANY = "*"  # a literal resource name that matches every resource of its type
 def principal_name(role: str) -> str:
     """The SCRAM user of a service (``carebridge-booking``) or of ops (``carebridge-ops``)."""
     return f"{PRINCIPAL_PREFIX}{role}"
+
+
+ADMIN_PRINCIPAL = principal_name(ADMIN)
 
 
 def password_variable(role: str) -> str:
@@ -104,10 +107,10 @@ def service_principal(service: str, consumed: list[str] | None = None) -> Princi
 def ops_principal() -> Principal:
     events = [str(topic) for topic in Topic]
     audit = str(OpsTopic.DLQ_REDRIVE_AUDIT)
-    grants = [Grant("topic", t, "read", why="events tail, replay, projection rebuild") for t in events]
-    grants += [
-        Grant("topic", dlq_topic(t), "read", why="dlq list, show, redrive") for t in events
+    grants = [
+        Grant("topic", t, "read", why="events tail, replay, projection rebuild") for t in events
     ]
+    grants += [Grant("topic", dlq_topic(t), "read", why="dlq list, show, redrive") for t in events]
     grants += [
         Grant("topic", audit, "read", why="dlq audit; the redrive ledger"),
         Grant(

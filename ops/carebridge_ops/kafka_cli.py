@@ -19,7 +19,9 @@ from carebridge_ops.kafka_access import (
     principal_name,
 )
 
-app = typer.Typer(help="Kafka principals and ACLs: show them, provision them.", no_args_is_help=True)
+app = typer.Typer(
+    help="Kafka principals and ACLs: show them, provision them.", no_args_is_help=True
+)
 
 
 @app.callback()
@@ -63,9 +65,7 @@ A user whose password variable is unset keeps its password (it must exist alread
 @app.command("provision", help=PROVISION_HELP)
 def provision_command(
     bootstrap: Bootstrap = None,
-    partitions: Annotated[
-        int, typer.Option(help="Partitions of the topics created.", min=1)
-    ] = 3,
+    partitions: Annotated[int, typer.Option(help="Partitions of the topics created.", min=1)] = 3,
     replication_factor: Annotated[
         int | None,
         typer.Option(help="Replication factor of the topics created [default: min(3, brokers)]."),

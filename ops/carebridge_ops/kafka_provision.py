@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
@@ -28,6 +29,7 @@ from confluent_kafka.admin import (
     ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
+    UserScramCredentialAlteration,
     UserScramCredentialUpsertion,
 )
 
@@ -53,8 +55,15 @@ _RESOURCES = {
     "transactional_id": ResourceType.TRANSACTIONAL_ID,
 }
 _PATTERNS = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
-_OPERATIONS = {"read": AclOperation.READ, "write": AclOperation.WRITE, "delete": AclOperation.DELETE}
-_MECHANISMS = {"SCRAM-SHA-256": ScramMechanism.SCRAM_SHA_256, "SCRAM-SHA-512": ScramMechanism.SCRAM_SHA_512}
+_OPERATIONS = {
+    "read": AclOperation.READ,
+    "write": AclOperation.WRITE,
+    "delete": AclOperation.DELETE,
+}
+_MECHANISMS = {
+    "SCRAM-SHA-256": ScramMechanism.SCRAM_SHA_256,
+    "SCRAM-SHA-512": ScramMechanism.SCRAM_SHA_512,
+}
 
 Echo = Callable[[str], None]
 
@@ -112,24 +121,27 @@ def binding(principal: Principal, grant: Grant) -> AclBinding:
     )
 
 
-def _key(acl: AclBinding) -> tuple[str, str, str, str, str, str, str]:
+def _name(value: object) -> str:
+    """An ACL field's enum name (confluent-kafka types them as enum, str or int)."""
+    return value.name if isinstance(value, Enum) else str(value)
+
+
+def _key(acl: AclBinding) -> tuple[str, ...]:
     return (
-        acl.restype.name,
+        _name(acl.restype),
         acl.name,
-        acl.resource_pattern_type.name,
+        _name(acl.resource_pattern_type),
         acl.principal,
         acl.host,
-        acl.operation.name,
-        acl.permission_type.name,
+        _name(acl.operation),
+        _name(acl.permission_type),
     )
 
 
 class Provisioner:
     """One admin connection; `run` applies the plan."""
 
-    def __init__(
-        self, bootstrap_servers: str, admin: KafkaSecurity, *, echo: Echo = print
-    ) -> None:
+    def __init__(self, bootstrap_servers: str, admin: KafkaSecurity, *, echo: Echo = print) -> None:
         self._login_errors: list[str] = []
         self.admin_login = admin.describe()
         self.mechanism = admin.sasl_mechanism
@@ -202,9 +214,10 @@ class Provisioner:
     def users(
         self, plan: list[Principal], passwords: Mapping[str, str], report: ProvisionReport
     ) -> None:
-        existing = set(self._wait(self.client.describe_user_scram_credentials(), "list users"))
+        every_user = cast(Future[Any], self.client.describe_user_scram_credentials())
+        existing = set(self._wait(every_user, "list users"))
         mechanism = _MECHANISMS[self.mechanism]
-        upserts = []
+        upserts: list[UserScramCredentialAlteration] = []
         for principal in plan:
             password = passwords.get(principal.role)
             if password:
@@ -257,10 +270,10 @@ class Provisioner:
         for principal in plan:
             query = AclBindingFilter(
                 ResourceType.ANY,
-                None,
+                None,  # type: ignore[arg-type]  # None matches any name (the library's docs)
                 ResourcePatternType.ANY,
                 f"User:{principal.name}",
-                None,
+                None,  # type: ignore[arg-type]  # any host
                 AclOperation.ANY,
                 AclPermissionType.ANY,
             )
@@ -268,7 +281,9 @@ class Provisioner:
                 found[_key(acl)] = acl
         return found
 
-    def _until_acls(self, plan: list[Principal], wanted: set[tuple[str, ...]], *, prune: bool) -> None:
+    def _until_acls(
+        self, plan: list[Principal], wanted: set[tuple[str, ...]], *, prune: bool
+    ) -> None:
         """Brokers apply ACL records from the metadata log a moment after the controller took
         them: wait until they are in force, so a service started next is not refused."""
         deadline = time.monotonic() + TIMEOUT_S
@@ -282,9 +297,7 @@ class Provisioner:
 
     # -- topics
 
-    def topics(
-        self, report: ProvisionReport, *, partitions: int, replication_factor: int
-    ) -> None:
+    def topics(self, report: ProvisionReport, *, partitions: int, replication_factor: int) -> None:
         existing = set(self.client.list_topics(timeout=15).topics)
         audit = str(OpsTopic.DLQ_REDRIVE_AUDIT)
         new = [
@@ -343,9 +356,8 @@ def provision(
 
 def _describe(acl: AclBinding) -> str:
     suffix = "*" if acl.resource_pattern_type == ResourcePatternType.PREFIXED else ""
-    return (
-        f"ALLOW {acl.principal} {acl.operation.name} {acl.restype.name.lower()} {acl.name}{suffix}"
-    )
+    resource = _name(acl.restype).lower()
+    return f"ALLOW {acl.principal} {_name(acl.operation)} {resource} {acl.name}{suffix}"
 
 
 def _exact_filter(acl: AclBinding) -> AclBindingFilter:
