@@ -205,6 +205,9 @@ class ConsumerRuntime:
             graceful_timeout=graceful_timeout,
             logger=None,
             security=(security or env_security()).faststream_security(),
+            # the service made sure of its topics (ensure_topics) with a login that may not
+            # create other topics; FastStream's own attempt would only be refused (ACLs)
+            allow_auto_create_topics=False,
         )
         self.started = False
 
