@@ -43,6 +43,7 @@ from .postgres import PostgresServer
 
 T = TypeVar("T")
 
+LOGINS_FILE = "kafka-logins.json"  # under the stack directory; it survives `down --purge`
 DEFAULT_KAFKA_PORT = 29092
 DEFAULT_PG_PORT = 25432
 
@@ -175,9 +176,7 @@ class Stack:
         if self.kafka_auth == "scram":
             from carebridge_ops.kafka_access import managed_roles
 
-            self.logins = StackLogins.load_or_create(
-                self.dir / "kafka-logins.json", managed_roles()
-            )
+            self.logins = StackLogins.load_or_create(self.dir / LOGINS_FILE, managed_roles())
             sasl = SaslScram(self.logins.format_time_users(), MECHANISM, authorize=True)
         self.kafka = KafkaCluster(
             self.dir / "kafka",
