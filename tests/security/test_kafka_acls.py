@@ -219,6 +219,12 @@ async def test_a_care_team_formed_not_from_referral_changes_nothing(
         assert {
             name: system.group[name].spec.env["CAREBRIDGE_KAFKA_SASL_USERNAME"] for name in groups
         } == {name: principal(name) for name in groups}, "each service logs in as itself"
+        for name in ("intake", "booking", "referral", "notification"):
+            await eventually(
+                lambda name=name: _lag_sampled(system.url(name)),  # type: ignore[misc]
+                timeout=60,
+                what=f"{name}'s consumer lag sampled with its own login",
+            )
         async with httpx.AsyncClient(base_url=system.url("intake"), timeout=30) as intake:
             created = await intake.post(
                 "/v1/assessments",
@@ -307,6 +313,14 @@ async def test_the_controller_listener_gives_nothing_without_the_brokers_login(
     allowed = await asyncio.to_thread(describe_brokers, as_broker)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr[-2000:]
     assert "Default configs for brokers" in allowed.stdout
+
+
+async def _lag_sampled(url: str) -> bool:
+    """Ready (the Kafka probe, the consumer's join) and the lag gauge read from Kafka."""
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        response = await client.get("/readyz")
+    report = response.json()
+    return response.status_code == 200 and isinstance((report["consumer"] or {}).get("lag"), int)
 
 
 async def _publish(
