@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import OffsetAndMetadata
 
 from carebridge_bench.worker import INPUT_TOPIC
@@ -25,7 +26,8 @@ LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 async def create_topics(bootstrap: str, *, partitions: int, replication_factor: int) -> list[str]:
     """Every registry topic (and its .dlq), created the way the services would, but stamped
-    with broker time. Topics that exist already are left as they are."""
+    with broker time. Topics that exist already (the stack's provisioning made them) are
+    switched to broker time; nothing else about them changes."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap_list(bootstrap), client_id="bench", **security_options()
     )
@@ -43,6 +45,14 @@ async def create_topics(bootstrap: str, *, partitions: int, replication_factor: 
                         topic_configs=LOG_APPEND_TIME,
                     )
                     for t in missing
+                ]
+            )
+        existing_ours = [t for t in all_topics_with_dlq() if t in existing]
+        if existing_ours:
+            await admin.alter_configs(
+                [
+                    ConfigResource(ConfigResourceType.TOPIC, t, LOG_APPEND_TIME)
+                    for t in existing_ours
                 ]
             )
         return missing

@@ -13,11 +13,12 @@ harnesses log in as the admin; whatever runs as a service logs in as that servic
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -105,10 +106,26 @@ class StackLogins:
 
 
 def adopt_stack_login(kafka_env: Mapping[str, str]) -> None:
-    """This process (a tool such as chaos, the bench or the demo, which reads topics and
-    checks groups) logs in with the stack's admin login from now on: every Kafka client it
-    makes without explicit security takes the environment's (`env_security`)."""
+    """This process (a tool such as the bench or the demo, which reads topics and checks
+    groups) logs in with the stack's admin login from now on: every Kafka client it makes
+    without explicit security takes the environment's (`env_security`)."""
     os.environ.update(kafka_env)
+
+
+@contextlib.contextmanager
+def stack_login(kafka_env: Mapping[str, str]) -> Iterator[None]:
+    """`adopt_stack_login` for a block only (a chaos run inside a test session must not leave
+    its private stack's login behind for the session's own stack)."""
+    saved = {name: os.environ.get(name) for name in kafka_env}
+    adopt_stack_login(kafka_env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def security_env(security: KafkaSecurity) -> dict[str, str]:

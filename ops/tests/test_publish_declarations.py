@@ -66,7 +66,7 @@ def test_a_service_publishes_exactly_the_events_of_the_topics_it_owns(service: s
     app = importlib.import_module(f"carebridge_{service}.app")
     declared = {model.__name__ for model in app.PUBLISHES}
     owned = {entry.model.__name__ for entry in entries() if topic_owner(entry.topic) == service}
-    assert app.SERVICE == service
+    assert service == app.SERVICE
     assert declared == owned, (
         f"carebridge_{service}.app.PUBLISHES is {sorted(declared)} but the topics the contracts "
         f"registry gives it (TOPIC_OWNERS) carry {sorted(owned)}: move the event or the owner"
