@@ -9,7 +9,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aiokafka import AIOKafkaClient, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaConnectionError,
+    TopicAuthorizationFailedError,
+)
 from aiokafka.helpers import create_ssl_context
 from faststream.security import BaseSecurity, SASLScram256, SASLScram512
 
@@ -205,6 +209,23 @@ def make_probe_client(
     )
 
 
+REFUSED_CREATION = (TopicAuthorizationFailedError.errno, ClusterAuthorizationFailedError.errno)
+
+
+class TopicsNotProvisioned(RuntimeError):
+    """Topics a client needs do not exist (or its login may not see them), and its login may
+    not create them: they are made, with the ACLs, by provisioning with admin credentials."""
+
+    def __init__(self, topics: list[str], security: KafkaSecurity) -> None:
+        self.topics = topics
+        super().__init__(
+            f"Kafka topic(s) {', '.join(topics)} do not exist or are not visible to "
+            f"{security.describe()}, which may not create them. Next step: provision the "
+            "cluster with admin credentials (`carebridge kafka provision`, see its --help), "
+            "which creates every topic, the service logins and their ACLs."
+        )
+
+
 async def ensure_topics(
     bootstrap_servers: str,
     topics: list[str],
@@ -245,9 +266,7 @@ async def ensure_topics(
                 ]
             )
             refused = sorted(
-                str(error[0])
-                for error in response.topic_errors
-                if error[1] in (TOPIC_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED)
+                str(error[0]) for error in response.topic_errors if error[1] in REFUSED_CREATION
             )
             if refused:
                 raise TopicsNotProvisioned(refused, security)
@@ -255,24 +274,6 @@ async def ensure_topics(
         return missing
     finally:
         await admin.close()
-
-
-TOPIC_AUTHORIZATION_FAILED = 29
-CLUSTER_AUTHORIZATION_FAILED = 31
-
-
-class TopicsNotProvisioned(RuntimeError):
-    """Topics a client needs do not exist (or its login may not see them), and its login may
-    not create them: they are made, with the ACLs, by provisioning with admin credentials."""
-
-    def __init__(self, topics: list[str], security: KafkaSecurity) -> None:
-        self.topics = topics
-        super().__init__(
-            f"Kafka topic(s) {', '.join(topics)} do not exist or are not visible to "
-            f"{security.describe()}, which may not create them. Next step: provision the "
-            "cluster with admin credentials (`carebridge kafka provision`, see its --help), "
-            "which creates every topic, the service logins and their ACLs."
-        )
 
 
 async def connection_problem(bootstrap_servers: str, security: KafkaSecurity) -> str:

@@ -53,7 +53,12 @@ from carebridge_devstack.testing import (
 )
 from carebridge_ops.kafka_access import ADMIN, managed_roles
 from carebridge_shared.consumer import DLQ_CONSUMER_GROUP, DLQ_ERROR
-from carebridge_shared.kafka import KafkaSecurity, make_producer
+from carebridge_shared.kafka import (
+    KafkaSecurity,
+    TopicsNotProvisioned,
+    ensure_topics,
+    make_producer,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -188,6 +193,21 @@ async def test_a_service_writes_only_the_topics_it_owns(secured_kafka: SecuredKa
         await _send(
             secured_kafka, booking, str(Topic.REFERRALS), care_team.to_bytes(), patient.encode()
         )
+
+
+async def test_a_service_creates_no_topic_and_says_what_to_run(
+    secured_kafka: SecuredKafka,
+) -> None:
+    missing = f"{Topic.APPOINTMENTS}.acl-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(TopicsNotProvisioned, match="carebridge kafka provision") as refused:
+        await ensure_topics(
+            secured_kafka.bootstrap,
+            [missing],
+            partitions=1,
+            replication_factor=1,
+            security=secured_kafka.login("booking"),
+        )
+    assert refused.value.topics == [missing]
 
 
 async def test_a_service_reads_only_what_it_consumes_and_never_dead_letters(
