@@ -24,7 +24,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from carebridge_contracts import AssessmentCompleted, TherapistRequested
-from carebridge_contracts.registry import Topic
+from carebridge_contracts.registry import Topic, topic_owner
 from carebridge_shared.consumer import ConsumerRuntime, EventContext, RetryPolicy, bootstrap_list
 from carebridge_shared.db import create_pool, migrate
 from carebridge_shared.kafka import KafkaSecurity, make_producer
@@ -82,7 +82,8 @@ async def run_stage(settings: ServiceSettings, group: str, stop: asyncio.Event) 
         settings.database_url, STAGE_SCHEMA, max_size=settings.db_pool_max_size
     )
     await migrate(pool, STAGE_SCHEMA, MIGRATIONS)
-    outbox = Outbox("bench-stage", STAGE_SCHEMA)
+    # the stage stands in for referral, the owner of the output topic: consumers believe no other
+    outbox = Outbox(topic_owner(OUTPUT_TOPIC) or "referral", STAGE_SCHEMA)
 
     def producer() -> AIOKafkaProducer:
         return make_producer(

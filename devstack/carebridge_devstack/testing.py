@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import subprocess
 import time
 import uuid
@@ -76,6 +77,12 @@ async def migrated_pool(
         yield pool
     finally:
         await pool.close()
+
+
+def kafka_login_env() -> dict[str, str]:
+    """The environment's Kafka login (``CAREBRIDGE_KAFKA_*``), for a child process that is
+    given an environment of its own."""
+    return {k: v for k, v in os.environ.items() if k.startswith("CAREBRIDGE_KAFKA_")}
 
 
 def topic_for_type(event_type: str, version: int) -> str:
