@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from carebridge_contracts import CarePlanUpdated, Envelope, Topic, kafka_headers
 from carebridge_devstack.endpoints import StackEndpoints
 from carebridge_devstack.testing import produce_raw, wrap
-from carebridge_shared.kafka import ensure_topics
+from carebridge_shared.kafka import ensure_topics, security_options
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ async def subscribe(bootstrap: str, group: str, topic: str, max_events: int) -> 
 
 
 async def committed(bootstrap: str, group: str, topic: str) -> int | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, **security_options())
     await consumer.start()
     try:
         offset: int | None = await consumer.committed(TopicPartition(topic, 0))
@@ -102,7 +102,7 @@ async def test_the_example_subscriber_reports_duplicates_gaps_and_newer_versions
         # A restarted process starts its gap detector empty; from the beginning it expects 1.
         assert "GAP: missing sequence 1-6" in line
     finally:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security_options())
         await admin.start()
         try:
             await admin.delete_topics([topic])

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import OffsetAndMetadata
 
 from carebridge_bench.worker import INPUT_TOPIC
@@ -16,7 +17,7 @@ from carebridge_contracts import kafka_headers
 from carebridge_contracts.registry import all_topics_with_dlq
 from carebridge_devstack.testing import sample_assessment, wrap
 from carebridge_shared.consumer import bootstrap_list
-from carebridge_shared.kafka import make_producer
+from carebridge_shared.kafka import make_producer, security_options
 
 # Broker time stamps each record as it is appended: "when did the event appear on its topic"
 # is then read back from the record, with no consumer polling delay in the measurement.
@@ -25,8 +26,11 @@ LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 async def create_topics(bootstrap: str, *, partitions: int, replication_factor: int) -> list[str]:
     """Every registry topic (and its .dlq), created the way the services would, but stamped
-    with broker time. Topics that exist already are left as they are."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_list(bootstrap), client_id="bench")
+    with broker time. Topics that exist already (the stack's provisioning made them) are
+    switched to broker time; nothing else about them changes."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_list(bootstrap), client_id="bench", **security_options()
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -41,6 +45,14 @@ async def create_topics(bootstrap: str, *, partitions: int, replication_factor: 
                         topic_configs=LOG_APPEND_TIME,
                     )
                     for t in missing
+                ]
+            )
+        existing_ours = [t for t in all_topics_with_dlq() if t in existing]
+        if existing_ours:
+            await admin.alter_configs(
+                [
+                    ConfigResource(ConfigResourceType.TOPIC, t, LOG_APPEND_TIME)
+                    for t in existing_ours
                 ]
             )
         return missing
@@ -61,7 +73,9 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_list(bootstrap), group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_list(bootstrap), group_id=None, **security_options()
+    )
     await consumer.start()
     try:
         partitions = await _partitions(consumer, topic)
@@ -74,7 +88,10 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
 async def pin_group(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:
     """Commit `offsets` for a consumer group that has no member yet: it will start there."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_list(bootstrap), group_id=group, enable_auto_commit=False
+        bootstrap_servers=bootstrap_list(bootstrap),
+        group_id=group,
+        enable_auto_commit=False,
+        **security_options(),
     )
     await consumer.start()
     try:
@@ -144,7 +161,10 @@ async def read_from(
     """Records of `topic` from `start` whose key passes `keep`: until `until(found)` holds, or
     (without `until`) up to the end each partition had when the read began; at most `timeout`."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_list(bootstrap), group_id=None, enable_auto_commit=False
+        bootstrap_servers=bootstrap_list(bootstrap),
+        group_id=None,
+        enable_auto_commit=False,
+        **security_options(),
     )
     await consumer.start()
     found: list[Seen] = []

@@ -31,6 +31,7 @@ from carebridge_bench.sweep import StepResult, SweepConfig, highest_rate_within,
 from carebridge_bench.timeline import MailReader
 from carebridge_devstack._util import find_repo_root
 from carebridge_devstack.endpoints import StackEndpoints
+from carebridge_devstack.kafka_auth import adopt_stack_login
 from carebridge_devstack.stack import Stack
 from carebridge_devstack.system import SERVICES, LocalSystem, SystemPorts
 from carebridge_notification.settings import NotificationSettings
@@ -270,7 +271,8 @@ def run_bench(config: BenchConfig, console: Console) -> report.Report:
         info = stack.up()
     console.print(f"stack ready in {info.total_s:.1f}s (Kafka {info.kafka_ready_s:.1f}s, "
                   f"PostgreSQL {info.postgres_ready_s:.1f}s)")  # fmt: skip
-    endpoints = StackEndpoints(info.kafka_bootstrap, info.database_url, "native")
+    endpoints = info.endpoints
+    adopt_stack_login(info.kafka_env)  # the bench's own clients log in as the admin
     work = stack_dir / "run"
     shutil.rmtree(work, ignore_errors=True)
     result = base_report(

@@ -24,10 +24,10 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from carebridge_contracts import AssessmentCompleted, TherapistRequested
-from carebridge_contracts.registry import Topic
+from carebridge_contracts.registry import Topic, topic_owner
 from carebridge_shared.consumer import ConsumerRuntime, EventContext, RetryPolicy, bootstrap_list
 from carebridge_shared.db import create_pool, migrate
-from carebridge_shared.kafka import make_producer
+from carebridge_shared.kafka import KafkaSecurity, make_producer
 from carebridge_shared.logging import configure_logging
 from carebridge_shared.outbox import Outbox
 from carebridge_shared.relay import OutboxRelay
@@ -47,8 +47,13 @@ async def run_baseline(settings: ServiceSettings, group: str, stop: asyncio.Even
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **KafkaSecurity.from_settings(settings).client_options(),
     )
-    producer = make_producer(settings.kafka_bootstrap_servers, client_id=group)
+    producer = make_producer(
+        settings.kafka_bootstrap_servers,
+        client_id=group,
+        security=KafkaSecurity.from_settings(settings),
+    )
     await producer.start()
     await consumer.start()
     print(READY, flush=True)
@@ -77,10 +82,15 @@ async def run_stage(settings: ServiceSettings, group: str, stop: asyncio.Event) 
         settings.database_url, STAGE_SCHEMA, max_size=settings.db_pool_max_size
     )
     await migrate(pool, STAGE_SCHEMA, MIGRATIONS)
-    outbox = Outbox("bench-stage", STAGE_SCHEMA)
+    # the stage stands in for referral, the owner of the output topic: consumers believe no other
+    outbox = Outbox(topic_owner(OUTPUT_TOPIC) or "referral", STAGE_SCHEMA)
 
     def producer() -> AIOKafkaProducer:
-        return make_producer(settings.kafka_bootstrap_servers, client_id=group)
+        return make_producer(
+            settings.kafka_bootstrap_servers,
+            client_id=group,
+            security=KafkaSecurity.from_settings(settings),
+        )
 
     relay = OutboxRelay(
         pool,
@@ -101,6 +111,7 @@ async def run_stage(settings: ServiceSettings, group: str, stop: asyncio.Event) 
         ),
         graceful_timeout=settings.shutdown_grace_seconds,
         auto_offset_reset=settings.consumer_offset_reset,
+        security=KafkaSecurity.from_settings(settings),
     )
 
     @runtime.on(AssessmentCompleted)

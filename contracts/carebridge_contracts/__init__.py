@@ -15,6 +15,7 @@ from carebridge_contracts.errors import (
     IncompatibleSchemaChange,
     InvalidEnvelope,
     InvalidPayload,
+    ProducerNotTopicOwner,
     SubjectMismatch,
     UnknownEventType,
 )
@@ -44,11 +45,13 @@ from carebridge_contracts.registry import (
     Topic,
     all_topics,
     all_topics_with_dlq,
+    check_producer,
     dlq_topic,
     entries,
     model_for,
     parse,
     topic_for,
+    topic_owner,
 )
 from carebridge_contracts.subscriber import (
     GapDetector,
@@ -87,6 +90,7 @@ __all__ = [
     "OpsTopic",
     "ParseResult",
     "ParseStatus",
+    "ProducerNotTopicOwner",
     "ReferralWaitlisted",
     "RegistryEntry",
     "SafetyRiskFlagged",
@@ -99,6 +103,7 @@ __all__ = [
     "UnknownEventType",
     "all_topics",
     "all_topics_with_dlq",
+    "check_producer",
     "dlq_topic",
     "entries",
     "kafka_headers",
@@ -106,6 +111,7 @@ __all__ = [
     "model_for",
     "parse",
     "topic_for",
+    "topic_owner",
     "try_parse",
     "type_from_headers",
 ]

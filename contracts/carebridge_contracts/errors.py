@@ -46,6 +46,23 @@ class InvalidEnvelope(InvalidPayload):
     """The bytes are not a valid envelope (bad JSON, missing or malformed fields)."""
 
 
+class ProducerNotTopicOwner(ContractError):
+    """The envelope names a producer that does not own the topic the record was read from:
+    only a topic's owner publishes on it, so the event is not believed."""
+
+    def __init__(self, producer: str, topic: str, owner: str | None) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.owner = owner
+        if owner is None:
+            reason = f"{topic} has no owner in the contracts registry"
+        else:
+            # `producer` is an envelope Code (a short identifier), never free text
+            reason = f"producer {producer!r} is not {owner!r}, the owner of {topic}"
+        self.reason = reason
+        super().__init__(reason)
+
+
 class SubjectMismatch(ContractError):
     """The envelope subject is not the event's patient id."""
 

@@ -15,6 +15,7 @@ from carebridge_contracts.envelope import Envelope
 from carebridge_contracts.errors import (
     ContractError,
     InvalidPayload,
+    ProducerNotTopicOwner,
     UnknownEventType,
     validation_reason,
 )
@@ -47,6 +48,19 @@ class Topic(StrEnum):
     CARE_PLANS = "carebridge.care.plans"
     CONSENTS = "carebridge.referral.consents"
     DELIVERIES = "carebridge.notification.deliveries"
+
+
+# The one service that publishes on each topic: its outbox writes the topic's events, its Kafka
+# principal alone may write there (ACLs), and consumers refuse an envelope naming another
+# producer. Each service's `PUBLISHES` must be exactly the events of its topics (a test checks).
+TOPIC_OWNERS: Mapping[Topic, str] = {
+    Topic.ASSESSMENTS: "intake",
+    Topic.APPOINTMENTS: "booking",
+    Topic.REFERRALS: "referral",
+    Topic.CARE_PLANS: "referral",
+    Topic.CONSENTS: "referral",
+    Topic.DELIVERIES: "notification",
+}
 
 
 class OpsTopic(StrEnum):
@@ -129,6 +143,26 @@ def model_for(type: str, version: int) -> type[BaseEvent]:
     except KeyError:
         known = tuple(sorted(v for t, v in _REGISTRY if t == type))
         raise UnknownEventType(type, version, known) from None
+
+
+def topic_owner(topic: str) -> str | None:
+    """The service that owns (alone publishes on) `topic`; None for a topic not registered."""
+    try:
+        return TOPIC_OWNERS[Topic(topic)]
+    except ValueError:
+        return None
+
+
+def topics_owned_by(service: str) -> list[Topic]:
+    return [topic for topic, owner in TOPIC_OWNERS.items() if owner == service]
+
+
+def check_producer(envelope: Envelope, topic: str) -> None:
+    """Raise `ProducerNotTopicOwner` unless the envelope's producer owns `topic`. A redriven or
+    replayed record keeps its original producer, so it passes."""
+    owner = topic_owner(topic)
+    if owner is None or envelope.producer != owner:
+        raise ProducerNotTopicOwner(envelope.producer, topic, owner)
 
 
 def all_topics() -> list[Topic]:

@@ -15,15 +15,18 @@ from carebridge_contracts import (
     Envelope,
     InvalidEnvelope,
     InvalidPayload,
+    ProducerNotTopicOwner,
     Topic,
     UnknownEventType,
     all_topics,
     all_topics_with_dlq,
+    check_producer,
     dlq_topic,
     entries,
     model_for,
     parse,
     topic_for,
+    topic_owner,
 )
 from carebridge_contracts.events import booking, care, intake, notification, referral
 
@@ -183,3 +186,19 @@ def test_readme_lists_every_topic_and_event() -> None:
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{topic.value}`"))
         for entry in entries():
             assert (f"{entry.event_type} v{entry.version}" in row) == (entry.topic is topic)
+
+
+def test_a_topic_believes_only_its_owner(booked: AppointmentBooked) -> None:
+    genuine = Envelope.wrap(booked, producer="booking", sequence=1, correlation_id=uuid4())
+    check_producer(genuine, str(Topic.APPOINTMENTS))
+    forged = genuine.model_copy(update={"producer": "referral"})
+    with pytest.raises(ProducerNotTopicOwner) as refused:
+        check_producer(forged, str(Topic.APPOINTMENTS))
+    assert isinstance(refused.value, ContractError)  # consumers treat it as poison
+    assert str(refused.value) == (
+        f"producer 'referral' is not 'booking', the owner of {Topic.APPOINTMENTS}"
+    )
+    with pytest.raises(ProducerNotTopicOwner, match="has no owner"):
+        check_producer(genuine, "some.other.topic")
+    assert topic_owner(str(Topic.CARE_PLANS)) == "referral"
+    assert topic_owner("some.other.topic") is None

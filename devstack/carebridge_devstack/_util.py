@@ -104,6 +104,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds passwords), replacing it atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    partial.replace(path)
+
+
 def tail(path: Path, lines: int = 30) -> str:
     try:
         with path.open("rb") as fh:

@@ -30,8 +30,8 @@ from .chaos_faults import FaultRecord, FaultScheduler, make_plan
 from .chaos_load import Client, Journey, LoadConfig, LoadStats, run_load, set_up
 from .chaos_oracle import Verdict, check
 from .chaos_poison import Poison, consumed_topics, inject, poison_set
-from .endpoints import StackEndpoints
-from .stack import Stack
+from .kafka_auth import stack_login
+from .stack import Stack, StackInfo
 from .system import SERVICES, LocalSystem, SystemPorts
 
 
@@ -291,6 +291,21 @@ def run_chaos(config: ChaosConfig, console: Console | None = None) -> ChaosResul
         stack.down(purge=True)
     t0 = time.monotonic()
     info = stack.up()
+    with stack_login(info.kafka_env):  # the oracle, poison and backlog log in as the admin
+        result, system = _run_system(config, stack, info, console, run_id, t0)
+    result.summary["logs"] = str(system.log_dir)
+    print_summary(console, result)
+    results = config.results or stack_dir / "chaos-results.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(as_json(result), indent=2, default=str) + "\n")
+    console.print(f"results: {results}")
+    return result
+
+
+def _run_system(
+    config: ChaosConfig, stack: Stack, info: StackInfo, console: Console, run_id: str, t0: float
+) -> tuple[ChaosResult, LocalSystem]:
+    stack_dir = stack.dir
     console.print(f"private stack ready in {info.total_s:.1f}s: {info.kafka_bootstrap}, "
                   f"{info.database_url}")  # fmt: skip
     work = config.work_dir or stack_dir / "run"
@@ -299,7 +314,7 @@ def run_chaos(config: ChaosConfig, console: Console | None = None) -> ChaosResul
     rf = str(min(3, config.kafka_nodes))
     common = {"CAREBRIDGE_KAFKA_REPLICATION_FACTOR": rf, "CAREBRIDGE_DB_POOL_MAX_SIZE": "6"}
     system = LocalSystem(
-        StackEndpoints(info.kafka_bootstrap, info.database_url, "native"), work,
+        info.endpoints, work,
         ports=SystemPorts(services={n: free_port() for n in SERVICES}, smtp=free_port()),
         extra_env={name: dict(common) for name in SERVICES},
         replicas={name: config.replicas for name in SERVICES if name != "intake"}
@@ -313,13 +328,7 @@ def run_chaos(config: ChaosConfig, console: Console | None = None) -> ChaosResul
     finally:
         system.stop()
         stack.down()
-    result.summary["logs"] = str(system.log_dir)
-    print_summary(console, result)
-    results = config.results or stack_dir / "chaos-results.json"
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps(as_json(result), indent=2, default=str) + "\n")
-    console.print(f"results: {results}")
-    return result
+    return result, system
 
 
 def as_json(result: ChaosResult) -> dict[str, Any]:

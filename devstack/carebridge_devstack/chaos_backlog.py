@@ -11,6 +11,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from carebridge_shared.kafka import security_options
+
 SCHEMAS = ("intake", "booking", "referral", "notification")
 
 
@@ -58,9 +60,11 @@ class Backlog:
     async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._admin is None or self._consumer is None:
             await self.close()
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="chaos-lag")
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="chaos-lag",
+                                        **security_options())  # fmt: skip
             consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                        enable_auto_commit=False)  # fmt: skip
+                                        enable_auto_commit=False,
+                                        **security_options())  # fmt: skip
             try:
                 await admin.start()
                 await consumer.start()

@@ -22,8 +22,8 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -39,10 +39,17 @@ class StackEndpoints:
     kafka_bootstrap: str
     database_url: str
     source: Source = "env"
+    kafka_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Kafka login variables of the stack (the admin's, and each principal's password in
+    ``CAREBRIDGE_<ROLE>_KAFKA_PASSWORD``); empty where the environment already has them."""
 
     @property
     def env(self) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap, "DATABASE_URL": self.database_url}
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "DATABASE_URL": self.database_url,
+            **self.kafka_env,
+        }
 
 
 def docker_available(timeout: float = 5.0) -> bool:
@@ -148,7 +155,7 @@ def provide_endpoints(owner: str = "pytest") -> Iterator[StackEndpoints]:
         from .stack import Stack
 
         with Stack().lease(owner) as info:
-            yield StackEndpoints(info.kafka_bootstrap, info.database_url, "native")
+            yield info.endpoints
 
 
 # --------------------------------------------------------------------------- databases

@@ -44,6 +44,7 @@ from ._util import (
     tail,
     terminate,
     wait_until,
+    write_private,
 )
 from .kafka_tls import TlsFiles, ensure_dev_certificates, tls_files
 
@@ -213,15 +214,23 @@ LOG4J2_XML = """<?xml version="1.0" encoding="UTF-8"?>
 _SCRAM_TOKEN = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 
 
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+
+
 @dataclass(frozen=True)
 class SaslScram:
     """Clients must log in with SASL/SCRAM: the client listener becomes SASL_PLAINTEXT and the
     ``users`` (name -> password) are stored in the cluster metadata when storage is formatted
     (so they take effect on a fresh data directory only). The first user is also the login
-    the brokers use among themselves."""
+    the brokers use among themselves, and, with SASL/PLAIN, on the controller listener.
+
+    With ``authorize``, the brokers authorize every request (KRaft ``StandardAuthorizer``, no
+    ACL = denied) and these format-time users are the super users: every other principal is
+    created later (``carebridge kafka provision``) and may do only what its ACLs allow."""
 
     users: Mapping[str, str]
     mechanism: SaslMechanism = "SCRAM-SHA-512"
+    authorize: bool = False
 
     def __post_init__(self) -> None:
         if not self.users:
@@ -307,16 +316,19 @@ class KafkaNode:
         s = self.spec
         client = client_protocol(self.sasl, self.tls)
         listeners = f"{client}://{s.host}:{s.port},CONTROLLER://{s.host}:{s.controller_port}"
+        controller = "PLAINTEXT" if self.sasl is None else "SASL_PLAINTEXT"
         return {
             "process.roles": "broker,controller",
             "node.id": str(s.node_id),
             "controller.quorum.voters": voters,
             "listeners": listeners,
             "advertised.listeners": listeners,
-            "listener.security.protocol.map": f"{client}:{client},CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": f"{client}:{client},CONTROLLER:{controller}",
             "inter.broker.listener.name": client,
             "controller.listener.names": "CONTROLLER",
             **self._sasl_properties(client),
+            **self._controller_sasl_properties(),
+            **self._authorizer_properties(),
             **self._tls_properties(),
             "log.dirs": str(self.data_dir),
             "num.partitions": "3",
@@ -351,6 +363,33 @@ class KafkaNode:
             ),
         }
 
+    def _controller_sasl_properties(self) -> dict[str, str]:
+        """A login on the controller listener too: with a plaintext one, anyone reaching its
+        port would talk to the controllers as ANONYMOUS, which the brokers' own connections
+        need as a super user once an authorizer runs, i.e. a way round every ACL. KRaft
+        controllers cannot check SCRAM (its credentials live in the metadata they serve), so
+        the brokers' login is a static SASL/PLAIN user here, on 127.0.0.1 only."""
+        if self.sasl is None:
+            return {}
+        name, password = self.sasl.broker_login
+        return {
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{name}" password="{password}" user_{name}="{password}";'
+            ),
+        }
+
+    def _authorizer_properties(self) -> dict[str, str]:
+        if self.sasl is None or not self.sasl.authorize:
+            return {}
+        return {
+            "authorizer.class.name": STANDARD_AUTHORIZER,
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": ";".join(f"User:{name}" for name in self.sasl.users),
+        }
+
     def _tls_properties(self) -> dict[str, str]:
         if self.tls is None:
             return {}
@@ -366,7 +405,7 @@ class KafkaNode:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         lines = ["# written by carebridge_devstack; regenerated on every start"]
         lines += [f"{key}={value}" for key, value in self.properties().items()]
-        self.config_path.write_text("\n".join(lines) + "\n")
+        write_private(self.config_path, "\n".join(lines) + "\n")  # it holds the SASL logins
         self.log4j_path.write_text(LOG4J2_XML.format(log=self.log_file))
 
     def _libs(self) -> Path:
@@ -617,8 +656,11 @@ class KafkaCluster:
             if formatted and have.get("sasl") != sasl:
                 raise DevstackError(
                     f"Kafka data in {self.base_dir} was formatted with SASL {have.get('sasl')}, "
-                    f"now {sasl} requested (SCRAM users are stored when storage is formatted)",
-                    "wipe it with `python -m carebridge_devstack down --purge` and start again",
+                    f"now {sasl} requested (SCRAM users are stored when storage is formatted; "
+                    "CAREBRIDGE_KAFKA_AUTH=none asks for a plaintext broker, the default is "
+                    "SCRAM logins with ACLs)",
+                    "wipe it with `python -m carebridge_devstack down --purge` and start again "
+                    "(or set CAREBRIDGE_KAFKA_AUTH as when the data was made)",
                 )
             if have.get("nodes") != wanted["nodes"] and formatted:
                 raise DevstackError(

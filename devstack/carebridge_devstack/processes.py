@@ -39,6 +39,8 @@ class ProcessSpec:
     env: dict[str, str] = field(default_factory=dict)
     ready_url: str | None = None
     port: int | None = None
+    withheld: tuple[str, ...] = ()
+    """Variables of this environment the child does not inherit (others' passwords)."""
 
 
 def service_spec(
@@ -96,6 +98,8 @@ class ManagedProcess:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1"}
+        for name in self.spec.withheld:
+            env.pop(name, None)
         self.process = subprocess.Popen(
             self.spec.argv,
             env=env,

@@ -15,7 +15,9 @@ Fixtures
 
 It also sets ``CAREBRIDGE_AUTH_PUBLIC_KEYS`` (unless set) to the dev signer's public key, and
 ``CAREBRIDGE_DEV_AUTH=true`` (unless set), so apps built in tests accept
-``carebridge_devstack.testing.bearer`` tokens.
+``carebridge_devstack.testing.bearer`` tokens, and, once ``stack_endpoints`` is up, the stack's
+Kafka login variables (the admin's, and each principal's password; ADR 0013), so every Kafka
+client a test makes logs in.
 
 Nothing heavy is imported at collection time: unit tests that use none of these
 fixtures never touch Kafka, PostgreSQL, Docker or testcontainers.
@@ -54,6 +56,9 @@ def stack_endpoints() -> Iterator[StackEndpoints]:
 
     try:
         with provide_endpoints(owner="pytest") as endpoints:
+            # Test harnesses and apps built in-process log in as the stack's Kafka admin;
+            # services started as processes get their own principal (LocalSystem).
+            os.environ.update(endpoints.kafka_env)
             yield endpoints
     except DevstackError as exc:
         pytest.fail(f"could not provide Kafka/PostgreSQL for tests:\n{exc}", pytrace=False)

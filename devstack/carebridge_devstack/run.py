@@ -15,7 +15,7 @@ from carebridge_shared.auth import Role
 
 from ._util import DevstackError
 from .demo import CareClient, DemoCast, walk_demo_patient
-from .endpoints import StackEndpoints
+from .kafka_auth import adopt_stack_login
 from .stack import Stack, default_stack_dir
 from .system import SERVICES, LocalSystem
 
@@ -41,7 +41,8 @@ def run(*, demo: bool = True, exit_after_demo: bool = False, stop_stack: bool = 
     console.print(
         f"stack ready in {info.total_s:.1f}s: {info.kafka_bootstrap}, {info.database_url}"
     )
-    endpoints = StackEndpoints(info.kafka_bootstrap, info.database_url, "native")
+    endpoints = info.endpoints
+    adopt_stack_login(info.kafka_env)  # the demo's timeline reads topics as the admin
     system = LocalSystem(
         endpoints,
         default_stack_dir() / "run",

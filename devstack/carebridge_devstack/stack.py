@@ -34,12 +34,16 @@ from ._util import (
     proc_cmdline,
     processes_mentioning,
     terminate,
+    write_private,
 )
-from .kafka import KAFKA_VERSION, KafkaCluster
+from .endpoints import StackEndpoints
+from .kafka import KAFKA_VERSION, KafkaCluster, SaslScram
+from .kafka_auth import MECHANISM, KafkaAuth, StackLogins, kafka_auth_mode
 from .postgres import PostgresServer
 
 T = TypeVar("T")
 
+LOGINS_FILE = "kafka-logins.json"  # under the stack directory; it survives `down --purge`
 DEFAULT_KAFKA_PORT = 29092
 DEFAULT_PG_PORT = 25432
 
@@ -97,10 +101,20 @@ class StackInfo:
     total_s: float
     kafka_reused: bool
     postgres_reused: bool
+    kafka_env: dict[str, str] = field(default_factory=dict, repr=False)
+    """The admin's Kafka login and every principal's password (empty without Kafka auth)."""
 
     @property
     def env(self) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap, "DATABASE_URL": self.database_url}
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "DATABASE_URL": self.database_url,
+            **self.kafka_env,
+        }
+
+    @property
+    def endpoints(self) -> StackEndpoints:
+        return StackEndpoints(self.kafka_bootstrap, self.database_url, "native", self.kafka_env)
 
 
 @dataclass(frozen=True)
@@ -151,10 +165,19 @@ class Stack:
         pg_fsync: bool | None = None,
         ready_timeout: float = 90.0,
         console: Console | None = None,
+        kafka_auth: KafkaAuth | None = None,
     ) -> None:
         self.dir = (stack_dir or default_stack_dir()).resolve()
         port = kafka_port or _env_int("CAREBRIDGE_KAFKA_PORT", DEFAULT_KAFKA_PORT)
         cport = kafka_controller_port or _env_int("CAREBRIDGE_KAFKA_CONTROLLER_PORT", port + 1)
+        self.kafka_auth = kafka_auth or kafka_auth_mode()
+        self.logins: StackLogins | None = None
+        sasl: SaslScram | None = None
+        if self.kafka_auth == "scram":
+            from carebridge_ops.kafka_access import managed_roles
+
+            self.logins = StackLogins.load_or_create(self.dir / LOGINS_FILE, managed_roles())
+            sasl = SaslScram(self.logins.format_time_users(), MECHANISM, authorize=True)
         self.kafka = KafkaCluster(
             self.dir / "kafka",
             nodes=kafka_nodes or _env_int("CAREBRIDGE_KAFKA_NODES", 1),
@@ -162,6 +185,7 @@ class Stack:
             controller_port=cport,
             version=kafka_version or os.environ.get("CAREBRIDGE_KAFKA_VERSION") or KAFKA_VERSION,
             heap=kafka_heap,
+            sasl=sasl,
         )
         self.postgres = PostgresServer(
             postgres_dir(self.dir),
@@ -185,13 +209,58 @@ class Stack:
     def database_url(self) -> str:
         return self.postgres.url
 
+    def kafka_env(self) -> dict[str, str]:
+        """The admin's Kafka login and every principal's password; empty without Kafka auth."""
+        return self.logins.env() if self.logins is not None else {}
+
     def env(self) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap, "DATABASE_URL": self.database_url}
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "DATABASE_URL": self.database_url,
+            **self.kafka_env(),
+        }
 
     def _write_env_file(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
         text = "".join(f"{key}={value}\n" for key, value in self.env().items())
-        self.env_file.write_text(text)
+        write_private(self.env_file, text)  # it holds the Kafka passwords
+
+    def _provision_kafka(self, *, restarted: bool) -> None:
+        """Users, ACLs and topics as the code's access plan says (`carebridge kafka
+        provision`), when the brokers were (re)started or the plan changed since."""
+        if self.logins is None:
+            return
+        from carebridge_ops.console import OpsError
+        from carebridge_ops.kafka_access import ADMIN, access_plan
+        from carebridge_ops.kafka_provision import provision
+
+        plan = access_plan()
+        marker = self.dir / "kafka" / "provisioned.json"
+        fingerprint = hashlib.sha256(
+            repr((plan, sorted(self.logins.passwords.items()), self.kafka_bootstrap)).encode()
+        ).hexdigest()
+        if not restarted and marker.exists() and marker.read_text().strip() == fingerprint:
+            return
+        log = self.dir / "kafka" / "provision.log"
+        with log.open("a") as out:
+            try:
+                report = provision(
+                    self.kafka_bootstrap,
+                    self.logins.security(ADMIN),
+                    self.logins.managed_passwords(),
+                    plan=plan,
+                    echo=lambda line: print(line, file=out, flush=True),
+                )
+            except OpsError as exc:
+                raise DevstackError(
+                    f"provisioning the Kafka principals and ACLs failed: {exc}",
+                    f"read {log}; `python -m carebridge_devstack down --purge` starts afresh",
+                ) from exc
+        marker.write_text(fingerprint + "\n")
+        if self.console is not None:
+            self.console.print(
+                f"Kafka principals and ACLs provisioned ({report.acls_created} ACLs created, "
+                f"{report.acls_removed} removed, {len(report.topics_created)} topics created)"
+            )
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -247,6 +316,7 @@ class Stack:
                     getattr(errors[0], "hint", "") or "see the messages above",
                 ) from errors[0]
             raise errors[0]
+        self._provision_kafka(restarted=not kafka_reused)
         self._write_env_file()
         return StackInfo(
             kafka_bootstrap=self.kafka_bootstrap,
@@ -258,6 +328,7 @@ class Stack:
             total_s=time.monotonic() - started,
             kafka_reused=kafka_reused,
             postgres_reused=pg_reused,
+            kafka_env=self.kafka_env(),
         )
 
     def down(self, *, purge: bool = False, timeout: float = 30.0) -> bool:

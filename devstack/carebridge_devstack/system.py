@@ -8,6 +8,8 @@ the same way. A service may run as several replicas (``replicas={"booking": 2}``
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from carebridge_devstack.signer import DEV_AUTH_ENV, dev_signer
 
 from ._util import free_port
 from .endpoints import StackEndpoints, create_database, drop_database, service_database_url
+from .kafka_auth import password_variables, role_login_env
 from .processes import SERVICE_PORTS, Echo, ProcessGroup, ProcessSpec, service_spec, smtp_sink_spec
 from .smtp_sink import Mailbox
 
@@ -91,15 +94,20 @@ class LocalSystem:
         }
         self._instance_ports: dict[str, int] = {}
         specs: list[ProcessSpec] = [smtp_sink_spec(self.ports.smtp, self.mail_dir)]
+        inherited = {**os.environ, **base_env}
         for service in SERVICES:
+            # Each service logs in to Kafka as its own principal (ADR 0013) and never sees
+            # another's password; without one known, it keeps the environment's login.
+            login = role_login_env(service, inherited) or {}
             for i, instance in enumerate(self.instances[service]):
                 port = self.ports.services[service] if i == 0 else self.ports.extra.get(instance)
                 port = port or free_port()
                 self._instance_ports[instance] = port
-                env = {**per_service.get(service, {})}
+                env = {**login, **per_service.get(service, {})}
                 env.setdefault("CAREBRIDGE_INSTANCE_ID", instance)
                 spec = service_spec(service, port, base_env, env)
                 spec.name = instance
+                spec.withheld = tuple(password_variables(inherited))
                 specs.append(spec)
         self.group = ProcessGroup(specs, self.log_dir, echo=echo, restart_crashed=supervise)
 
@@ -174,7 +182,7 @@ def isolated_system(
         for name in SERVICES
     }
     system = LocalSystem(
-        StackEndpoints(endpoints.kafka_bootstrap, database_url, endpoints.source),
+        dataclasses.replace(endpoints, database_url=database_url),
         work_dir,
         ports=SystemPorts.free(),
         extra_env=env,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import subprocess
 import time
 import uuid
@@ -18,11 +19,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from carebridge_contracts import AssessmentCompleted, BaseEvent, Envelope, kafka_headers
-from carebridge_contracts.registry import model_for, topic_for
+from carebridge_contracts.registry import model_for, topic_for, topic_owner
 from carebridge_devstack.signer import dev_signer
 from carebridge_shared.auth import Role
 from carebridge_shared.db import create_pool, migrate
-from carebridge_shared.kafka import PLAINTEXT, KafkaSecurity, ensure_topics, make_producer
+from carebridge_shared.kafka import KafkaSecurity, ensure_topics, make_producer, security_options
 
 if TYPE_CHECKING:
     import asyncpg
@@ -78,6 +79,12 @@ async def migrated_pool(
         await pool.close()
 
 
+def kafka_login_env() -> dict[str, str]:
+    """The environment's Kafka login (``CAREBRIDGE_KAFKA_*``), for a child process that is
+    given an environment of its own."""
+    return {k: v for k, v in os.environ.items() if k.startswith("CAREBRIDGE_KAFKA_")}
+
+
 def topic_for_type(event_type: str, version: int) -> str:
     return str(topic_for(model_for(event_type, version)))
 
@@ -104,7 +111,7 @@ async def read_topic(
     expect: int | None = None,
     timeout: float = 30.0,  # noqa: ASYNC109 - also bounds the wait for metadata
     settle: float = 0.0,
-    security: KafkaSecurity = PLAINTEXT,
+    security: KafkaSecurity | None = None,
 ) -> list[Record]:
     """Every record of `topic` from the beginning that matches `where`.
 
@@ -118,7 +125,7 @@ async def read_topic(
         # With the default (latest) the initial reset can land after seek_to_beginning and
         # skip every record (seen when reading a topic right after assigning it).
         auto_offset_reset="earliest",
-        **security.client_options(),
+        **security_options(security),
     )
     await consumer.start()
     try:
@@ -161,7 +168,7 @@ async def produce(
     envelope: Envelope,
     *,
     topic: str | None = None,
-    security: KafkaSecurity = PLAINTEXT,
+    security: KafkaSecurity | None = None,
 ) -> None:
     """Publish an envelope straight to Kafka, as a relay would (tests that bypass an outbox)."""
     producer = make_producer(
@@ -186,7 +193,7 @@ async def produce_raw(
     *,
     key: bytes | None = None,
     headers: list[tuple[str, bytes]] | None = None,
-    security: KafkaSecurity = PLAINTEXT,
+    security: KafkaSecurity | None = None,
 ) -> None:
     producer = make_producer(
         bootstrap_servers, client_id="carebridge-test-producer", security=security
@@ -235,9 +242,17 @@ def assessment_request(patient_id: str) -> dict[str, Any]:
     }
 
 
-def wrap(event: BaseEvent, subject: str, sequence: int = 1) -> Envelope:
+def wrap(
+    event: BaseEvent, subject: str, sequence: int = 1, *, producer: str | None = None
+) -> Envelope:
+    """`event` in an envelope as its topic's owner would publish it (consumers refuse events
+    whose producer does not own the topic); `producer` names another, to forge one."""
     return Envelope.wrap(
-        event, producer="test", subject=subject, sequence=sequence, correlation_id=uuid.uuid4()
+        event,
+        producer=producer or topic_owner(topic_for(event)) or "test",
+        subject=subject,
+        sequence=sequence,
+        correlation_id=uuid.uuid4(),
     )
 
 

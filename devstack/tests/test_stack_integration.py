@@ -23,12 +23,18 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from carebridge_devstack._util import free_port, pid_alive, port_in_use, processes_mentioning
 from carebridge_devstack.endpoints import StackEndpoints
 from carebridge_devstack.stack import Stack
+from carebridge_ops.kafka_access import ADMIN
+from carebridge_shared.kafka import KafkaSecurity, security_options
 
 pytestmark = pytest.mark.integration
 
+Login = KafkaSecurity | None  # None: the environment's (the session stack's admin)
 
-async def _create_topic(bootstrap: str, topic: str, partitions: int = 3, rf: int = 1) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+
+async def _create_topic(
+    bootstrap: str, topic: str, partitions: int = 3, rf: int = 1, *, security: Login = None
+) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security_options(security))
     await admin.start()
     try:
         await admin.create_topics(
@@ -38,9 +44,16 @@ async def _create_topic(bootstrap: str, topic: str, partitions: int = 3, rf: int
         await admin.close()
 
 
-async def _produce_consume(bootstrap: str, topic: str, value: bytes) -> None:
+async def _produce_consume(
+    bootstrap: str, topic: str, value: bytes, *, security: Login = None
+) -> None:
     """Produce one record with acks=all, then read it back with a new consumer group."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        **security_options(security),
+    )
     await producer.start()
     try:
         meta = await producer.send_and_wait(topic, value, key=b"patient-1")
@@ -53,6 +66,7 @@ async def _produce_consume(bootstrap: str, topic: str, value: bytes) -> None:
         group_id=f"g-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        **security_options(security),
     )
     await consumer.start()
     try:
@@ -67,9 +81,17 @@ async def _produce_consume(bootstrap: str, topic: str, value: bytes) -> None:
         await consumer.stop()
 
 
-async def _roundtrip(bootstrap: str, topic: str, partitions: int = 3, rf: int = 1) -> None:
-    await _create_topic(bootstrap, topic, partitions, rf)
-    await _produce_consume(bootstrap, topic, b"hello")
+async def _roundtrip(
+    bootstrap: str, topic: str, partitions: int = 3, rf: int = 1, *, security: Login = None
+) -> None:
+    await _create_topic(bootstrap, topic, partitions, rf, security=security)
+    await _produce_consume(bootstrap, topic, b"hello", security=security)
+
+
+def _admin(stack: Stack) -> KafkaSecurity:
+    """A private stack's admin login (SCRAM and ACLs by default, ADR 0013)."""
+    assert stack.logins is not None
+    return stack.logins.security(ADMIN)
 
 
 async def _select_one(url: str) -> int:
@@ -139,10 +161,14 @@ async def test_up_is_idempotent_and_down_leaves_nothing(private_stack: Stack) ->
     assert not first.kafka_reused and not first.postgres_reused
     assert first.kafka_ready_s > 0 and first.postgres_ready_s > 0
     assert first.total_s >= max(first.kafka_ready_s, first.postgres_ready_s)
-    assert stack.env_file.read_text().splitlines() == [
+    assert stack.env_file.read_text().splitlines()[:5] == [
         f"KAFKA_BOOTSTRAP_SERVERS={stack.kafka_bootstrap}",
         f"DATABASE_URL={stack.database_url}",
+        "CAREBRIDGE_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT",
+        "CAREBRIDGE_KAFKA_SASL_MECHANISM=SCRAM-SHA-512",
+        "CAREBRIDGE_KAFKA_SASL_USERNAME=carebridge-admin",
     ]
+    assert stack.env_file.stat().st_mode & 0o777 == 0o600  # it holds the Kafka passwords
     pids = _all_pids(stack)
     assert len(pids) == 2 and all(pid_alive(p) for p in pids)
 
@@ -151,7 +177,7 @@ async def test_up_is_idempotent_and_down_leaves_nothing(private_stack: Stack) ->
     assert _all_pids(stack) == pids
     assert second.total_s < first.total_s
 
-    await _roundtrip(stack.kafka_bootstrap, "lifecycle")
+    await _roundtrip(stack.kafka_bootstrap, "lifecycle", security=_admin(stack))
     assert await _select_one(stack.database_url) == 1
 
     assert stack.down() is True
@@ -185,7 +211,7 @@ async def test_fault_helpers_kill_and_restart(private_stack: Stack) -> None:
     stack.restart_postgres()
     assert await _select_one(stack.database_url) == 1
 
-    await _roundtrip(stack.kafka_bootstrap, "after-restart")
+    await _roundtrip(stack.kafka_bootstrap, "after-restart", security=_admin(stack))
     stack.down()
     assert _all_pids(stack) == []
 
@@ -200,12 +226,13 @@ async def test_three_node_cluster() -> None:
     try:
         stack.up()
         assert len(stack.pids()["kafka"]) == 3
-        await _roundtrip(stack.kafka_bootstrap, "replicated", rf=3)
+        admin = _admin(stack)
+        await _roundtrip(stack.kafka_bootstrap, "replicated", rf=3, security=admin)
         stack.kill_kafka(2)  # one of three down: min.insync.replicas=2 is still met
-        await _produce_consume(stack.kafka_bootstrap, "replicated", b"degraded")
+        await _produce_consume(stack.kafka_bootstrap, "replicated", b"degraded", security=admin)
         stack.restart_kafka(2)
         assert stack.kafka.is_healthy()
-        await _produce_consume(stack.kafka_bootstrap, "replicated", b"healed")
+        await _produce_consume(stack.kafka_bootstrap, "replicated", b"healed", security=admin)
     finally:
         stack.down(purge=True)
         shutil.rmtree(directory, ignore_errors=True)

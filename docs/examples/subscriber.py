@@ -1,6 +1,6 @@
 """An internal system subscribing to carebridge events: the pattern docs/subscribing.md explains.
 
-    set -a; source .stack/stack.env; set +a        # KAFKA_BOOTSTRAP_SERVERS of the local stack
+    set -a; source .stack/stack.env; set +a        # the local stack's address and login
     .venv/bin/python docs/examples/subscriber.py --group billing-demo
     .venv/bin/python docs/examples/subscriber.py --group billing-demo \\
         --topic carebridge.booking.appointments --start latest --max-events 20
@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from carebridge_contracts import GapDetector, ParseStatus, all_topics, try_parse
+from carebridge_shared.kafka import security_options
 
 
 class Subscriber:
@@ -106,6 +107,9 @@ async def run(
         enable_auto_commit=False,  # commit only what was handled: at-least-once
         auto_offset_reset=start,  # where a group with no committed offset begins
         isolation_level="read_committed",  # never see the copies of an aborted redrive
+        # the login the environment names (CAREBRIDGE_KAFKA_SECURITY_PROTOCOL, _SASL_*, _SSL_*);
+        # REAL SYSTEM: a principal of your own, with READ on the topics and on your group
+        **security_options(),
     )
     subscriber = Subscriber(start=start)
     handled = 0

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from carebridge_ops import dlq, events, offsets, projection, replay, status
+from carebridge_ops import dlq, events, kafka_cli, offsets, projection, replay, status
 from carebridge_ops.catalog import cli as catalog
 
 app = typer.Typer(
-    help="Operate carebridge: tail events, replay, dead letters, offsets, projections, status.",
+    help="Operate carebridge: tail events, replay, dead letters, offsets, projections, status, "
+    "Kafka principals and ACLs.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -19,6 +20,7 @@ app.command("replay")(replay.replay_command)
 app.add_typer(offsets.app, name="offsets")
 app.add_typer(projection.app, name="projection")
 app.add_typer(catalog.app, name="catalog")
+app.add_typer(kafka_cli.app, name="kafka")
 app.command("status")(status.status_command)
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from carebridge_contracts import BaseEvent
-from carebridge_contracts.registry import entries
+from carebridge_contracts import BaseEvent, Topic
+from carebridge_contracts.registry import entries, topic_owner
 from carebridge_shared.settings_doc import SERVICES
 
 EVENT_CLASSES = {entry.model.__name__ for entry in entries()}
@@ -57,3 +57,22 @@ def test_scan_sees_events_built_inside_helpers(tmp_path: Path) -> None:
         "AssessmentCompleted": {"domain.py"},
         "SafetyRiskFlagged": {"domain.py"},
     }
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_publishes_exactly_the_events_of_the_topics_it_owns(service: str) -> None:
+    """TOPIC_OWNERS decides who may write a topic (ACLs) and whose events consumers believe;
+    the owner's PUBLISHES must be every event of its topics, and no other service's any."""
+    app = importlib.import_module(f"carebridge_{service}.app")
+    declared = {model.__name__ for model in app.PUBLISHES}
+    owned = {entry.model.__name__ for entry in entries() if topic_owner(entry.topic) == service}
+    assert service == app.SERVICE
+    assert declared == owned, (
+        f"carebridge_{service}.app.PUBLISHES is {sorted(declared)} but the topics the contracts "
+        f"registry gives it (TOPIC_OWNERS) carry {sorted(owned)}: move the event or the owner"
+    )
+
+
+def test_every_topic_has_an_owning_service() -> None:
+    assert {topic_owner(topic) for topic in Topic} <= set(SERVICES)
+    assert all(topic_owner(topic) for topic in Topic)

@@ -34,7 +34,14 @@ from carebridge_contracts import Envelope, Topic
 from carebridge_devstack.demo import CareClient, wait_for_mail, wait_until
 from carebridge_devstack.endpoints import StackEndpoints, create_database, drop_database
 from carebridge_devstack.system import SERVICES, LocalSystem, SystemPorts
-from carebridge_devstack.testing import produce, produce_raw, read_topic, sample_assessment, wrap
+from carebridge_devstack.testing import (
+    kafka_login_env,
+    produce,
+    produce_raw,
+    read_topic,
+    sample_assessment,
+    wrap,
+)
 from carebridge_ops import kafkaio
 from carebridge_ops.cli import app
 from carebridge_ops.replay import REPLAYED_BY, REPLAYED_FROM
@@ -393,7 +400,7 @@ def test_tail_reports_records_that_do_not_parse_and_follows(
     follower = subprocess.Popen(
         [CAREBRIDGE_CLI, "events", "tail", "--topic", topic, "--from", "-1h"],
         stdout=subprocess.PIPE,
-        env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PATH": ""},
+        env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "PATH": "", **kafka_login_env()},
     )
     seen: list[dict[str, Any]] = []
     assert follower.stdout is not None

@@ -28,6 +28,8 @@ from carebridge_contracts import (
     BaseEvent,
     ContractError,
     Envelope,
+    ProducerNotTopicOwner,
+    check_producer,
     dlq_topic,
     parse,
     type_from_headers,
@@ -36,13 +38,14 @@ from carebridge_contracts.registry import topic_for
 from carebridge_shared import inbox, tracing
 from carebridge_shared.correlation import correlation_scope
 from carebridge_shared.db import Connection
-from carebridge_shared.kafka import PLAINTEXT, KafkaSecurity
+from carebridge_shared.kafka import KafkaSecurity, env_security
 from carebridge_shared.logging import get_logger
 from carebridge_shared.metrics import (
     CONSUMER_LAG,
     EVENTS_APPLIED,
     EVENTS_DEAD_LETTERED,
     EVENTS_DUPLICATE,
+    EVENTS_PRODUCER_REFUSED,
     HANDLER_DURATION,
     HANDLER_FAILURES,
     HANDLER_RETRIES,
@@ -181,7 +184,7 @@ class ConsumerRuntime:
         graceful_timeout: float = 15.0,
         after_effect: EffectHook | None = None,
         auto_offset_reset: Literal["earliest", "latest"] = "earliest",
-        security: KafkaSecurity = PLAINTEXT,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self.group_id = group_id
         self._auto_offset_reset = auto_offset_reset
@@ -201,7 +204,10 @@ class ConsumerRuntime:
             client_id=f"{group_id}-{socket.gethostname()}",
             graceful_timeout=graceful_timeout,
             logger=None,
-            security=security.faststream_security(),
+            security=(security or env_security()).faststream_security(),
+            # the service made sure of its topics (ensure_topics) with a login that may not
+            # create other topics; FastStream's own attempt would only be refused (ACLs)
+            allow_auto_create_topics=False,
         )
         self.started = False
 
@@ -334,9 +340,9 @@ class ConsumerRuntime:
         prepared: list[tuple[ConsumerRecord[bytes, bytes], Envelope, BaseEvent]] = []
         for record in records:
             try:
-                envelope, event = parse(record.value or b"")
+                envelope, event = parse_from(record)
             except Exception:
-                return False  # poison: `process` dead-letters it
+                return False  # poison or forged: `process` dead-letters it
             prepared.append((record, envelope, event))
         outcomes: list[tuple[ConsumerRecord[bytes, bytes], Envelope, str]] = []
         try:
@@ -435,7 +441,19 @@ class ConsumerRuntime:
 
     async def _process(self, record: ConsumerRecord[bytes, bytes]) -> str:
         try:
-            envelope, event = parse(record.value or b"")
+            envelope, event = parse_from(record)
+        except ProducerNotTopicOwner as exc:
+            EVENTS_PRODUCER_REFUSED.labels(self.group_id, record.topic).inc()
+            log.warning(
+                "event_producer_refused",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                producer=exc.producer,
+                owner=exc.owner,
+            )
+            await self._dead_letter(record, f"{type(exc).__name__}: {exc}", attempts=1)
+            return DEAD_LETTERED
         except ContractError as exc:
             await self._dead_letter(record, f"{type(exc).__name__}: {exc}", attempts=1)
             return DEAD_LETTERED
@@ -531,6 +549,15 @@ class ConsumerRuntime:
             attempts=attempts,
             error=error.split(":", 1)[0],
         )
+
+
+def parse_from(record: ConsumerRecord[bytes, bytes]) -> tuple[Envelope, BaseEvent]:
+    """The record's envelope and event, believed only when the envelope's producer owns the
+    topic it was read from: any client able to write to a topic cannot also claim to be its
+    owner. Raises a `ContractError` (`ProducerNotTopicOwner` for that case)."""
+    envelope, event = parse(record.value or b"")
+    check_producer(envelope, record.topic)
+    return envelope, event
 
 
 async def lenient_header_parser(

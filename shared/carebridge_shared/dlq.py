@@ -45,11 +45,11 @@ from carebridge_shared.consumer import (
     DLQ_ORIGINAL_TOPIC,
 )
 from carebridge_shared.kafka import (
-    PLAINTEXT,
     KafkaSecurity,
     KafkaUnreachable,
     connection_problem,
     ensure_topics,
+    env_security,
     make_producer,
 )
 from carebridge_shared.logging import get_logger
@@ -324,10 +324,11 @@ async def read_dead_letters(
     bootstrap_servers: str,
     dlq_topics: Sequence[str],
     *,
-    security: KafkaSecurity = PLAINTEXT,
+    security: KafkaSecurity | None = None,
     progress: Progress = _noop,
 ) -> list[DeadLetter]:
     """Every letter on `dlq_topics`, in (topic, partition, offset) order."""
+    security = security or env_security()
     records = await _scan(
         bootstrap_servers,
         dlq_topics,
@@ -339,9 +340,10 @@ async def read_dead_letters(
 
 
 async def read_letter(
-    bootstrap_servers: str, letter_id: LetterId, *, security: KafkaSecurity = PLAINTEXT
+    bootstrap_servers: str, letter_id: LetterId, *, security: KafkaSecurity | None = None
 ) -> DeadLetter | None:
     """The one letter at `letter_id`, or None when there is none (wrong offset, expired)."""
+    security = security or env_security()
     consumer = await _reader(bootstrap_servers, security)
     try:
         tp = TopicPartition(letter_id.topic, letter_id.partition)
@@ -367,9 +369,10 @@ async def read_letter(
 
 
 async def read_audit(
-    bootstrap_servers: str, *, security: KafkaSecurity = PLAINTEXT
+    bootstrap_servers: str, *, security: KafkaSecurity | None = None
 ) -> list[RedriveAudit]:
     """Every committed audit record, oldest first."""
+    security = security or env_security()
     records = await _scan(
         bootstrap_servers, [AUDIT_TOPIC], isolation_level="read_committed", security=security
     )
@@ -437,9 +440,10 @@ async def plan_redrive(
     bootstrap_servers: str,
     selection: Selection,
     *,
-    security: KafkaSecurity = PLAINTEXT,
+    security: KafkaSecurity | None = None,
     progress: Progress = _noop,
 ) -> RedrivePlan:
+    security = security or env_security()
     letters = await read_dead_letters(
         bootstrap_servers, selection.dlq_topics, security=security, progress=progress
     )
@@ -476,7 +480,7 @@ async def execute(
     *,
     operator: str,
     progress: Progress = _noop,
-    security: KafkaSecurity = PLAINTEXT,
+    security: KafkaSecurity | None = None,
     transactional_id: str = REDRIVE_TRANSACTIONAL_ID,
     replication_factor: int = 1,
 ) -> RedriveResult:
@@ -484,6 +488,7 @@ async def execute(
 
     Letters that an earlier or concurrent run redrove after `planned` was made are skipped.
     """
+    security = security or env_security()
     if not operator.strip():
         raise DlqError("say who you are: pass --operator (the audit names who redrove)")
     try:
@@ -594,10 +599,11 @@ async def redrive(
     *,
     failed_group: str,
     operator: str = "carebridge",
-    security: KafkaSecurity = PLAINTEXT,
+    security: KafkaSecurity | None = None,
 ) -> RedriveResult:
     """Redrive every valid letter that `failed_group` parked on `dlq` (library entry point;
     operators use `carebridge dlq redrive`)."""
+    security = security or env_security()
     selection = Selection((resolve_dlq_topic(dlq),), group=failed_group)
     planned = await plan_redrive(bootstrap_servers, selection, security=security)
     return await execute(bootstrap_servers, planned, operator=operator, security=security)

@@ -17,7 +17,7 @@ import asyncpg
 from aiokafka import AIOKafkaClient
 
 from carebridge_shared.consumer import ConsumerRuntime
-from carebridge_shared.kafka import PLAINTEXT, KafkaSecurity, make_probe_client
+from carebridge_shared.kafka import KafkaSecurity, make_probe_client
 from carebridge_shared.logging import get_logger
 from carebridge_shared.metrics import (
     OUTBOX_BACKLOG_ROWS,
@@ -62,7 +62,7 @@ class KafkaProbe:
         *,
         timeout_s: float = 1.5,
         cache_s: float = 2.0,
-        security: KafkaSecurity = PLAINTEXT,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._security = security

@@ -9,7 +9,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aiokafka import AIOKafkaClient, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaConnectionError,
+    TopicAuthorizationFailedError,
+)
 from aiokafka.helpers import create_ssl_context
 from faststream.security import BaseSecurity, SASLScram256, SASLScram512
 
@@ -135,15 +139,37 @@ class KafkaSecurity:
 
 
 PLAINTEXT = KafkaSecurity()
+"""No login, no TLS: only for a broker started without security (``CAREBRIDGE_KAFKA_AUTH=none``)
+or a test that shows such a client is refused. Every other client takes `env_security()`."""
 
 
-def kafka_client_options(settings: ServiceSettings) -> dict[str, Any]:
-    """``bootstrap_servers`` plus the security options of `settings`, for any aiokafka client:
-    ``AIOKafkaConsumer(*topics, **kafka_client_options(settings), group_id=...)``."""
+def env_security() -> KafkaSecurity:
+    """The Kafka login and TLS settings of this process's environment
+    (``CAREBRIDGE_KAFKA_SECURITY_PROTOCOL``, ``_SASL_*``, ``_SSL_*``), read as a service reads
+    them: the one source for every client that is not a service (tools, tests, test helpers,
+    the chaos oracle, the bench). A client given no explicit security uses this."""
+    from carebridge_shared.settings import ServiceSettings
+
+    return KafkaSecurity.from_settings(ServiceSettings())
+
+
+def kafka_client_options(settings: ServiceSettings | None = None) -> dict[str, Any]:
+    """``bootstrap_servers`` plus the security options of `settings` (default: the environment),
+    for any aiokafka client: ``AIOKafkaConsumer(*topics, **kafka_client_options(), ...)``."""
+    if settings is None:
+        from carebridge_shared.settings import ServiceSettings
+
+        settings = ServiceSettings()
     return {
         "bootstrap_servers": settings.kafka_bootstrap_servers,
         **KafkaSecurity.from_settings(settings).client_options(),
     }
+
+
+def security_options(security: KafkaSecurity | None = None) -> dict[str, Any]:
+    """The security keyword arguments of an aiokafka client: `security`'s, or the
+    environment's (`env_security`). ``AIOKafkaConsumer(..., **security_options())``."""
+    return (security or env_security()).client_options()
 
 
 def make_producer(
@@ -151,7 +177,7 @@ def make_producer(
     client_id: str,
     *,
     transactional_id: str | None = None,
-    security: KafkaSecurity = PLAINTEXT,
+    security: KafkaSecurity | None = None,
 ) -> AIOKafkaProducer:
     """Idempotent producer that waits for every in-sync replica (no loss, no reordering).
 
@@ -167,20 +193,37 @@ def make_producer(
         linger_ms=5,
         request_timeout_ms=30_000,
         retry_backoff_ms=200,
-        **security.client_options(),
+        **security_options(security),
     )
 
 
 def make_probe_client(
-    bootstrap_servers: str, client_id: str, *, security: KafkaSecurity = PLAINTEXT
+    bootstrap_servers: str, client_id: str, *, security: KafkaSecurity | None = None
 ) -> AIOKafkaClient:
     """A bare client for cheap metadata requests (the readiness probe)."""
     return AIOKafkaClient(
         bootstrap_servers=bootstrap_servers,
         client_id=client_id,
         request_timeout_ms=5_000,
-        **security.client_options(),
+        **security_options(security),
     )
+
+
+REFUSED_CREATION = (TopicAuthorizationFailedError.errno, ClusterAuthorizationFailedError.errno)
+
+
+class TopicsNotProvisioned(RuntimeError):
+    """Topics a client needs do not exist (or its login may not see them), and its login may
+    not create them: they are made, with the ACLs, by provisioning with admin credentials."""
+
+    def __init__(self, topics: list[str], security: KafkaSecurity) -> None:
+        self.topics = topics
+        super().__init__(
+            f"Kafka topic(s) {', '.join(topics)} do not exist or are not visible to "
+            f"{security.describe()}, which may not create them. Next step: provision the "
+            "cluster with admin credentials (`carebridge kafka provision`, see its --help), "
+            "which creates every topic, the service logins and their ACLs."
+        )
 
 
 async def ensure_topics(
@@ -190,10 +233,13 @@ async def ensure_topics(
     partitions: int,
     replication_factor: int,
     configs: dict[str, str] | None = None,
-    security: KafkaSecurity = PLAINTEXT,
+    security: KafkaSecurity | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the ones created. The first Kafka call
-    a service makes, so it says why no broker took the connection (KafkaUnreachable)."""
+    a service makes, so it says why no broker took the connection (KafkaUnreachable), and
+    why a topic it needs is missing when its login may not create it (TopicsNotProvisioned).
+    A login sees only the topics its ACLs let it describe: ask only for topics it uses."""
+    security = security or env_security()
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap_servers,
         client_id="carebridge-admin",
@@ -208,7 +254,7 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
-            await admin.create_topics(
+            response = await admin.create_topics(
                 [
                     NewTopic(
                         name=t,
@@ -219,6 +265,11 @@ async def ensure_topics(
                     for t in missing
                 ]
             )
+            refused = sorted(
+                str(error[0]) for error in response.topic_errors if error[1] in REFUSED_CREATION
+            )
+            if refused:
+                raise TopicsNotProvisioned(refused, security)
             log.info("topics_created", topics=missing)
         return missing
     finally:

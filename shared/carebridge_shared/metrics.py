@@ -16,6 +16,11 @@ EVENTS_DUPLICATE = Counter(
 EVENTS_DEAD_LETTERED = Counter(
     "carebridge_events_dead_lettered_total", "Events sent to a dead-letter topic", ["consumer"]
 )
+EVENTS_PRODUCER_REFUSED = Counter(
+    "carebridge_events_producer_refused_total",
+    "Events dead-lettered because their envelope names a producer that does not own the topic",
+    ["consumer", "topic"],
+)
 HANDLER_FAILURES = Counter(
     "carebridge_handler_failures_total", "Failed handler attempts", ["consumer", "transient"]
 )

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from carebridge_contracts import BaseEvent
-from carebridge_contracts.registry import all_topics_with_dlq
+from carebridge_contracts.registry import dlq_topic, topic_for
 from carebridge_shared.auth import TokenVerifier, authenticate
 from carebridge_shared.clock import Clock, SystemClock
 from carebridge_shared.consumer import ConsumerRuntime, RetryPolicy
@@ -79,6 +79,13 @@ def instance_name(settings: ServiceSettings, service: str) -> str:
     return settings.instance_id or f"{service}-{os.getpid()}"
 
 
+def topics_used(publishes: Sequence[type[BaseEvent]], consumed: Sequence[str]) -> list[str]:
+    """The topics a service writes or reads: those of the events it publishes, those it
+    consumes and their dead-letter topics. Its Kafka login may see no other (ACLs)."""
+    written = {str(topic_for(event)) for event in publishes}
+    return sorted(written | set(consumed) | {dlq_topic(topic) for topic in consumed})
+
+
 def create_app(definition: ServiceDefinition) -> FastAPI:
     settings = definition.settings
     configure_logging(definition.name, settings.log_level)
@@ -109,13 +116,6 @@ def create_app(definition: ServiceDefinition) -> FastAPI:
         except BaseException:
             await pool.close()
             raise
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            all_topics_with_dlq(),
-            partitions=settings.kafka_topic_partitions,
-            replication_factor=settings.kafka_replication_factor,
-            security=security,
-        )
         context = ServiceContext(
             definition.name,
             settings,
@@ -124,8 +124,6 @@ def create_app(definition: ServiceDefinition) -> FastAPI:
             definition.clock,
         )
         app.state.context = context
-        for hook in definition.on_startup:
-            await hook(context)
 
         def producer() -> Any:
             return make_producer(
@@ -140,7 +138,6 @@ def create_app(definition: ServiceDefinition) -> FastAPI:
             batch_size=settings.relay_batch_size,
             poll_interval=settings.relay_poll_interval_ms / 1000,
         )
-        tasks = [asyncio.create_task(relay.run(stop), name="outbox-relay")]
         runtime: ConsumerRuntime | None = None
         if definition.register_handlers is not None:
             runtime = ConsumerRuntime(
@@ -158,6 +155,17 @@ def create_app(definition: ServiceDefinition) -> FastAPI:
                 security=security,
             )
             definition.register_handlers(runtime, context)
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            topics_used(definition.publishes, runtime.topics if runtime else []),
+            partitions=settings.kafka_topic_partitions,
+            replication_factor=settings.kafka_replication_factor,
+            security=security,
+        )
+        for hook in definition.on_startup:
+            await hook(context)
+        tasks = [asyncio.create_task(relay.run(stop), name="outbox-relay")]
+        if runtime is not None:
             await runtime.start()
         tasks += [
             asyncio.create_task(task(context, stop), name=getattr(task, "__name__", "task"))

@@ -25,6 +25,7 @@ from carebridge_devstack.kafka import KafkaCluster
 from carebridge_devstack.processes import ProcessGroup, service_spec
 from carebridge_devstack.testing import read_topic
 from carebridge_ops.status import collect
+from carebridge_shared.kafka import PLAINTEXT
 
 pytestmark = [pytest.mark.integration]
 
@@ -43,6 +44,8 @@ def _free_pair() -> int:
 
 @pytest.fixture
 def private_kafka(tmp_path: Path) -> Iterator[KafkaCluster]:
+    """A plaintext broker without ACLs (what this test crashes is availability, not access):
+    its clients say PLAINTEXT explicitly, instead of the session's login."""
     port = _free_pair()
     cluster = KafkaCluster(tmp_path / "kafka", nodes=1, port=port, controller_port=port + 1)
     try:
@@ -66,8 +69,11 @@ def intake(
         "CAREBRIDGE_READY_OUTBOX_MAX_AGE_SECONDS": str(OUTBOX_MAX_AGE_S),
         "CAREBRIDGE_RELAY_POLL_INTERVAL_MS": "200",
         "CAREBRIDGE_INSTANCE_ID": "intake-outage",
+        "CAREBRIDGE_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
     }
-    group = ProcessGroup([service_spec("intake", port, env)], tmp_path / "logs")
+    spec = service_spec("intake", port, env)
+    spec.withheld = ("CAREBRIDGE_KAFKA_SASL_USERNAME", "CAREBRIDGE_KAFKA_SASL_PASSWORD")
+    group = ProcessGroup([spec], tmp_path / "logs")
     group.start()
     try:
         group.wait_ready(timeout=120)
@@ -145,6 +151,7 @@ def test_outbox_backlog_and_readiness_follow_a_kafka_outage(
             where=lambda r: r.key in keys,
             expect=3,
             settle=1.0,
+            security=PLAINTEXT,
         )
     )
     published = {Envelope.from_bytes(r.value).subject for r in records}

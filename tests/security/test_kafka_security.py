@@ -167,7 +167,7 @@ async def test_a_client_that_does_not_log_in_is_refused(sasl_kafka: KafkaCluster
         )
     assert "with PLAINTEXT" in str(refused.value)
 
-    producer = make_producer(sasl_kafka.bootstrap_servers, "plaintext-intruder")
+    producer = make_producer(sasl_kafka.bootstrap_servers, "plaintext-intruder", security=PLAINTEXT)
     try:
         with pytest.raises(KafkaConnectionError):
             await producer.start()

@@ -25,6 +25,7 @@ from carebridge_devstack.demo import CareClient, wait_for_mail, wait_until
 from carebridge_devstack.smtp_sink import ReceivedMail
 from carebridge_devstack.system import SERVICES, LocalSystem
 from carebridge_devstack.testing import eventually
+from carebridge_shared.kafka import security_options
 
 pytestmark = [pytest.mark.integration, pytest.mark.journey]
 
@@ -209,7 +210,7 @@ async def _topic_partitions(consumer: AIOKafkaConsumer, topics: list[str]) -> li
 
 
 async def end_offsets(bootstrap: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, **security_options())
     await consumer.start()
     try:
         partitions = await _topic_partitions(consumer, all_topics_with_dlq())
@@ -224,7 +225,10 @@ async def records_since(
 ) -> list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]:
     """Every record on every topic published after `start` (key, value and headers)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        **security_options(),
     )
     await consumer.start()
     try:

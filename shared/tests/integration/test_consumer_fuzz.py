@@ -46,7 +46,7 @@ from carebridge_shared.consumer import (
     EventContext,
     RetryPolicy,
 )
-from carebridge_shared.kafka import make_producer
+from carebridge_shared.kafka import make_producer, security_options
 
 pytestmark = pytest.mark.integration
 
@@ -137,7 +137,9 @@ class DeadLetters:
     """Collects this group's dead letters from the DLQ topic, by original offset."""
 
     def __init__(self, bootstrap: str, group: str) -> None:
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, **security_options()
+        )
         self._group = group.encode()
         self.letters: dict[int, ConsumerRecord[bytes, bytes]] = {}
         self._task: asyncio.Task[None] | None = None

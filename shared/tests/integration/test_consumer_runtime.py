@@ -411,3 +411,86 @@ async def test_consumer_connects_with_a_comma_separated_bootstrap_list(
 
 async def _joined(runtime: ConsumerRuntime) -> bool:
     return runtime.joined
+
+
+async def test_an_event_from_a_producer_that_does_not_own_the_topic_is_dead_lettered_and_a_redriven_one_passes(
+    pool, stack_endpoints
+) -> None:
+    """Event provenance (ADR 0013): only intake publishes on the assessments topic, so an
+    envelope there that names another producer is parked once with the reason, has no effect
+    and does not hold up the partition; a genuine event that failed and is redriven by ops
+    keeps its producer and is applied."""
+    from carebridge_shared.dlq import redrive
+    from carebridge_shared.metrics import EVENTS_PRODUCER_REFUSED
+
+    bootstrap = stack_endpoints.kafka_bootstrap
+    patient = f"p-{uuid.uuid4()}"
+    group = f"provenance-{uuid.uuid4().hex[:8]}"
+    forged = wrap(sample_assessment(patient), patient, sequence=1, producer="booking")
+    failing_once = wrap(sample_assessment(patient), patient, sequence=2)
+    healthy = wrap(sample_assessment(patient), patient, sequence=3)
+    failures: list[uuid.UUID] = []
+    runtime = _runtime(pool, bootstrap, group, attempts=1)
+
+    @runtime.on(AssessmentCompleted)
+    async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
+        if ctx.envelope.subject != patient:
+            return
+        if ctx.envelope.event_id == failing_once.event_id and not failures:
+            failures.append(ctx.envelope.event_id)
+            raise ValueError("fails the first time only")
+        await ctx.conn.execute(
+            "INSERT INTO effects (event_id, subject, sequence) VALUES ($1, $2, $3)",
+            ctx.envelope.event_id,
+            patient,
+            ctx.envelope.sequence,
+        )
+
+    refused_before = EVENTS_PRODUCER_REFUSED.labels(group, TOPIC)._value.get()
+    await _start(runtime)
+    try:
+        for envelope in (forged, failing_once, healthy):  # one key: one partition, in order
+            await produce(bootstrap, envelope)
+        await eventually(lambda: _has_effect(pool, healthy.event_id), timeout=60)
+        letters = await read_topic(
+            bootstrap,
+            dlq_topic(TOPIC),
+            where=lambda r: (
+                r.key == patient.encode() and r.headers.get(DLQ_CONSUMER_GROUP) == group.encode()
+            ),
+            expect=2,
+            timeout=60,
+            settle=1.0,
+        )
+        by_event = {_event_id(letter.value): letter for letter in letters}
+        assert set(by_event) == {forged.event_id, failing_once.event_id}
+        refusal = by_event[forged.event_id].headers
+        assert refusal[DLQ_ERROR].decode() == (
+            f"ProducerNotTopicOwner: producer 'booking' is not 'intake', the owner of {TOPIC}"
+        )
+        assert refusal[DLQ_ATTEMPTS] == b"1"
+        assert EVENTS_PRODUCER_REFUSED.labels(group, TOPIC)._value.get() == refused_before + 1
+        assert not await _has_effect(pool, forged.event_id)
+
+        result = await redrive(bootstrap, dlq_topic(TOPIC), failed_group=group)
+        assert result.redriven == 2  # both letters parse; the forged one is refused again
+        await eventually(lambda: _has_effect(pool, failing_once.event_id), timeout=60)
+        again = await read_topic(
+            bootstrap,
+            dlq_topic(TOPIC),
+            where=lambda r: (
+                _event_id(r.value) == forged.event_id
+                and r.headers.get(DLQ_CONSUMER_GROUP) == group.encode()
+            ),
+            expect=2,
+            timeout=60,
+            settle=1.0,
+        )
+        assert len(again) == 2, "the redriven forgery is parked again, never applied"
+    finally:
+        await runtime.stop()
+    assert not await _has_effect(pool, forged.event_id)
+    rows = await pool.fetch(
+        "SELECT event_id FROM effects WHERE subject = $1 ORDER BY sequence", patient
+    )
+    assert [r["event_id"] for r in rows] == [failing_once.event_id, healthy.event_id]

@@ -12,7 +12,7 @@ from carebridge_devstack.endpoints import StackEndpoints
 from carebridge_devstack.testing import produce_raw, sample_assessment, wrap
 from carebridge_shared import dlq
 from carebridge_shared.consumer import DLQ_CONSUMER_GROUP, DLQ_ORIGINAL_TOPIC
-from carebridge_shared.kafka import PLAINTEXT, ensure_topics
+from carebridge_shared.kafka import ensure_topics, env_security
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ async def test_concurrent_redrives_commit_each_letter_once(
     ledger = [a for a in await dlq.read_audit(bootstrap) if a.consumer_group == group]
     assert sorted(a.event_id for a in ledger) == sorted(e.event_id for e in events)
     committed = await dlq._scan(
-        bootstrap, [TOPIC], isolation_level="read_committed", security=PLAINTEXT
+        bootstrap, [TOPIC], isolation_level="read_committed", security=env_security()
     )
     copies = [r for r in committed if r.key == patient.encode()]
     assert len(copies) == 3, "each event committed back exactly once"

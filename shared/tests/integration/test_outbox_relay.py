@@ -49,7 +49,7 @@ async def test_rolled_back_row_is_never_published_and_committed_one_is_published
     pool, stack_endpoints
 ) -> None:
     patient = f"p-{uuid.uuid4()}"
-    outbox = Outbox("test", SCHEMA)
+    outbox = Outbox("intake", SCHEMA)  # the owner of the topic: consumers believe no other
     with pytest.raises(RuntimeError, match="rollback"):
         async with pool.acquire() as conn, conn.transaction():
             await outbox.add(conn, sample_assessment(patient), subject=patient)
@@ -77,7 +77,7 @@ async def test_rolled_back_row_is_never_published_and_committed_one_is_published
 async def test_outbox_refuses_writes_outside_a_transaction(pool) -> None:
     async with pool.acquire() as conn:
         with pytest.raises(OutboxUsageError):
-            await Outbox("test", SCHEMA).add(conn, sample_assessment("p"), subject="p")
+            await Outbox("intake", SCHEMA).add(conn, sample_assessment("p"), subject="p")
 
 
 async def test_relay_killed_after_publish_republishes_and_consumer_applies_once(
@@ -86,7 +86,7 @@ async def test_relay_killed_after_publish_republishes_and_consumer_applies_once(
     bootstrap = stack_endpoints.kafka_bootstrap
     patient = f"p-{uuid.uuid4()}"
     async with pool.acquire() as conn, conn.transaction():
-        envelope = await Outbox("test", SCHEMA).add(
+        envelope = await Outbox("intake", SCHEMA).add(
             conn, sample_assessment(patient), subject=patient
         )
 

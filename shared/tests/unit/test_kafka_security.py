@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 
@@ -25,7 +26,10 @@ def settings_from_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> ServiceSet
     return ServiceSettings()
 
 
-def test_plaintext_by_default() -> None:
+def test_plaintext_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):  # `make test` exports the dev stack's admin login
+        if name.startswith("CAREBRIDGE_KAFKA_"):
+            monkeypatch.delenv(name)
     assert KafkaSecurity.from_settings(ServiceSettings()) == PLAINTEXT
     assert PLAINTEXT.client_options() == {"security_protocol": "PLAINTEXT"}
     assert PLAINTEXT.faststream_security() is None
