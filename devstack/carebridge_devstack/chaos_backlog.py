@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,3 +144,33 @@ class Backlog:
                 service, unpublished_up_to=mark.outbox_id
             )
         return result
+
+
+Reading = Callable[[], Awaitable[dict[str, int]]]
+
+
+async def wait_until_quiet(
+    read: Reading, *, within_s: float, interval_s: float = 1.0, quiet_readings: int = 2
+) -> dict[str, int]:
+    """Read until `quiet_readings` readings in a row are all zero, `interval_s` apart; returns
+    the last reading (not all zero when `within_s` ran out). A reading that fails (a broker or
+    database still restarting) counts as not quiet.
+
+    One quiet reading is not enough: work that one part finishes can start work in another
+    after it was read (a confirmation the dispatcher sends writes a NotificationSent outbox
+    row after the outbox was found empty), so the system is quiet only when nothing moved
+    between two complete readings.
+    """
+    deadline = time.monotonic() + within_s
+    reading: dict[str, int] = {}
+    quiet = 0
+    while True:
+        try:
+            reading = await read()
+        except Exception as exc:
+            reading, quiet = {f"unreadable: {type(exc).__name__}": 1}, 0
+        else:
+            quiet = 0 if any(reading.values()) else quiet + 1
+        if quiet >= quiet_readings or time.monotonic() >= deadline:
+            return reading
+        await asyncio.sleep(interval_s)
