@@ -77,12 +77,25 @@ class Backlog:
         return self._admin, self._consumer
 
     async def _ends(self, topics: list[str]) -> dict[TopicPartition, int]:
-        _, consumer = await self._clients()
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        """End offsets of every partition of `topics`; LookupError for a topic the cluster
+        does not describe (yet), rather than a lag of 0 for it.
+
+        The partitions come from the admin client: this consumer subscribes to nothing, and
+        aiokafka's bootstrap asks for the metadata of no topic, so `partitions_for_topic` stays
+        None until the first periodic refresh (5 minutes): every lag read as 0 until then
+        (issue 16), and a short chaos run "drained" before the services had consumed."""
+        admin, consumer = await self._clients()
+        partitions: list[TopicPartition] = []
+        missing: list[str] = []
+        for described in await admin.describe_topics(sorted(set(topics))):
+            if described["error_code"] or not described["partitions"]:
+                missing.append(described["topic"])
+            partitions += [
+                TopicPartition(described["topic"], p["partition"]) for p in described["partitions"]
+            ]
+        if missing:
+            raise LookupError(f"cannot measure the lag on {missing}: the cluster does not "
+                              f"describe them (error or no partitions)")  # fmt: skip
         ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
         return ends
 

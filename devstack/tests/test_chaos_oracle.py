@@ -1,8 +1,11 @@
-"""The chaos oracle's P1 check and its topic reader against real Kafka, PostgreSQL and relay.
+"""What the chaos run measures, against real Kafka, PostgreSQL and the outbox relay: the
+oracle's P1 check, its topic reader, and the backlog the run drains before the oracle.
 
-Issue 16: a short chaos run under load reported 8 lost notification outbox events. The oracle
-read the topics first and the outbox afterwards, so a row the relay published in between
-(acknowledged by Kafka, marked published) was counted lost although it was on its topic.
+Issue 16: a short chaos run under load reported 8 lost notification outbox events. The run's
+drain counted no consumer lag at all, so the oracle could start while notification was still
+consuming; and the oracle read the topics first and the outbox afterwards, so a row the relay
+published in between (acknowledged by Kafka, marked published) was counted lost although it
+was on its topic.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka.errors import KafkaError
 
 from carebridge_contracts import Envelope
+from carebridge_devstack.chaos_backlog import SCHEMAS, Backlog
 from carebridge_devstack.chaos_oracle import Verdict, check_acknowledged
 from carebridge_devstack.testing import (
     Record,
+    eventually,
     migrated_pool,
     read_topic,
     sample_assessment,
@@ -160,3 +166,45 @@ async def test_reading_a_topic_to_its_end_raises_rather_than_return_part_of_it(
         await read_topic(bootstrap, topic, where=stalled_reader, timeout=5.0)
     assert stalled, "the read never got to a record"
     assert len(await read_topic(bootstrap, topic, timeout=60.0)) == 1500
+
+
+async def test_the_backlog_counts_a_groups_lag_from_its_first_reading(
+    fresh_database_url: str, stack_endpoints, topic: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The drain before the oracle and every recovery time wait for lag 0. The backlog's
+    consumer knew no topic's partitions for its first 5 minutes (aiokafka fetches no topic
+    metadata at bootstrap), so it read every lag as 0: a short run 'drained' while the
+    services were still consuming."""
+    bootstrap = stack_endpoints.kafka_bootstrap
+    for schema in SCHEMAS:  # the outboxes the backlog also reads
+        async with migrated_pool(
+            fresh_database_url, schema, tmp_path, bootstrap_servers=bootstrap, topics=[topic]
+        ):
+            pass
+    producer = make_producer(bootstrap, "test-backlog")
+    await producer.start()
+    try:
+        for n in range(5):
+            await producer.send_and_wait(topic, value=b"{}", key=f"k{n}".encode())
+    finally:
+        await producer.stop()
+
+    # a group that has consumed nothing of `topic` (the group is named as the service)
+    backlog = Backlog(bootstrap, fresh_database_url, {"booking": [topic]})
+
+    async def first_reading() -> dict[str, int] | None:
+        try:
+            return await backlog.totals()
+        except KafkaError:  # e.g. the group's coordinator still loading on a fresh broker
+            await backlog.close()
+            return None
+
+    try:
+        totals = await eventually(first_reading, timeout=60.0, what="a backlog reading")
+        mark = await backlog.mark("booking")
+        reached = await backlog.reached("booking", mark)
+    finally:
+        await backlog.close()
+    assert totals["booking.lag"] == 5, totals
+    assert sum(mark.ends.values()) == 5 and len(mark.ends) == 3
+    assert not reached
