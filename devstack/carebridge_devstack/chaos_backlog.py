@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,12 +81,25 @@ class Backlog:
         return self._admin, self._consumer
 
     async def _ends(self, topics: list[str]) -> dict[TopicPartition, int]:
-        _, consumer = await self._clients()
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        """End offsets of every partition of `topics`; LookupError for a topic the cluster
+        does not describe (yet), rather than a lag of 0 for it.
+
+        The partitions come from the admin client: this consumer subscribes to nothing, and
+        aiokafka's bootstrap asks for the metadata of no topic, so `partitions_for_topic` stays
+        None until the first periodic refresh (5 minutes): every lag read as 0 until then
+        (issue 16), and a short chaos run "drained" before the services had consumed."""
+        admin, consumer = await self._clients()
+        partitions: list[TopicPartition] = []
+        missing: list[str] = []
+        for described in await admin.describe_topics(sorted(set(topics))):
+            if described["error_code"] or not described["partitions"]:
+                missing.append(described["topic"])
+            partitions += [
+                TopicPartition(described["topic"], p["partition"]) for p in described["partitions"]
+            ]
+        if missing:
+            raise LookupError(f"cannot measure the lag on {missing}: the cluster does not "
+                              f"describe them (error or no partitions)")  # fmt: skip
         ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
         return ends
 
@@ -145,3 +161,33 @@ class Backlog:
                 service, unpublished_up_to=mark.outbox_id
             )
         return result
+
+
+Reading = Callable[[], Awaitable[dict[str, int]]]
+
+
+async def wait_until_quiet(
+    read: Reading, *, within_s: float, interval_s: float = 1.0, quiet_readings: int = 2
+) -> dict[str, int]:
+    """Read until `quiet_readings` readings in a row are all zero, `interval_s` apart; returns
+    the last reading (not all zero when `within_s` ran out). A reading that fails (a broker or
+    database still restarting) counts as not quiet.
+
+    One quiet reading is not enough: work that one part finishes can start work in another
+    after it was read (a confirmation the dispatcher sends writes a NotificationSent outbox
+    row after the outbox was found empty), so the system is quiet only when nothing moved
+    between two complete readings.
+    """
+    deadline = time.monotonic() + within_s
+    reading: dict[str, int] = {}
+    quiet = 0
+    while True:
+        try:
+            reading = await read()
+        except Exception as exc:
+            reading, quiet = {f"unreadable: {type(exc).__name__}": 1}, 0
+        else:
+            quiet = 0 if any(reading.values()) else quiet + 1
+        if quiet >= quiet_readings or time.monotonic() >= deadline:
+            return reading
+        await asyncio.sleep(interval_s)

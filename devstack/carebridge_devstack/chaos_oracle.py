@@ -8,6 +8,7 @@ import asyncio
 import json
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,10 +62,80 @@ def _view(records: list[Record]) -> TopicView:
     return TopicView(records, dict(events), unparsed)
 
 
+TopicReader = Callable[[], Awaitable[dict[str, list[Record]]]]
+
+
 async def read_all(bootstrap: str) -> dict[str, list[Record]]:
+    """Every event topic and its dead-letter topic, each up to the end offsets it had when its
+    read began; raises TimeoutError rather than return part of a topic."""
     names = [str(t) for t in Topic] + [dlq_topic(str(t)) for t in Topic]
     found = await asyncio.gather(*(read_topic(bootstrap, n, timeout=120.0) for n in names))
     return dict(zip(names, found, strict=True))
+
+
+@dataclass(frozen=True)
+class OutboxSnapshot:
+    """The outbox rows of some schemas as they stood at one moment."""
+
+    published: dict[str, dict[str, str]]  # schema -> event_id -> topic, rows marked published
+    unpublished: int
+
+    @property
+    def rows(self) -> int:
+        return self.unpublished + sum(len(rows) for rows in self.published.values())
+
+
+async def outbox_snapshot(database_url: str, schemas: Sequence[str]) -> OutboxSnapshot:
+    published: dict[str, dict[str, str]] = {}
+    unpublished = 0
+    for schema in schemas:
+        rows = await _db(database_url,
+                         f"SELECT event_id, topic, published_at FROM {schema}.outbox")  # fmt: skip
+        published[schema] = {
+            str(r["event_id"]): r["topic"] for r in rows if r["published_at"] is not None
+        }
+        unpublished += sum(r["published_at"] is None for r in rows)
+    return OutboxSnapshot(published, unpublished)
+
+
+async def check_acknowledged(
+    database_url: str, schemas: Sequence[str], read_topics: TopicReader, verdict: Verdict
+) -> dict[str, list[Record]]:
+    """P1, nothing acknowledged is lost: every outbox row marked published is on its topic.
+
+    The outbox is read *before* the topics. A row is marked published only after Kafka
+    acknowledged it (acks=all), so every row marked by the time of the snapshot lies below
+    the end offsets the topic reads take afterwards: a row missing there is really lost. In the
+    other order a row the relay published between the two reads looked lost although it was
+    on its topic (issue 16: "8 lost notification outbox events"). Rows written or published
+    after the snapshot are not judged; the oracle says so instead, because the system should
+    have been quiet. Returns the topics read, for the other checks.
+    """
+    before = await outbox_snapshot(database_url, schemas)
+    topics = await read_topics()
+    on_topic = {name: set(_view(records).events) for name, records in topics.items()}
+    lost = 0
+    for schema, rows in before.published.items():
+        for event_id, topic in rows.items():
+            if event_id not in on_topic.get(topic, set()):
+                lost += 1
+                verdict.fail(f"lost: {schema} outbox event {event_id} not on {topic}")
+    f = verdict.figures
+    f["events_produced"] = sum(len(rows) for rows in before.published.values())
+    f["events_unpublished_at_end"] = before.unpublished
+    f["lost"] = lost
+    if before.unpublished:
+        verdict.fail(f"{before.unpublished} outbox rows still unpublished after the drain")
+    after = await outbox_snapshot(database_url, schemas)
+    written = after.rows - before.rows
+    published = sum(len(rows) for rows in after.published.values()) - f["events_produced"]
+    f["outbox_rows_written_while_reading"] = written
+    f["outbox_rows_published_while_reading"] = published
+    if written or published:
+        verdict.fail(f"the system was not quiet while the oracle read the topics: {written} "
+                     f"outbox rows written and {published} published meanwhile, not judged; "
+                     f"the drain before the oracle ended too early")  # fmt: skip
+    return topics
 
 
 def check_order(topic: str, view: TopicView, verdict: Verdict) -> int:
@@ -118,36 +189,17 @@ async def check(
     patient_prefix: str,
 ) -> Verdict:
     verdict = Verdict()
-    topics = await read_all(bootstrap)
+    # -- P1 first: it snapshots the outbox before it reads the topics
+    topics = await check_acknowledged(database_url, SCHEMAS, lambda: read_all(bootstrap), verdict)
     views = {name: _view(records) for name, records in topics.items()}
     f = verdict.figures
-
-    # -- nothing acknowledged is lost: every outbox row marked published is on its topic
-    lost = unpublished = produced = 0
-    on_topic = {name: set(view.events) for name, view in views.items()}
-    for schema in SCHEMAS:
-        rows = await _db(database_url,
-                         f"SELECT event_id, topic, published_at FROM {schema}.outbox")  # fmt: skip
-        for row in rows:
-            if row["published_at"] is None:
-                unpublished += 1
-                continue
-            produced += 1
-            if str(row["event_id"]) not in on_topic.get(row["topic"], set()):
-                lost += 1
-                verdict.fail(f"lost: {schema} outbox event {row['event_id']} not on {row['topic']}")
-    f["events_produced"] = produced
-    f["events_unpublished_at_end"] = unpublished
     f["records_on_topics"] = sum(len(topics[str(t)]) for t in Topic)
     f["republished_copies"] = sum(
         len(c) - 1 for t in Topic for c in views[str(t)].events.values() if len(c) > 1
     )
-    f["lost"] = lost
     consumed = await _db(database_url, " UNION ALL ".join(
         f"SELECT '{s}' AS consumer, count(*) AS n FROM {s}.inbox" for s in SCHEMAS))  # fmt: skip
     f["events_consumed"] = {r["consumer"]: int(r["n"]) for r in consumed}
-    if unpublished:
-        verdict.fail(f"{unpublished} outbox rows still unpublished after the drain")
 
     duplicated = 0
     # -- every accepted assessment: exactly one AssessmentCompleted, nothing else for it

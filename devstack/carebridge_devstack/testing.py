@@ -116,7 +116,9 @@ async def read_topic(
     """Every record of `topic` from the beginning that matches `where`.
 
     With `expect`, stops once that many matched (then waits `settle` seconds to catch extras)
-    or at `timeout`; without it, stops at the end each partition had when the call started.
+    or at `timeout`; without it, stops at the end each partition had when the call started,
+    and raises TimeoutError if it cannot get there within `timeout` (part of a topic passed
+    off as all of it made a slow read look like lost records).
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
@@ -148,6 +150,16 @@ async def read_topic(
             if settle_until is not None and now >= settle_until:
                 break
             if now >= deadline:
+                if expect is None:
+                    behind = {
+                        tp.partition: (await consumer.position(tp), end_offsets[tp])
+                        for tp in assigned
+                    }
+                    raise TimeoutError(
+                        f"read {len(found)} records of {topic} in {timeout:.0f}s but not to the"
+                        f" end it had when the read began (partition: (position, end) {behind});"
+                        f" the reader fell behind: pass a longer timeout"
+                    )
                 break
             batches = await consumer.getmany(timeout_ms=200, max_records=1000)
             for records in batches.values():

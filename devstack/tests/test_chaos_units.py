@@ -8,7 +8,7 @@ import pytest
 
 from carebridge_contracts import ContractError, Envelope, parse
 from carebridge_contracts.registry import Topic
-from carebridge_devstack.chaos_backlog import consumer_groups
+from carebridge_devstack.chaos_backlog import consumer_groups, wait_until_quiet
 from carebridge_devstack.chaos_oracle import Verdict, _view, check_order
 from carebridge_devstack.chaos_poison import KINDS, poison_set, poison_value
 from carebridge_devstack.endpoints import StackEndpoints
@@ -72,3 +72,34 @@ def test_consumer_groups_are_read_from_the_start_up_log_lines(tmp_path: Path) ->
         '{"msg": "consumer_started", "group": "booking", "topics": ["a", "b"]}\n'
     )
     assert consumer_groups(tmp_path) == {"booking": ["a", "b"]}
+
+
+async def test_quiet_means_two_all_zero_readings_in_a_row() -> None:
+    """Issue 16: the run drained the outbox, then waited for the last confirmations to be
+    sent, and read nothing again: the NotificationSent rows those sends wrote were still
+    being published while the oracle read. A zero reading followed by work is not quiet."""
+    readings = iter([
+        {"deliveries_owed": 3, "notification.unpublished": 0},
+        {"deliveries_owed": 0, "notification.unpublished": 0},  # the sends just committed
+        {"deliveries_owed": 0, "notification.unpublished": 3},  # ... and wrote outbox rows
+        {"deliveries_owed": 0, "notification.unpublished": 0},
+        {"deliveries_owed": 0, "notification.unpublished": 0},
+        {"deliveries_owed": 9, "notification.unpublished": 9},  # must never be read
+    ])  # fmt: skip
+    calls = 0
+
+    async def read() -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        return next(readings)
+
+    last = await wait_until_quiet(read, within_s=30.0, interval_s=0.0)
+    assert calls == 5 and not any(last.values())
+
+
+async def test_an_unreadable_backlog_is_not_quiet_and_time_runs_out() -> None:
+    async def broker_down() -> dict[str, int]:
+        raise ConnectionError("broker restarting")
+
+    last = await wait_until_quiet(broker_down, within_s=0.05, interval_s=0.01)
+    assert last == {"unreadable: ConnectionError": 1}
