@@ -22,7 +22,9 @@ from carebridge_shared.correlation import current_correlation_id
 from carebridge_shared.db import Connection
 from carebridge_shared.service import ServiceContext, service_context
 
-Action = Literal["read", "create", "update", "reschedule", "cancel", "complete", "no_show"]
+Action = Literal[
+    "read", "create", "update", "delete", "reschedule", "cancel", "complete", "no_show"
+]
 
 
 @dataclass(frozen=True, slots=True)
