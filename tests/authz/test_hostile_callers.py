@@ -22,6 +22,7 @@ principal it plays (`bearer`); nothing infers the principal from the request.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,9 @@ pytestmark = pytest.mark.integration
 
 STATE = "WY"
 ON_CALL = "on-call"  # NotificationSettings.on_call_clinician_id's default, which the world keeps
+# Takes no id, but names where every urgent safety alert goes: hostile cases too.
+ON_CALL_ROUTE = "/v1/on-call-route"
+ALSO_HOSTILE = {("notification", method, ON_CALL_ROUTE) for method in ("PUT", "GET", "DELETE")}
 # 403 codes that say "not you" and nothing about the record.
 ACCESS_CODES = frozenset(
     {
@@ -52,6 +56,7 @@ ACCESS_CODES = frozenset(
         "not_in_care_team",
         "psychiatrist_required",
         "on_call_route_ops_only",
+        "requester_not_psychiatrist",
     }
 )
 # Request fields and parameters that name a record or a person: a route taking one needs a case.
@@ -298,6 +303,11 @@ CASES: tuple[Case, ...] = (
          build=at(lambda s: f"/v1/contacts/clinician/{ON_CALL}")),
     Case("notification", "GET", "/v1/deliveries", NOT_OPS,
          at(lambda s: "/v1/deliveries", params=about_patient())),
+    Case("notification", "PUT", ON_CALL_ROUTE, NOT_OPS, at(lambda s: ON_CALL_ROUTE, json={
+        "primary": {"email": "hostile@example.org"},
+        "escalation": {"email": "hostile@example.org"}})),
+    Case("notification", "GET", ON_CALL_ROUTE, NOT_OPS, at(lambda s: ON_CALL_ROUTE)),
+    Case("notification", "DELETE", ON_CALL_ROUTE, NOT_OPS, at(lambda s: ON_CALL_ROUTE)),
 )  # fmt: skip
 
 TRIES_PER_PHASE = sum(len(case.callers) for case in CASES)
@@ -680,6 +690,57 @@ async def test_a_stranger_cannot_take_over_an_intake_referral(world: World) -> N
     assert not failures, "\n".join(failures)
 
 
+# --- refusals are logged ----------------------------------------------------------------------
+
+
+async def test_a_refusal_is_logged_with_the_caller_and_the_target(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every `access_refused` line names the caller (`sub`, `role`), the refusal `code` and the
+    target (`resource_type`, `resource_id`, `patient_id`), and nothing a request carried."""
+    w = world
+    stranger: Principal = ("clinician", w.stranger)
+    coordinator: Principal = ("coordinator", "coord-logged")
+    canary = "refused.canary@example.org"
+    capsys.readouterr()
+    tries = (
+        ("intake", "GET", f"/v1/assessments/{w.ids['assessment']}", stranger, None, None),
+        ("referral", "GET", f"/v1/care-plans/{w.patient}", stranger, None, None),
+        ("booking", "GET", "/v1/appointments", coordinator, {"patient_id": w.patient}, None),
+        ("notification", "PUT", f"/v1/contacts/clinician/{ON_CALL}", coordinator, None,
+         {"email": canary}),
+    )  # fmt: skip
+    for service, method, path, who, params, body in tries:
+        response = await w.call(service, method, path, who, params=params, json=body)
+        assert response.status_code == 403, response.text
+    refused = [
+        line for line in log_lines(capsys.readouterr().out) if line.get("msg") == "access_refused"
+    ]
+    # (the four apps share one process here, so `service` is not told apart)
+    fields = ("sub", "role", "code", "resource_type", "resource_id", "patient_id")
+    found = {tuple(line[f] for f in fields) for line in refused}
+    assert found == {
+        (w.stranger, "clinician", "not_treating", "assessment", w.ids["assessment"], w.patient),
+        (w.stranger, "clinician", "not_in_care_team", "care_plan", w.patient, w.patient),
+        ("coord-logged", "coordinator", "role_not_allowed", "/v1/appointments", w.patient,
+         w.patient),
+        ("coord-logged", "coordinator", "on_call_route_ops_only", "clinician_contact", ON_CALL,
+         None),
+    }, refused  # fmt: skip
+    assert canary not in json.dumps(refused)
+
+
+def log_lines(out: str) -> list[dict[str, Any]]:
+    found = []
+    for line in out.splitlines():
+        if line.startswith("{"):
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+    return found
+
+
 # --- every route with an id has a case ------------------------------------------------------
 
 
@@ -703,7 +764,7 @@ def routes_with_ids(apps: dict[str, FastAPI]) -> Iterable[tuple[str, str, str]]:
 
 
 def test_every_route_with_an_id_has_a_hostile_case(unstarted_apps: dict[str, FastAPI]) -> None:
-    routes = set(routes_with_ids(unstarted_apps))
+    routes = set(routes_with_ids(unstarted_apps)) | ALSO_HOSTILE
     covered = {(c.service, c.method, c.route) for c in CASES}
     assert sorted(routes - covered) == [], "routes taking an id without a hostile case"
     assert sorted(covered - routes) == [], "hostile cases for routes that take no id (or are gone)"
