@@ -31,10 +31,21 @@ def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
             ctx.conn, event.patient_id, event.clinician_id, "appointment", str(event.appointment_id)
         )
 
-    runtime.on(AppointmentBooked)(visit)
-    runtime.on(AppointmentRescheduled)(visit)
-    runtime.on(AppointmentCompleted)(visit)
-    runtime.on(AppointmentNoShow)(visit)
+    @runtime.on(AppointmentBooked)
+    async def appointment_booked(event: AppointmentBooked, ctx: EventContext) -> None:
+        await visit(event, ctx)
+
+    @runtime.on(AppointmentRescheduled)
+    async def appointment_rescheduled(event: AppointmentRescheduled, ctx: EventContext) -> None:
+        await visit(event, ctx)
+
+    @runtime.on(AppointmentCompleted)
+    async def appointment_completed(event: AppointmentCompleted, ctx: EventContext) -> None:
+        await visit(event, ctx)
+
+    @runtime.on(AppointmentNoShow)
+    async def appointment_no_show(event: AppointmentNoShow, ctx: EventContext) -> None:
+        await visit(event, ctx)
 
     @runtime.on(AppointmentCancelled)
     async def appointment_cancelled(event: AppointmentCancelled, ctx: EventContext) -> None:
