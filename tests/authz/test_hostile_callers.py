@@ -582,6 +582,9 @@ async def test_a_therapist_who_left_the_care_team_loses_access(world: World) -> 
         response = await w.call("referral", "POST", f"/v1/referrals/{again['id']}/{action}", thr)
         if response.status_code != 403:
             failures.append(f"the former therapist's {action}: {response.status_code}")
+    own = await w.ok("referral", "GET", "/v1/referrals", thr, params={"therapist_id": therapist})
+    if any(r["patient_id"] == patient for r in own["referrals"]):
+        failures.append("the former therapist's own list still holds the patient's referral")
     assert not failures, "\n".join(failures)
 
 

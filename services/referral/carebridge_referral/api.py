@@ -189,7 +189,8 @@ async def list_referrals(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ReferralList:
     """Referrals, oldest first; e.g. `?status=on-hold` is the waitlist (coordinators). Patients
-    and clinicians name a patient they may see, or a therapist themselves (`therapist_id`)."""
+    and clinicians name a patient they may see, or a therapist themselves (`therapist_id`: their
+    active referrals only)."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         if patient_id is not None:
             await _require_access(conn, caller, patient_id, Target("referrals", None, patient_id))
@@ -202,6 +203,12 @@ async def list_referrals(
                 caller,
                 Target("referrals", therapist_id),
             )
+        if patient_id is None and caller.role == "clinician":
+            # A therapist's own list holds only the referrals they still take part in (an
+            # active match): not those of patients they no longer treat (ADR 0015).
+            if status not in (None, "active"):
+                return ReferralList(referrals=[])
+            status = "active"
         found = await store.list_referrals(
             conn, patient_id=patient_id, status=status, therapist_id=therapist_id, limit=limit
         )
@@ -271,7 +278,9 @@ async def grant_consent(
     ctx: Context, caller: Patient, patient_id: PatientPath, body: ConsentRequest, response: Response
 ) -> ConsentOut:
     """Only the patient grants their consent."""
-    await require_patient_access(caller, patient_id, target=Target("consent", body.scope, patient_id))
+    await require_patient_access(
+        caller, patient_id, target=Target("consent", body.scope, patient_id)
+    )
     consent, created = await consents.grant(ctx, patient_id, body.scope)
     if not created:
         response.status_code = status.HTTP_200_OK
