@@ -58,10 +58,13 @@ async def _audit_contact(
 
 
 # Deliberately simple: one '@', no whitespace, no header-breaking characters.
+# No control characters either: PostgreSQL text cannot hold NUL (the fuzzer sent one: a 500).
 EmailAddress = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, max_length=254, pattern=r"^[^@\s<>,;:\"()\[\]\\]+@[A-Za-z0-9.-]+$"
+        strip_whitespace=True,
+        max_length=254,
+        pattern=r"^[^@\s<>,;:\"()\[\]\\\x00-\x1f\x7f]+@[A-Za-z0-9.-]+$",
     ),
 ]
 PhoneNumber = Annotated[

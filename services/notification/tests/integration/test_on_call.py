@@ -23,7 +23,11 @@ from carebridge_devstack.testing import bearer
 pytestmark = pytest.mark.integration
 
 SECOND = timedelta(seconds=1)
-OPS = bearer("ops", "ops-on-call-test")
+
+
+def ops() -> dict[str, str]:
+    """An ops token minted when used (a module-level one can expire in a long run)."""
+    return bearer("ops", "ops-on-call-test")
 
 
 def flagged(patient: str) -> SafetyRiskFlagged:
@@ -108,7 +112,7 @@ async def test_an_alert_without_a_route_waits_escalates_and_goes_out_once_ops_se
         primary_mail = f"{service.uid('primary')}@example.test"
         escalation_mail = f"{service.uid('escalation')}@example.test"
         put = await service.client.put(
-            "/v1/on-call-route", json=route_body(primary_mail, escalation_mail), headers=OPS
+            "/v1/on-call-route", json=route_body(primary_mail, escalation_mail), headers=ops()
         )
         assert put.status_code == 200, put.text
         assert (await service.client.get("/readyz")).status_code == 200
@@ -202,15 +206,15 @@ async def test_only_ops_set_the_route_and_every_change_is_audited(start_service:
                 assert (contact.status_code, contact.json()["code"]) == (
                     403, "on_call_route_ops_only"
                 )  # fmt: skip
-        bootstrapped = (await service.client.get("/v1/on-call-route", headers=OPS)).json()
+        bootstrapped = (await service.client.get("/v1/on-call-route", headers=ops())).json()
         assert bootstrapped["set_by_sub"] == "notification-bootstrap"
         assert bootstrapped["primary"]["email"] == service.settings.on_call_bootstrap_primary_email
 
-        changed = await service.client.put("/v1/on-call-route", json=body, headers=OPS)
+        changed = await service.client.put("/v1/on-call-route", json=body, headers=ops())
         assert changed.json()["primary"]["email"] == "someone@example.test"
-        assert (await service.client.delete("/v1/on-call-route", headers=OPS)).status_code == 204
+        assert (await service.client.delete("/v1/on-call-route", headers=ops())).status_code == 204
         assert (await service.client.get("/readyz")).status_code == 503
-        assert (await service.client.get("/v1/on-call-route", headers=OPS)).status_code == 404
+        assert (await service.client.get("/v1/on-call-route", headers=ops())).status_code == 404
         async with service.ctx.pool.acquire() as conn:
             trail = await conn.fetch(
                 "SELECT actor_sub, actor_role, action FROM audit_log"
