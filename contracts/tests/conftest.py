@@ -16,6 +16,8 @@ from carebridge_contracts import (
     CarePlanUpdated,
     CareTeamEnded,
     CareTeamFormed,
+    CareTeamMemberJoined,
+    CareTeamMemberLeft,
     ConsentGranted,
     ConsentRevoked,
     NotificationFailed,
@@ -129,6 +131,22 @@ def example_events() -> list[BaseEvent]:
         ),
         CareTeamFormed(
             patient_id=PATIENT, care_team_id=_id(6), psychiatrist_id="clin-7", therapist_id="clin-9"
+        ),
+        CareTeamMemberJoined(
+            patient_id=PATIENT,
+            care_team_id=_id(6),
+            referral_id=_id(5),
+            clinician_id="clin-8",
+            member_role="psychiatrist",
+            reason_code="psychiatrist_changed",
+        ),
+        CareTeamMemberLeft(
+            patient_id=PATIENT,
+            care_team_id=_id(6),
+            referral_id=_id(5),
+            clinician_id="clin-7",
+            member_role="psychiatrist",
+            reason_code="psychiatrist_changed",
         ),
         CareTeamEnded(
             patient_id=PATIENT,

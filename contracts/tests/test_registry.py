@@ -43,6 +43,8 @@ EXPECTED_TOPICS = {
     "ReferralWaitlisted": Topic.REFERRALS,
     "CareTeamFormed": Topic.REFERRALS,
     "CareTeamEnded": Topic.REFERRALS,
+    "CareTeamMemberJoined": Topic.REFERRALS,
+    "CareTeamMemberLeft": Topic.REFERRALS,
     "CarePlanUpdated": Topic.CARE_PLANS,
     "ConsentGranted": Topic.CONSENTS,
     "ConsentRevoked": Topic.CONSENTS,

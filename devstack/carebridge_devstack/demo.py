@@ -132,7 +132,12 @@ class CareClient:
         )
         return done
 
-    def refer(self, patient_id: str, psychiatrist_id: str, state: str = "NY") -> dict[str, Any]:
+    def refer(
+        self, patient_id: str, psychiatrist_id: str, state: str = "NY", timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """The psychiatrist refers the patient. Only one of the patient's psychiatrists may, and
+        referral learns of their psychiatric visit from booking's events: until it has, the
+        answer is 403 `not_treating`, and the request is tried again."""
         body = {
             "patient_id": patient_id,
             "state": state,
@@ -140,8 +145,30 @@ class CareClient:
             "urgency": "routine",
             "requesting_clinician_id": psychiatrist_id,
         }
-        referral: dict[str, Any] = self.ok("referral", "POST", "/v1/referrals", json=body)
-        return referral
+
+        def attempt() -> dict[str, Any] | None:
+            response = self.call("referral", "POST", "/v1/referrals", json=body)
+            if response.status_code == 403 and response.json().get("code") == "not_treating":
+                return None
+            if response.status_code >= 400:
+                raise RuntimeError(
+                    f"POST referral/v1/referrals -> {response.status_code}: {response.text[:500]}"
+                )
+            referral: dict[str, Any] = response.json()
+            return referral
+
+        return wait_until(
+            f"referral to learn {psychiatrist_id} treats the patient", attempt, timeout
+        )
+
+    def set_on_call_route(self, primary_email: str, escalation_email: str) -> None:
+        """Where urgent safety alerts go (ops only)."""
+        self.ok(
+            "notification",
+            "PUT",
+            "/v1/on-call-route",
+            json={"primary": {"email": primary_email}, "escalation": {"email": escalation_email}},
+        )
 
     def grant_consent(self, patient_id: str) -> None:
         self.ok(

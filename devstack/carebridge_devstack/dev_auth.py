@@ -5,7 +5,8 @@
 token (see ``carebridge_devstack.signer``) for the principal the request acts for:
 
 * the clinician named in ``X-Clinician-Id`` (the header that stood in for a token before);
-* ops for ops routes (``/v1/_dev/*``, ``/v1/deliveries``, ``/v1/audit-events``);
+* ops for ops routes (``/v1/_dev/*``, ``/v1/deliveries``, ``/v1/audit-events``,
+  ``/v1/on-call-route``);
 * the person whose contact details are written or read (``/v1/contacts/<kind>/<id>``);
 * a coordinator for the clinician and therapist rosters;
 * the patient in the path (``/v1/patients/<id>``, ``/v1/care-plans/<id>``), the requesting
@@ -39,7 +40,7 @@ COORDINATOR: Actor = ("coordinator", "dev-coordinator")
 # Whose a record is, when DevAuth never saw it: the service answers 404 for a missing one.
 UNKNOWN_PATIENT = "dev-unknown-patient"
 UNKNOWN_CLINICIAN = "dev-unknown-clinician"
-OPS_ROUTES = frozenset({"_dev", "deliveries", "audit-events"})
+OPS_ROUTES = frozenset({"_dev", "deliveries", "audit-events", "on-call-route"})
 CLINICIAN_ACTIONS = frozenset({"complete", "no-show"})
 
 

@@ -24,6 +24,11 @@ from .processes import SERVICE_PORTS, Echo, ProcessGroup, ProcessSpec, service_s
 from .smtp_sink import Mailbox
 
 SERVICES = ("intake", "booking", "referral", "notification")
+# The on-call route the dev stack starts with (the SMTP sink receives it): urgent safety alerts
+# go here, the escalation when it cannot be sent. Set by notification's bootstrap setting only
+# while no route exists; ops change it with PUT /v1/on-call-route (ADR 0015).
+ON_CALL_EMAIL = "on-call@clinicians.example"
+ON_CALL_ESCALATION_EMAIL = "on-call-escalation@clinicians.example"
 
 
 def instance_names(service: str, count: int) -> list[str]:
@@ -84,6 +89,8 @@ class LocalSystem:
                 "CAREBRIDGE_SMTP_PORT": str(self.ports.smtp),
                 "CAREBRIDGE_DEV_CLOCK": "true",
                 "CAREBRIDGE_DISPATCH_INTERVAL_MS": "200",
+                "CAREBRIDGE_ON_CALL_BOOTSTRAP_PRIMARY_EMAIL": ON_CALL_EMAIL,
+                "CAREBRIDGE_ON_CALL_BOOTSTRAP_ESCALATION_EMAIL": ON_CALL_ESCALATION_EMAIL,
             }
         }
         for name, env in (extra_env or {}).items():

@@ -177,7 +177,9 @@ def journeys(ops: Ops) -> Ops:
     wait_for_mail(mailbox, f"{booked}@patients.example", "the confirmation")
     wait_for_mail(mailbox, f"{slot['clinician_id']}.{booked}@c.example", "the clinician's")
 
-    client.set_contact("clinician", "on-call", f"on-call.{urgent}@clinicians.example")
+    client.set_on_call_route(
+        f"on-call.{urgent}@clinicians.example", f"escalation.{urgent}@clinicians.example"
+    )
     client.assess(urgent, state="NY", cssrs={
         "q1_wish_to_be_dead": True, "q2_suicidal_thoughts": True, "q3_method": True,
         "q4_intent": True, "q5_plan": False, "q6_behaviour": False,

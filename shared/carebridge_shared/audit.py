@@ -27,7 +27,9 @@ from carebridge_shared.service import ServiceContext, service_context
 # The resource type of a read of the audit trail itself.
 AUDIT_TRAIL = "audit_trail"
 
-Action = Literal["read", "create", "update", "reschedule", "cancel", "complete", "no_show"]
+Action = Literal[
+    "read", "create", "update", "delete", "reschedule", "cancel", "complete", "no_show"
+]
 
 
 @dataclass(frozen=True, slots=True)

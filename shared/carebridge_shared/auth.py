@@ -285,8 +285,64 @@ def unauthorized(reason: str | None) -> Refused:
     return refused
 
 
-def forbidden(code: str, message: str) -> Refused:
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a refused request reached for, as its `access_refused` log line names it: ids and
+    codes only (never content)."""
+
+    resource_type: str
+    resource_id: str | None = None
+    patient_id: str | None = None
+
+
+def _loggable_id(value: object) -> str | None:
+    """An id as the log may show it: a caller chooses ids, so anything that is not an opaque id
+    (it could be a name or an e-mail address) is not written."""
+    if value is None:
+        return None
+    text = str(value)
+    return text if SUBJECT.match(text) or _UUID.match(text) else "[not an id]"
+
+
+_UUID = re.compile(r"^[0-9a-fA-F-]{36}$")
+
+
+def log_refusal(principal: Principal | None, code: str, target: Target | None) -> None:
+    """One `access_refused` line: who (`sub`, `role`), what was refused (`code`) and what it
+    reached for (`resource_type`, `resource_id`, `patient_id`); never PHI."""
+    log.info(
+        "access_refused",
+        code=code,
+        sub=principal.sub if principal else None,
+        role=principal.role if principal else None,
+        resource_type=target.resource_type if target else None,
+        resource_id=_loggable_id(target.resource_id) if target else None,
+        patient_id=_loggable_id(target.patient_id) if target else None,
+    )
+
+
+def forbidden(
+    code: str,
+    message: str,
+    principal: Principal | None = None,
+    target: Target | None = None,
+) -> Refused:
+    """A 403 refusal, logged as `access_refused` with the caller and the target."""
+    log_refusal(principal, code, target)
     return refuse(code, message, 403)
+
+
+def request_target(request: Request) -> Target:
+    """The target of a request refused before its handler ran: the route template, the first
+    record id in its path, and the patient it names (path or query)."""
+    route = request.scope.get("route")
+    template = str(getattr(route, "path", "") or request.url.path)
+    params = request.path_params
+    patient = params.get("patient_id") or request.query_params.get("patient_id")
+    record = next(
+        (v for k, v in params.items() if k.endswith("_id") and k != "patient_id"), patient
+    )
+    return Target(template, record, patient)
 
 
 async def authenticate(
@@ -309,7 +365,7 @@ async def authenticate(
 Authenticated = Annotated[Principal, Depends(authenticate)]
 
 
-def allow(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
+def allow(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """Dependency: the caller, when their role is one of `roles`; 403 otherwise."""
     allowed = frozenset(roles)
     unknown = allowed - set(ROLES)
@@ -317,12 +373,13 @@ def allow(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
         raise ValueError(f"unknown roles {sorted(unknown)}")
     served = ", ".join(r for r in ROLES if r in allowed)
 
-    async def caller_with_role(principal: Authenticated) -> Principal:
+    async def caller_with_role(request: Request, principal: Authenticated) -> Principal:
         if principal.role not in allowed:
-            log.info("access_refused", code="role_not_allowed", role=principal.role)
             raise forbidden(
                 "role_not_allowed",
                 f"This endpoint serves {served}; the token's role is {principal.role}.",
+                principal,
+                request_target(request),
             )
         return principal
 
@@ -339,31 +396,46 @@ async def require_patient_access(
     treats: Treats | None = None,
     *,
     staff: tuple[Role, ...] = (),
+    target: Target | None = None,
 ) -> None:
     """A patient only for themselves; a clinician only for a patient they treat (when `treats`
-    is given); roles in `staff` for anyone; 403 for everybody else."""
+    is given); roles in `staff` for anyone; 403 for everybody else. `target` names the record
+    in the refusal's log line (default: the patient)."""
+    target = target or Target("patient", patient_id, patient_id)
     if principal.role == "patient":
         if principal.sub != patient_id:
-            log.info("access_refused", code="not_own_record", role=principal.role)
-            raise forbidden("not_own_record", "A patient may only reach their own records.")
+            raise forbidden(
+                "not_own_record", "A patient may only reach their own records.", principal, target
+            )
         return
     if principal.role == "clinician" and treats is not None:
         if not await treats(principal.sub, patient_id):
-            log.info("access_refused", code="not_treating", role=principal.role)
             raise forbidden(
                 "not_treating",
-                "Only a clinician who treats this patient (an appointment, a referral or the "
-                "care team) may reach their records.",
+                "Only a clinician who treats this patient now (a psychiatric visit that is not "
+                "cancelled, or the active care team) may reach their records.",
+                principal,
+                target,
             )
         return
     if principal.role in staff:
         return
-    log.info("access_refused", code="role_not_allowed", role=principal.role)
-    raise forbidden("role_not_allowed", f"A {principal.role} token may not reach these records.")
+    raise forbidden(
+        "role_not_allowed",
+        f"A {principal.role} token may not reach these records.",
+        principal,
+        target,
+    )
 
 
-def require_self(principal: Principal, role: Role, subject_id: str, what: str) -> None:
+def require_self(
+    principal: Principal, role: Role, subject_id: str, what: str, target: Target | None = None
+) -> None:
     """403 unless the caller is `role` and `subject_id` is the caller's own id."""
     if principal.role != role or principal.sub != subject_id:
-        log.info("access_refused", code="not_self", role=principal.role)
-        raise forbidden("not_self", f"Only the {role} named as {what} may do this.")
+        raise forbidden(
+            "not_self",
+            f"Only the {role} named as {what} may do this.",
+            principal,
+            target or Target(what, subject_id),
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +106,13 @@ class KafkaProbe:
                 await client.close()
 
 
+ExtraCheck = tuple[str, Callable[[], Awaitable[str | None]]]
+"""A service's own readiness condition: its name, and a probe that says why it fails (None:
+it holds)."""
+
+EXTRA_CHECK_TIMEOUT_S = 2.0
+
+
 @dataclass
 class Readiness:
     service: str
@@ -113,6 +121,7 @@ class Readiness:
     runtime: ConsumerRuntime | None
     kafka: KafkaProbe
     outbox_max_age_s: float
+    extra: Sequence[ExtraCheck] = ()
 
     async def report(self) -> dict[str, Any]:
         """Every check (name -> passed), why failing ones fail, the outbox backlog and the
@@ -139,6 +148,11 @@ class Readiness:
         names = ["database", "kafka", "outbox_relay"]
         names += ["consumer"] if self.runtime is not None else []
         names += ["outbox_backlog"]
+        for name, probe in self.extra:
+            names.append(name)
+            problem = await self._extra(probe)
+            if problem is not None:
+                problems[name] = problem
         checks = {name: name not in problems for name in names}
         for name, passed in checks.items():
             READY.labels(self.service, name).set(1 if passed else 0)
@@ -164,6 +178,14 @@ class Readiness:
             if error is None
             else {"component": error.component, "error": error.error, "at": error.at.isoformat()},
         }
+
+    @staticmethod
+    async def _extra(probe: Callable[[], Awaitable[str | None]]) -> str | None:
+        try:
+            async with asyncio.timeout(EXTRA_CHECK_TIMEOUT_S):
+                return await probe()
+        except Exception as exc:
+            return f"unknown ({type(exc).__name__})"
 
     async def _backlog(self) -> tuple[OutboxBacklog | None, str | None]:
         """The outbox backlog (its query doubles as the database check), gauges updated."""

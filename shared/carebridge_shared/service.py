@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -50,6 +51,9 @@ class ServiceContext:
 
 RegisterHandlers = Callable[[ConsumerRuntime, ServiceContext], None]
 StartupHook = Callable[[ServiceContext], Awaitable[None]]
+# A service's own readiness condition: (check name, probe); the probe returns None when it
+# holds, else why not. /readyz is 503 and names the check while it fails.
+ReadinessCheck = tuple[str, Callable[[ServiceContext], Awaitable[str | None]]]
 BackgroundTask = Callable[[ServiceContext, asyncio.Event], Coroutine[Any, Any, None]]
 
 
@@ -66,6 +70,7 @@ class ServiceDefinition:
     publishes: Sequence[type[BaseEvent]] = ()
     on_startup: Sequence[StartupHook] = ()
     background: Sequence[BackgroundTask] = ()
+    readiness_checks: Sequence[ReadinessCheck] = ()
     clock: Clock = field(default_factory=SystemClock)
 
 
@@ -184,6 +189,10 @@ def create_app(definition: ServiceDefinition) -> FastAPI:
             runtime,
             kafka_probe,
             settings.ready_outbox_max_age_seconds,
+            extra=[
+                (name, functools.partial(probe, context))
+                for name, probe in definition.readiness_checks
+            ],
         )
         state.update(relay=relay, runtime=runtime, pool=pool)
         log.info("service_started", instance=client, port=settings.http_port)

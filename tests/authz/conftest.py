@@ -42,6 +42,7 @@ ALL_DAY = {
     for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 }
 Principal = tuple[Role, str]
+ON_CALL_EMAIL = "on-call@clinicians.example"
 
 
 def settings_for(service: str, database_url: str, kafka: str) -> Any:
@@ -59,7 +60,12 @@ def settings_for(service: str, database_url: str, kafka: str) -> Any:
         return BookingSettings(**common, clinician_seed_file="", allow_outcome_before_start=True)
     if service == "referral":
         return ReferralSettings(**common, therapist_seed_file="")
-    return NotificationSettings(**common, dev_clock=True, dispatcher_enabled=False)
+    return NotificationSettings(
+        **common,
+        dev_clock=True,
+        dispatcher_enabled=False,
+        on_call_bootstrap_primary_email=ON_CALL_EMAIL,  # the route ops would set (ADR 0015)
+    )
 
 
 def build_app(service: str, settings: Any) -> FastAPI:
@@ -156,12 +162,31 @@ class World:
         return booked
 
     async def refer(self, patient_id: str, psychiatrist: str) -> dict[str, Any]:
+        """The psychiatrist's referral, once referral learnt of their psychiatric visit with
+        the patient (only one of the patient's psychiatrists may refer them)."""
+        await self.until_allowed("referral", f"/v1/patients/{patient_id}/consents",
+                                 ("clinician", psychiatrist))  # fmt: skip
         body = {"patient_id": patient_id, "state": STATE, "modality": "CBT",
                 "urgency": "routine", "requesting_clinician_id": psychiatrist}  # fmt: skip
         referral: dict[str, Any] = await self.ok(
             "referral", "POST", "/v1/referrals", ("clinician", psychiatrist), json=body
         )
         return referral
+
+    async def patient_of(self, psychiatrist: str) -> str:
+        """A new patient, assessed, with a first visit booked with `psychiatrist`, known to
+        referral: the psychiatrist may refer them."""
+        patient = self.new_id("px")
+        await self.assessed(patient)
+        await self.book(patient, psychiatrist, "initial_psychiatric_evaluation")
+        await self.until_allowed("referral", f"/v1/patients/{patient}/consents",
+                                 ("clinician", psychiatrist))  # fmt: skip
+        return patient
+
+    async def set_on_call_route(self) -> None:
+        await self.ok("notification", "PUT", "/v1/on-call-route", ("ops", self.ops), json={
+            "primary": {"email": ON_CALL_EMAIL}, "escalation": {"email": ON_CALL_EMAIL},
+        })  # fmt: skip
 
     async def consent(self, patient_id: str) -> None:
         await self.ok("referral", "POST", f"/v1/patients/{patient_id}/consents",

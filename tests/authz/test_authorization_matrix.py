@@ -64,6 +64,7 @@ class Case:
     build: Build
     ok: int = 200
     label: str = ""
+    restore: Callable[[World], Awaitable[None]] | None = None  # undo an allowed call
 
     @property
     def id(self) -> str:
@@ -137,8 +138,9 @@ async def book_for_a(w: World, column: str) -> Call:
 
 
 async def open_referral(w: World, column: str) -> Call:
-    """A referral of a patient nobody referred yet, in the caller's own name if a clinician."""
-    patient = w.new_id("px")
+    """A referral of a patient nobody referred yet, who has a visit booked with `psy`: in the
+    caller's own name if a clinician, for `psy` if a coordinator."""
+    patient = await w.patient_of(w.psychiatrist)
     who = caller(w, column, Target(patient, w.psychiatrist))
     requester = who[1] if who[0] == "clinician" else w.psychiatrist
     body = {"patient_id": patient, "state": "WY", "modality": "CBT", "urgency": "routine",
@@ -148,7 +150,7 @@ async def open_referral(w: World, column: str) -> Call:
 
 def close_referral(action: str) -> Build:
     async def build(w: World, column: str) -> Call:
-        patient = w.new_id("px")
+        patient = await w.patient_of(w.psychiatrist)
         if action == "complete":
             await w.consent(patient)  # matched at once: only a matched referral completes
         referral = await w.refer(patient, w.psychiatrist)
@@ -268,8 +270,8 @@ CASES: tuple[Case, ...] = (
     Case("referral", "PUT", "/v1/therapists/{therapist_id}", allow(COORDINATOR), ok=201,
          build=about_a(lambda w: f"/v1/therapists/{w.new_id('thr-new')}",
                        json={"licence_states": ["WY"], "modalities": ["CBT"], "capacity": 0})),
-    Case("referral", "POST", "/v1/referrals", allow(CLINICIAN, OTHER_CLINICIAN), ok=201,
-         label="in the clinician's own name", build=open_referral),
+    Case("referral", "POST", "/v1/referrals", allow(CLINICIAN, COORDINATOR), ok=201,
+         label="by or for the patient's psychiatrist", build=open_referral),
     Case("referral", "GET", "/v1/referrals", allow(PATIENT, CLINICIAN, COORDINATOR),
          label="a patient's referrals", build=about_a(lambda w: "/v1/referrals", params=a_params())),
     Case("referral", "GET", "/v1/referrals", allow(COORDINATOR), label="the whole waitlist",
@@ -312,6 +314,14 @@ CASES: tuple[Case, ...] = (
     Case("notification", "DELETE", "/v1/contacts/{recipient_kind}/{recipient_id}",
          allow(CLINICIAN, COORDINATOR), ok=204, label="a clinician's",
          build=delete_contact("clinician")),
+    Case("notification", "PUT", "/v1/on-call-route", allow(OPS),
+         build=about_a(lambda w: "/v1/on-call-route", json={
+             "primary": {"email": "on-call@clinicians.example"},
+             "escalation": {"email": "on-call@clinicians.example"}})),
+    Case("notification", "GET", "/v1/on-call-route", allow(OPS),
+         build=about_a(lambda w: "/v1/on-call-route")),
+    Case("notification", "DELETE", "/v1/on-call-route", allow(OPS), ok=204,
+         build=about_a(lambda w: "/v1/on-call-route"), restore=lambda w: w.set_on_call_route()),
     Case("notification", "GET", "/v1/deliveries", allow(OPS),
          build=about_a(lambda w: "/v1/deliveries", params=a_params())),
     Case("notification", "GET", "/v1/_dev/clock", allow(OPS),
@@ -330,6 +340,8 @@ async def test_authorization_matrix(world: World, case: Case, column: str) -> No
         json=call.json, params=call.params, headers=call.headers,
     )  # fmt: skip
     if column in case.allowed:
+        if case.restore is not None:
+            await case.restore(world)
         assert response.status_code == case.ok, (
             f"{call.who} should be allowed: {response.status_code} {response.text[:300]}"
         )
@@ -340,6 +352,7 @@ async def test_authorization_matrix(world: World, case: Case, column: str) -> No
         assert response.json()["code"] in {
             "role_not_allowed", "not_own_record", "not_treating", "not_self", "clinician_only",
             "not_appointment_clinician", "patient_required", "not_in_care_team",
+            "on_call_route_ops_only",
         }  # fmt: skip
 
 
@@ -495,20 +508,27 @@ async def test_the_audit_trail_names_who_read_and_changed_what(world: World) -> 
                          json={"goals": ["h"]}, headers={"If-Match": '"0"'})  # fmt: skip
     assert stale.status_code == 409
 
-    async def trail(service: str) -> list[tuple[str, str, str, str, str]]:
-        found = await w.ok("booking" if service == "booking" else service, "GET",
-                           "/v1/audit-events", ("ops", w.ops),
+    async def trail(service: str, *kinds: str) -> list[tuple[str, str, str, str, str]]:
+        found = await w.ok(service, "GET", "/v1/audit-events", ("ops", w.ops),
                            params={"patient_id": patient})  # fmt: skip
         return [(e["actor_role"], e["actor_sub"], e["action"], e["resource_type"],
-                 e["resource_id"]) for e in found["events"]]  # fmt: skip
+                 e["resource_id"]) for e in found["events"]
+                if not kinds or e["resource_type"] in kinds]  # fmt: skip
 
     visit_id = str(visit["id"])
-    assert await trail("booking") == [
+    assert await trail("booking", "appointment") == [
         ("patient", patient, "create", "appointment", visit_id),
         ("clinician", w.psychiatrist, "read", "appointment", visit_id),
         ("clinician", w.psychiatrist, "complete", "appointment", visit_id),
     ], "refused reads and failed changes leave no row"
-    assert await trail("referral") == [
+    # eligibility reads are audited too (issue 13): `assessed` polled it as the patient
+    eligibility = await trail("booking", "eligibility")
+    assert eligibility and set(eligibility) == {
+        ("patient", patient, "read", "eligibility", patient)
+    }
+    [(_, _, _, _, referral_id)] = await trail("referral", "referral")
+    assert await trail("referral", "referral", "care_plan") == [
+        ("clinician", w.psychiatrist, "create", "referral", referral_id),
         ("clinician", w.psychiatrist, "update", "care_plan", patient),
         ("patient", patient, "read", "care_plan", patient),
     ]

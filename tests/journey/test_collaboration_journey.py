@@ -87,7 +87,11 @@ def test_referral_care_team_and_shared_plan(system: LocalSystem, client: CareCli
     )
     assert outsider.status_code == 403
     trail = client.ok("referral", "GET", "/v1/audit-events", params={"patient_id": patient})
-    writes = [(e["actor_sub"], e["action"]) for e in trail["events"] if e["action"] == "update"]
+    writes = [  # care-plan rows: the referral's open and take-over have rows of their own now
+        (e["actor_sub"], e["action"])
+        for e in trail["events"]
+        if e["action"] == "update" and e["resource_type"] == "care_plan"
+    ]
     assert writes == [(psychiatrist, "update"), (therapist, "update")]
 
     plan_events = asyncio.run(

@@ -107,7 +107,7 @@ def test_imminent_risk_blocks_self_booking_and_alerts_on_call(
 ) -> None:
     patient = _patient()
     on_call_email = f"on-call.{patient}@clinicians.example"
-    client.set_contact("clinician", "on-call", on_call_email)
+    client.set_on_call_route(on_call_email, f"escalation.{patient}@clinicians.example")
     result = client.assess(
         patient,
         state="NY",

@@ -14,6 +14,8 @@ from carebridge_contracts.events.notification import NotificationFailed, Notific
 from carebridge_contracts.events.referral import (
     CareTeamEnded,
     CareTeamFormed,
+    CareTeamMemberJoined,
+    CareTeamMemberLeft,
     ConsentGranted,
     ConsentRevoked,
     ReferralWaitlisted,
@@ -32,6 +34,8 @@ __all__ = [
     "CarePlanUpdated",
     "CareTeamEnded",
     "CareTeamFormed",
+    "CareTeamMemberJoined",
+    "CareTeamMemberLeft",
     "ConsentGranted",
     "ConsentRevoked",
     "NotificationFailed",

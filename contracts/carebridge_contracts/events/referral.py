@@ -8,12 +8,22 @@ from uuid import UUID
 from pydantic import model_validator
 
 from carebridge_contracts.events.base import BaseEvent
-from carebridge_contracts.events.common import ClinicianId, Modality, StateCode, Urgency
+from carebridge_contracts.events.common import (
+    ClinicianId,
+    ClinicianRole,
+    Modality,
+    StateCode,
+    Urgency,
+)
 
 RequestedBy = Literal["psychiatrist", "intake"]
 WaitlistReason = Literal["no_capacity", "no_licensed_therapist", "awaiting_consent"]
 ConsentScope = Literal["care_plan_sharing"]
 CareTeamEndReason = Literal["completed", "revoked"]
+# Why a member joined or left an active team: the patient's current psychiatrist changed (a
+# psychiatric visit with someone else is now the most recent), or they have none any more (their
+# psychiatric visits were all cancelled), or referral learnt one after the team formed.
+MembershipReason = Literal["psychiatrist_changed", "psychiatrist_learnt", "no_psychiatric_visit"]
 
 
 class TherapistRequested(BaseEvent):
@@ -87,6 +97,34 @@ class CareTeamEnded(BaseEvent):
     therapist_id: ClinicianId
     psychiatrist_id: ClinicianId | None = None
     reason_code: CareTeamEndReason
+
+
+class CareTeamMemberJoined(BaseEvent):
+    """A clinician joined the patient's active care team (e.g. a psychiatrist learnt after the
+    match): they now share the plan, and every service counts them as treating the patient."""
+
+    event_type: ClassVar[str] = "CareTeamMemberJoined"
+    event_version: ClassVar[int] = 1
+
+    care_team_id: UUID
+    referral_id: UUID
+    clinician_id: ClinicianId
+    member_role: ClinicianRole
+    reason_code: MembershipReason
+
+
+class CareTeamMemberLeft(BaseEvent):
+    """A clinician left the patient's active care team, which goes on without them: no more
+    plan sharing, and no service counts the team as a reason they treat the patient."""
+
+    event_type: ClassVar[str] = "CareTeamMemberLeft"
+    event_version: ClassVar[int] = 1
+
+    care_team_id: UUID
+    referral_id: UUID
+    clinician_id: ClinicianId
+    member_role: ClinicianRole
+    reason_code: MembershipReason
 
 
 class ConsentGranted(BaseEvent):

@@ -34,7 +34,7 @@ from carebridge_contracts.events.common import (
     VisitType,
 )
 from carebridge_shared import audit
-from carebridge_shared.auth import Principal, allow, forbidden, require_patient_access
+from carebridge_shared.auth import Principal, Target, allow, forbidden, require_patient_access
 from carebridge_shared.refusals import not_found
 from carebridge_shared.service import ServiceContext, service_context
 
@@ -181,7 +181,11 @@ async def list_slots(
         )
         if patient_id is not None:
             await require_patient_access(
-                caller, patient_id, appointments.treats_on(conn), staff=("coordinator",)
+                caller,
+                patient_id,
+                appointments.treats_on(conn),
+                staff=("coordinator",),
+                target=Target("slots", None, patient_id),
             )
             standing = await store.patient_standing(conn, patient_id)
             candidates = [c for c in candidates if domain.offered_to(standing, visit_type, c.id)]
@@ -237,9 +241,19 @@ async def list_appointments(
         raise _invalid(("query", "patient_id"), "give patient_id or clinician_id")
     async with ctx.pool.acquire() as conn, conn.transaction():
         if patient_id is not None:
-            await require_patient_access(caller, patient_id, appointments.treats_on(conn))
+            await require_patient_access(
+                caller,
+                patient_id,
+                appointments.treats_on(conn),
+                target=Target("appointments", None, patient_id),
+            )
         elif caller.role != "clinician" or caller.sub != clinician_id:
-            raise forbidden("not_self", "Only the clinician themselves may list their schedule.")
+            raise forbidden(
+                "not_self",
+                "Only the clinician themselves may list their schedule.",
+                caller,
+                Target("appointments", clinician_id),
+            )
         found = await store.list_appointments(
             conn, patient_id=patient_id, clinician_id=clinician_id, status=status
         )
@@ -263,7 +277,10 @@ async def get_appointment(
             raise not_found("appointment")
         if caller.role != "clinician" or caller.sub != appointment.clinician_id:
             await require_patient_access(
-                caller, appointment.patient_id, appointments.treats_on(conn)
+                caller,
+                appointment.patient_id,
+                appointments.treats_on(conn),
+                target=Target("appointment", str(appointment.id), appointment.patient_id),
             )
         await audit.record(
             conn, caller, "read", "appointment", str(appointment.id), appointment.patient_id
@@ -318,10 +335,17 @@ async def no_show_appointment(
 async def patient_eligibility(
     ctx: Context, caller: PatientOrClinician, patient_id: PatientPath
 ) -> EligibilityOut:
-    """What booking has learnt from intake; polled to know the assessment was consumed."""
-    async with ctx.pool.acquire() as conn:
-        await require_patient_access(caller, patient_id, appointments.treats_on(conn))
+    """What booking has learnt from intake; polled to know the assessment was consumed. The
+    read is audited (resource `eligibility`, the patient's id)."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await require_patient_access(
+            caller,
+            patient_id,
+            appointments.treats_on(conn),
+            target=Target("eligibility", patient_id, patient_id),
+        )
         standing = await store.patient_standing(conn, patient_id)
+        await audit.record(conn, caller, "read", "eligibility", patient_id, patient_id)
     return EligibilityOut(
         patient_id=patient_id,
         assessment_completed=standing.assessment_completed,

@@ -20,7 +20,7 @@ from carebridge_contracts import (
     BaseEvent,
 )
 from carebridge_shared import audit
-from carebridge_shared.auth import Principal, forbidden, require_patient_access
+from carebridge_shared.auth import Principal, Target, forbidden, require_patient_access
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
 from carebridge_shared.refusals import Refused, check, not_found, refuse
@@ -59,23 +59,34 @@ def treats_on(conn: Connection) -> Callable[[str, str], Awaitable[bool]]:
 
 
 async def may_book(conn: Connection, caller: Principal, request: BookRequest) -> None:
-    """A patient books for themselves; a clinician books with themselves, for their patient."""
+    """A patient books for themselves; a clinician books with themselves, for a patient they
+    treat now (a visit that is not cancelled, an active therapist match)."""
+    target = Target("appointment", None, request.patient_id)
     if caller.role == "clinician" and caller.sub != request.clinician_id:
-        raise forbidden("not_self", "A clinician books visits with themselves only.")
-    await require_patient_access(caller, request.patient_id, treats_on(conn))
+        raise forbidden(
+            "not_self", "A clinician books visits with themselves only.", caller, target
+        )
+    await require_patient_access(caller, request.patient_id, treats_on(conn), target=target)
 
 
 def may_change(caller: Principal, appointment: domain.Appointment, action: domain.Action) -> None:
     """The visit's clinician may do anything to it; its patient may reschedule or cancel it."""
+    target = Target("appointment", str(appointment.id), appointment.patient_id)
     if caller.role == "clinician" and caller.sub == appointment.clinician_id:
         return
     if caller.role == "patient" and caller.sub == appointment.patient_id:
         if action in PATIENT_ACTIONS:
             return
-        raise forbidden("clinician_only", "Only the visit's clinician records how it went.")
+        raise forbidden(
+            "clinician_only", "Only the visit's clinician records how it went.", caller, target
+        )
     if caller.role == "patient":
-        raise forbidden("not_own_record", "A patient may only reach their own records.")
-    raise forbidden("not_appointment_clinician", "Only the visit's own clinician may change it.")
+        raise forbidden(
+            "not_own_record", "A patient may only reach their own records.", caller, target
+        )
+    raise forbidden(
+        "not_appointment_clinician", "Only the visit's own clinician may change it.", caller, target
+    )
 
 
 async def _audit(
@@ -228,7 +239,10 @@ async def cancel(
 ) -> domain.Appointment:
     if request.cancelled_by != caller.role:
         raise forbidden(
-            "cancelled_by_not_caller", f"cancelled_by must name the caller ({caller.role})."
+            "cancelled_by_not_caller",
+            f"cancelled_by must name the caller ({caller.role}).",
+            caller,
+            Target("appointment", str(appointment_id)),
         )
 
     async def apply(conn: Connection, current: domain.Appointment) -> domain.Appointment:

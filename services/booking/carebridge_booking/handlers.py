@@ -1,5 +1,6 @@
 """Event subscribers of the booking service: intake outcomes decide who may self-book, and
-referral's matches decide with which therapist a therapy intake may be booked."""
+referral's matches decide with which therapist a therapy intake may be booked (and which
+therapist treats the patient: until the care team ends or the therapist leaves it)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from carebridge_booking import store
 from carebridge_contracts import (
     AssessmentCompleted,
     CareTeamEnded,
+    CareTeamMemberLeft,
     SafetyRiskFlagged,
     TherapistMatched,
 )
@@ -36,3 +38,8 @@ def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
     @runtime.on(CareTeamEnded)
     async def care_team_ended(event: CareTeamEnded, ctx: EventContext) -> None:
         await store.end_match(ctx.conn, event.referral_id, event.patient_id, event.therapist_id)
+
+    @runtime.on(CareTeamMemberLeft)
+    async def member_left(event: CareTeamMemberLeft, ctx: EventContext) -> None:
+        if event.member_role == "therapist":
+            await store.end_match(ctx.conn, event.referral_id, event.patient_id, event.clinician_id)

@@ -395,11 +395,14 @@ async def busy_intervals(
 
 
 async def treats(conn: Connection, clinician_id: str, patient_id: str) -> bool:
-    """Whether booking links the clinician to the patient: a visit (in any status) or a therapist
-    match. Decides who may see the patient's appointments (ADR 0012)."""
+    """Whether booking links the clinician to the patient now: a visit that is not cancelled,
+    or a therapist match whose care team has not ended (nor the therapist left it). Decides who
+    may see and book the patient's appointments (ADR 0012, ADR 0015)."""
     found: bool = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM appointments WHERE patient_id = $1 AND clinician_id = $2)"
-        " OR EXISTS (SELECT 1 FROM therapist_matches WHERE patient_id = $1 AND therapist_id = $2)",
+        "SELECT EXISTS (SELECT 1 FROM appointments WHERE patient_id = $1 AND clinician_id = $2"
+        "               AND status <> 'cancelled')"
+        " OR EXISTS (SELECT 1 FROM therapist_matches WHERE patient_id = $1 AND therapist_id = $2"
+        "            AND ended_at IS NULL)",
         patient_id,
         clinician_id,
     )

@@ -17,7 +17,7 @@ from carebridge_intake import domain, store
 from carebridge_intake.domain import Answers, Assessment, Cssrs
 from carebridge_intake.store import IdempotentRequest
 from carebridge_shared import audit
-from carebridge_shared.auth import Principal, allow, require_patient_access
+from carebridge_shared.auth import Principal, Target, allow, require_patient_access
 from carebridge_shared.logging import get_logger
 from carebridge_shared.service import ServiceContext, service_context
 
@@ -174,7 +174,8 @@ async def submit_assessment(
     idempotency_key: IdempotencyKey = None,
 ) -> AssessmentOut:
     """Score the caller's own assessment, store it and emit its events in one transaction."""
-    await require_patient_access(caller, body.patient_id)
+    target = Target("assessment", None, body.patient_id)
+    await require_patient_access(caller, body.patient_id, target=target)
     answers = body.answers()
     idempotency = (
         IdempotentRequest(idempotency_key, body.fingerprint()) if idempotency_key else None
@@ -263,6 +264,7 @@ async def get_assessment(
         async def treats(clinician_id: str, patient_id: str) -> bool:
             return await store.treats(conn, clinician_id, patient_id)
 
-        await require_patient_access(caller, assessment.patient_id, treats)
+        target = Target("assessment", str(assessment_id), assessment.patient_id)
+        await require_patient_access(caller, assessment.patient_id, treats, target=target)
         await _audit(conn, caller, "read", assessment)
     return AssessmentOut.of(assessment)

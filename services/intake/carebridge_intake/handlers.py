@@ -1,29 +1,85 @@
-"""Event subscribers of the intake service: who treats whom, so that only a patient's own
-clinicians may read their assessments (ADR 0012)."""
+"""Event subscribers of the intake service: who treats whom, and through which record, so that
+only a patient's current clinicians may read their assessments (ADR 0012, ADR 0015).
+
+A visit makes its clinician treat the patient until it is cancelled; a care team makes its
+members treat the patient until the team ends or the member leaves.
+"""
 
 from __future__ import annotations
 
-from carebridge_contracts import AppointmentBooked, CareTeamFormed, TherapistMatched
+from carebridge_contracts import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentCompleted,
+    AppointmentNoShow,
+    AppointmentRescheduled,
+    CareTeamEnded,
+    CareTeamFormed,
+    CareTeamMemberJoined,
+    CareTeamMemberLeft,
+)
 from carebridge_intake import store
 from carebridge_shared.consumer import ConsumerRuntime, EventContext
 from carebridge_shared.service import ServiceContext
 
+VisitGoesOn = AppointmentBooked | AppointmentRescheduled | AppointmentCompleted | AppointmentNoShow
+
 
 def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
-    @runtime.on(AppointmentBooked)
-    async def appointment_booked(event: AppointmentBooked, ctx: EventContext) -> None:
-        await store.record_relationship(
-            ctx.conn, event.patient_id, event.clinician_id, "appointment"
+    async def visit(event: VisitGoesOn, ctx: EventContext) -> None:
+        await store.relate(
+            ctx.conn, event.patient_id, event.clinician_id, "appointment", str(event.appointment_id)
         )
 
-    @runtime.on(TherapistMatched)
-    async def therapist_matched(event: TherapistMatched, ctx: EventContext) -> None:
-        await store.record_relationship(
-            ctx.conn, event.patient_id, event.therapist_id, "therapist_match"
+    @runtime.on(AppointmentBooked)
+    async def appointment_booked(event: AppointmentBooked, ctx: EventContext) -> None:
+        await visit(event, ctx)
+
+    @runtime.on(AppointmentRescheduled)
+    async def appointment_rescheduled(event: AppointmentRescheduled, ctx: EventContext) -> None:
+        await visit(event, ctx)
+
+    @runtime.on(AppointmentCompleted)
+    async def appointment_completed(event: AppointmentCompleted, ctx: EventContext) -> None:
+        await visit(event, ctx)
+
+    @runtime.on(AppointmentNoShow)
+    async def appointment_no_show(event: AppointmentNoShow, ctx: EventContext) -> None:
+        await visit(event, ctx)
+
+    @runtime.on(AppointmentCancelled)
+    async def appointment_cancelled(event: AppointmentCancelled, ctx: EventContext) -> None:
+        await store.end_source(
+            ctx.conn,
+            event.patient_id,
+            "appointment",
+            str(event.appointment_id),
+            [event.clinician_id],
         )
 
     @runtime.on(CareTeamFormed)
     async def care_team_formed(event: CareTeamFormed, ctx: EventContext) -> None:
         for clinician in (event.psychiatrist_id, event.therapist_id):
             if clinician is not None:
-                await store.record_relationship(ctx.conn, event.patient_id, clinician, "care_team")
+                await store.relate(
+                    ctx.conn, event.patient_id, clinician, "care_team", str(event.care_team_id)
+                )
+
+    @runtime.on(CareTeamMemberJoined)
+    async def member_joined(event: CareTeamMemberJoined, ctx: EventContext) -> None:
+        await store.relate(
+            ctx.conn, event.patient_id, event.clinician_id, "care_team", str(event.care_team_id)
+        )
+
+    @runtime.on(CareTeamMemberLeft)
+    async def member_left(event: CareTeamMemberLeft, ctx: EventContext) -> None:
+        await store.end_source(
+            ctx.conn, event.patient_id, "care_team", str(event.care_team_id), [event.clinician_id]
+        )
+
+    @runtime.on(CareTeamEnded)
+    async def care_team_ended(event: CareTeamEnded, ctx: EventContext) -> None:
+        team = str(event.care_team_id)
+        named = {c for c in (event.therapist_id, event.psychiatrist_id) if c is not None}
+        members = set(await store.members_of(ctx.conn, event.patient_id, team)) | named
+        await store.end_source(ctx.conn, event.patient_id, "care_team", team, sorted(members))

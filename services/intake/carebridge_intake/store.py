@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 from uuid import UUID
 
 import asyncpg
@@ -17,11 +18,20 @@ if TYPE_CHECKING:
     from carebridge_shared.db import Connection
 
 # What intake's handlers derive from booking's and referral's events (`carebridge projection
-# rebuild intake` replays them and compares): who treats whom. Which event told it first
-# (`source`) depends on the order of two topics, and first_seen_at is the handler's clock.
+# rebuild intake` replays them and compares): who treats whom, and through which record.
+# Carried-over rows come from a migration, not from events; updated_at is the handler's clock.
 PROJECTION = Projection(
-    compared=(Compared("care_relationships", key=("patient_id", "clinician_id")),),
+    compared=(
+        Compared(
+            "care_relationship_sources",
+            key=("patient_id", "clinician_id", "source_kind", "source_id"),
+            columns=("active",),
+            where="source_kind <> 'carried_over'",
+        ),
+    ),
 )
+
+SourceKind = Literal["appointment", "care_team"]
 
 _COLUMNS = (
     "assessment_id, patient_id, state, phq9_total, phq9_band, gad7_total, gad7_band,"
@@ -148,22 +158,65 @@ def _assessment(row: asyncpg.Record) -> Assessment:
 # --- who treats whom (learnt from booking and referral events) ----------------------------
 
 
-async def record_relationship(
-    conn: Connection, patient_id: str, clinician_id: str, source: str
+async def relate(
+    conn: Connection, patient_id: str, clinician_id: str, kind: SourceKind, source_id: str
 ) -> None:
+    """The clinician treats the patient through this record (a visit, a care team)."""
     await conn.execute(
-        "INSERT INTO care_relationships (patient_id, clinician_id, source) VALUES ($1, $2, $3)"
-        " ON CONFLICT (patient_id, clinician_id) DO NOTHING",
+        "INSERT INTO care_relationship_sources"
+        " (patient_id, clinician_id, source_kind, source_id, active)"
+        " VALUES ($1, $2, $3, $4, true)"
+        " ON CONFLICT (patient_id, clinician_id, source_kind, source_id)"
+        " DO UPDATE SET active = true, updated_at = now()",
         patient_id,
         clinician_id,
-        source,
+        kind,
+        source_id,
     )
 
 
+async def end_source(
+    conn: Connection,
+    patient_id: str,
+    kind: SourceKind,
+    source_id: str,
+    clinician_ids: Sequence[str],
+) -> None:
+    """The record no longer makes these clinicians treat the patient (cancelled, ended, left).
+    Recorded even if the record's beginning was never seen; ends carried-over rows of the same
+    clinicians too (they stand for a reason whose record is unknown)."""
+    await conn.executemany(
+        "INSERT INTO care_relationship_sources"
+        " (patient_id, clinician_id, source_kind, source_id, active)"
+        " VALUES ($1, $2, $3, $4, false)"
+        " ON CONFLICT (patient_id, clinician_id, source_kind, source_id)"
+        " DO UPDATE SET active = false, updated_at = now()",
+        [(patient_id, clinician, kind, source_id) for clinician in clinician_ids],
+    )
+    await conn.execute(
+        "UPDATE care_relationship_sources SET active = false, updated_at = now()"
+        " WHERE patient_id = $1 AND clinician_id = ANY($2::text[])"
+        " AND source_kind = 'carried_over' AND active",
+        patient_id,
+        list(clinician_ids),
+    )
+
+
+async def members_of(conn: Connection, patient_id: str, care_team_id: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT clinician_id FROM care_relationship_sources"
+        " WHERE patient_id = $1 AND source_kind = 'care_team' AND source_id = $2",
+        patient_id,
+        care_team_id,
+    )
+    return [row["clinician_id"] for row in rows]
+
+
 async def treats(conn: Connection, clinician_id: str, patient_id: str) -> bool:
+    """Whether any reason the clinician treats the patient is still active (ADR 0015)."""
     found: bool = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM care_relationships"
-        " WHERE patient_id = $1 AND clinician_id = $2)",
+        "SELECT EXISTS (SELECT 1 FROM care_relationship_sources"
+        " WHERE patient_id = $1 AND clinician_id = $2 AND active)",
         patient_id,
         clinician_id,
     )

@@ -12,8 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from carebridge_contracts.events.common import Channel, OpaqueId
 from carebridge_notification import store
 from carebridge_notification.domain import DeliveryKind, DeliveryStatus, RecipientKind
-from carebridge_shared.auth import Principal, allow, forbidden
+from carebridge_notification.settings import settings_of
+from carebridge_shared import audit
+from carebridge_shared.auth import Principal, Target, allow, forbidden
 from carebridge_shared.clock import OffsetClock
+from carebridge_shared.db import Connection
 from carebridge_shared.service import ServiceContext, service_context
 
 router = APIRouter(prefix="/v1", tags=["notification"])
@@ -24,21 +27,44 @@ ContactCaller = Annotated[Principal, Depends(allow("patient", "clinician", "coor
 Ops = Annotated[Principal, Depends(allow("ops"))]
 
 
-def _may_reach_contact(caller: Principal, kind: RecipientKind, recipient_id: str) -> None:
+def _may_reach_contact(
+    ctx: ServiceContext, caller: Principal, kind: RecipientKind, recipient_id: str
+) -> None:
     """Contact details are PHI: a person reaches only their own; a coordinator keeps the
-    clinicians' (the practice's staff directory)."""
+    clinicians' (the practice's staff directory). The on-call recipients are nobody's to
+    change here: only ops set them, through /v1/on-call-route (ADR 0015)."""
+    target = Target(f"{kind}_contact", recipient_id, recipient_id if kind == "patient" else None)
+    if kind == "clinician" and recipient_id in settings_of(ctx).on_call_ids:
+        raise forbidden(
+            "on_call_route_ops_only",
+            "Urgent safety alerts go to the on-call route: ops set it with PUT /v1/on-call-route.",
+            caller,
+            target,
+        )
     if caller.role == kind and caller.sub == recipient_id:
         return
     if kind == "clinician" and caller.role == "coordinator":
         return
-    raise forbidden("not_self", "Only the person themselves may reach their contact details.")
+    raise forbidden(
+        "not_self", "Only the person themselves may reach their contact details.", caller, target
+    )
+
+
+async def _audit_contact(
+    conn: Connection, caller: Principal, action: audit.Action, kind: str, recipient_id: str
+) -> None:
+    patient = recipient_id if kind == "patient" else None
+    await audit.record(conn, caller, action, f"{kind}_contact", recipient_id, patient)
 
 
 # Deliberately simple: one '@', no whitespace, no header-breaking characters.
+# No control characters either: PostgreSQL text cannot hold NUL (the fuzzer sent one: a 500).
 EmailAddress = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, max_length=254, pattern=r"^[^@\s<>,;:\"()\[\]\\]+@[A-Za-z0-9.-]+$"
+        strip_whitespace=True,
+        max_length=254,
+        pattern=r"^[^@\s<>,;:\"()\[\]\\\x00-\x1f\x7f]+@[A-Za-z0-9.-]+$",
     ),
 ]
 PhoneNumber = Annotated[
@@ -93,8 +119,8 @@ async def put_contact(
     ctx: Context,
     caller: ContactCaller,
 ) -> ContactOut:
-    _may_reach_contact(caller, recipient_kind, recipient_id)
-    async with ctx.pool.acquire() as conn:
+    _may_reach_contact(ctx, caller, recipient_kind, recipient_id)
+    async with ctx.pool.acquire() as conn, conn.transaction():
         contact = await store.put_contact(
             conn,
             recipient_kind,
@@ -103,6 +129,7 @@ async def put_contact(
             phone=body.phone,
             preferred_channel=body.preferred_channel,
         )
+        await _audit_contact(conn, caller, "update", recipient_kind, recipient_id)
     return _contact_out(contact)
 
 
@@ -110,11 +137,12 @@ async def put_contact(
 async def get_contact(
     recipient_kind: RecipientKind, recipient_id: OpaqueId, ctx: Context, caller: ContactCaller
 ) -> ContactOut:
-    _may_reach_contact(caller, recipient_kind, recipient_id)
-    async with ctx.pool.acquire() as conn:
+    _may_reach_contact(ctx, caller, recipient_kind, recipient_id)
+    async with ctx.pool.acquire() as conn, conn.transaction():
         contact = await store.get_contact(conn, recipient_kind, recipient_id)
-    if contact is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "contact not found")
+        if contact is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "contact not found")
+        await _audit_contact(conn, caller, "read", recipient_kind, recipient_id)
     return _contact_out(contact)
 
 
@@ -122,11 +150,11 @@ async def get_contact(
 async def delete_contact(
     recipient_kind: RecipientKind, recipient_id: OpaqueId, ctx: Context, caller: ContactCaller
 ) -> Response:
-    _may_reach_contact(caller, recipient_kind, recipient_id)
-    async with ctx.pool.acquire() as conn:
-        deleted = await store.delete_contact(conn, recipient_kind, recipient_id)
-    if not deleted:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "contact not found")
+    _may_reach_contact(ctx, caller, recipient_kind, recipient_id)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if not await store.delete_contact(conn, recipient_kind, recipient_id):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "contact not found")
+        await _audit_contact(conn, caller, "delete", recipient_kind, recipient_id)
     return Response(status_code=204)
 
 

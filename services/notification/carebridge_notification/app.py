@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from carebridge_contracts import BaseEvent, NotificationFailed, NotificationSent
-from carebridge_notification import api, dispatcher, handlers
+from carebridge_notification import api, dispatcher, handlers, on_call
 from carebridge_notification.settings import SERVICE, NotificationSettings
 from carebridge_shared.clock import Clock, OffsetClock, SystemClock
 from carebridge_shared.service import ServiceDefinition, create_app, serve, service_main
@@ -29,7 +29,8 @@ def build(settings: NotificationSettings | None = None, *, clock: Clock | None =
         clock = OffsetClock() if settings.dev_clock else SystemClock()
     if settings.dev_clock and not isinstance(clock, OffsetClock):
         raise ValueError("dev_clock needs an OffsetClock")
-    routers = [api.router, api.dev_router] if settings.dev_clock else [api.router]
+    routers = [api.router, on_call.router]
+    routers += [api.dev_router] if settings.dev_clock else []
     return create_app(
         ServiceDefinition(
             name=SERVICE,
@@ -39,6 +40,8 @@ def build(settings: NotificationSettings | None = None, *, clock: Clock | None =
             register_handlers=handlers.register,
             publishes=PUBLISHES,
             background=[dispatcher.dispatch] if settings.dispatcher_enabled else [],
+            on_startup=[on_call.bootstrap_route],
+            readiness_checks=[(on_call.READINESS_CHECK, on_call.route_problem)],
             clock=clock,
         )
     )

@@ -15,9 +15,10 @@ import contextlib
 from datetime import datetime, timedelta
 
 import asyncpg
+from prometheus_client import Counter
 
 from carebridge_contracts import NotificationFailed, NotificationSent
-from carebridge_notification import domain, mailer, store
+from carebridge_notification import domain, mailer, on_call, store
 from carebridge_notification.settings import NotificationSettings, settings_of
 from carebridge_shared import tracing
 from carebridge_shared.db import Connection
@@ -28,6 +29,18 @@ from carebridge_shared.service import ServiceContext
 log = get_logger(__name__)
 
 DELIVERY_TIMEOUT_S = 30.0  # one claim, SMTP conversation and commit
+
+# Bounded labels: SMTP/route error codes, and which on-call recipient (primary, escalation).
+SAFETY_ALERT_ESCALATIONS = Counter(
+    "carebridge_safety_alert_escalations_total",
+    "Safety alerts the primary on-call recipient could not be sent, passed to the escalation one",
+    ["error_code"],
+)
+SAFETY_ALERTS_UNDELIVERED = Counter(
+    "carebridge_safety_alerts_undelivered_total",
+    "Safety alert deliveries that failed for good (after every retry)",
+    ["recipient", "error_code"],
+)
 LISTEN_TIMEOUT_S = 5.0
 
 
@@ -182,10 +195,12 @@ async def _deliver(
     ctx: ServiceContext, settings: NotificationSettings, conn: Connection, delivery: store.Delivery
 ) -> None:
     """Send one claimed delivery and record its outcome on `conn` (the claim's transaction)."""
-    contact = await store.get_contact(conn, delivery.recipient_kind, delivery.recipient_id)
-    route = domain.route(contact.info if contact else None)
+    route = domain.route(await _contact(conn, settings, delivery))
     if isinstance(route, domain.Undeliverable):
-        await _fail(ctx, conn, delivery, route.error_code)
+        if delivery.kind == "alert":  # never dropped: retried and escalated like an SMTP failure
+            await _after_send_failure(ctx, settings, conn, delivery, route.error_code)
+        else:
+            await _fail(ctx, conn, delivery, route.error_code)
         return
     try:
         rendered = domain.render(delivery.template, delivery.params, settings.link_base_url)
@@ -224,6 +239,16 @@ async def _deliver(
     )
 
 
+async def _contact(
+    conn: Connection, settings: NotificationSettings, delivery: store.Delivery
+) -> domain.ContactInfo | None:
+    """The recipient's address as it is now: the on-call route's for the on-call ids."""
+    if delivery.recipient_kind == "clinician" and delivery.recipient_id in settings.on_call_ids:
+        return await on_call.contact_of(conn, settings, delivery.recipient_id)
+    contact = await store.get_contact(conn, delivery.recipient_kind, delivery.recipient_id)
+    return contact.info if contact else None
+
+
 async def _send(
     ctx: ServiceContext,
     settings: NotificationSettings,
@@ -259,9 +284,20 @@ async def _after_send_failure(
 ) -> None:
     now = ctx.clock.now()
     attempts = delivery.attempts + 1
+    if delivery.kind == "alert" and delivery.recipient_id == settings.on_call_clinician_id:
+        await _escalate(ctx, settings, conn, delivery, error_code, attempts)
     decision = domain.after_failure(attempts, error_code, retry_policy(settings), now)
     if isinstance(decision, domain.GiveUp):
         await _fail(ctx, conn, delivery, error_code)
+        if delivery.kind == "alert":
+            SAFETY_ALERTS_UNDELIVERED.labels(_on_call_role(settings, delivery), error_code).inc()
+            log.error(
+                "safety_alert_undelivered",
+                notification_id=str(delivery.id),
+                recipient=_on_call_role(settings, delivery),
+                error_code=error_code,
+                attempts=attempts,
+            )
         return
     await store.mark_retry(conn, delivery.id, error_code, decision.next_attempt_at)
     log.warning(
@@ -271,6 +307,50 @@ async def _after_send_failure(
         attempt=attempts,
         retry_in_s=(decision.next_attempt_at - now).total_seconds(),
     )
+
+
+async def _escalate(
+    ctx: ServiceContext,
+    settings: NotificationSettings,
+    conn: Connection,
+    delivery: store.Delivery,
+    error_code: str,
+    attempt: int,
+) -> None:
+    """A safety alert the primary on-call recipient could not be sent: queue the same alert for
+    the escalation recipient (once per cause), count it, and say so at ERROR level."""
+    cause = store.Cause(
+        event_id=delivery.cause_event_id,
+        event_type=delivery.cause_event_type,
+        correlation_id=delivery.correlation_id,
+        patient_id=delivery.patient_id,
+        appointment_id=delivery.appointment_id,
+    )
+    escalation = domain.PlannedDelivery(
+        "clinician",
+        settings.on_call_escalation_id,
+        delivery.template,
+        "alert",
+        domain.PRIORITY_URGENT,
+        ctx.clock.now(),
+        delivery.params,
+    )
+    if not await store.add_deliveries(conn, cause, [(escalation, "email")]):
+        return  # escalated at an earlier attempt
+    SAFETY_ALERT_ESCALATIONS.labels(error_code).inc()
+    log.error(
+        "safety_alert_escalated",
+        notification_id=str(delivery.id),
+        template=delivery.template,
+        error_code=error_code,
+        attempt=attempt,
+    )
+
+
+def _on_call_role(settings: NotificationSettings, delivery: store.Delivery) -> str:
+    if delivery.recipient_id == settings.on_call_clinician_id:
+        return "primary"
+    return "escalation" if delivery.recipient_id == settings.on_call_escalation_id else "other"
 
 
 async def _fail(

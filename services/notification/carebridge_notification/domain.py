@@ -15,6 +15,8 @@ from carebridge_contracts import (
     CarePlanUpdated,
     CareTeamEnded,
     CareTeamFormed,
+    CareTeamMemberJoined,
+    CareTeamMemberLeft,
     SafetyRiskFlagged,
     TherapistMatched,
 )
@@ -307,6 +309,26 @@ def team_ended(current: Sequence[Member], event: CareTeamEnded) -> TeamChange:
         and m.care_team_id == event.care_team_id
     ]
     return TeamChange(leaves=tuple(leaves))
+
+
+def member_joined(
+    current: Sequence[Member], event: CareTeamMemberJoined, at: datetime
+) -> TeamChange:
+    """A clinician joined the active team (a psychiatrist learnt or changed after the match):
+    they replace whoever held their role, as a formed team's members do."""
+    joins = (Member(event.clinician_id, event.member_role, event.care_team_id, at),)
+    leaves = tuple(
+        m for m in current if m.role == event.member_role and m.clinician_id != event.clinician_id
+    )
+    return TeamChange(joins, leaves)
+
+
+def member_left(current: Sequence[Member], event: CareTeamMemberLeft) -> TeamChange:
+    """A clinician left the active team; the others stay."""
+    leaves = tuple(
+        m for m in current if m.clinician_id == event.clinician_id and m.role == event.member_role
+    )
+    return TeamChange(leaves=leaves)
 
 
 @dataclass(frozen=True)

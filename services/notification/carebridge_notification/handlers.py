@@ -15,6 +15,8 @@ from carebridge_contracts import (
     CarePlanUpdated,
     CareTeamEnded,
     CareTeamFormed,
+    CareTeamMemberJoined,
+    CareTeamMemberLeft,
     ConsentGranted,
     ConsentRevoked,
     SafetyRiskFlagged,
@@ -182,6 +184,20 @@ def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
             log.info(
                 "match_notices_cancelled", event_id=str(ctx.envelope.event_id), count=cancelled
             )
+
+    @runtime.on(CareTeamMemberJoined)
+    async def member_joined(event: CareTeamMemberJoined, ctx: EventContext) -> None:
+        await store.lock_care_team(ctx.conn, event.patient_id)
+        current = await store.care_team(ctx.conn, event.patient_id)
+        change = domain.member_joined(current, event, ctx.envelope.occurred_at)
+        await apply_team_change(ctx, event.patient_id, change, clock.now() + plan_notice_delay)
+
+    @runtime.on(CareTeamMemberLeft)
+    async def member_left(event: CareTeamMemberLeft, ctx: EventContext) -> None:
+        await store.lock_care_team(ctx.conn, event.patient_id)
+        current = await store.care_team(ctx.conn, event.patient_id)
+        change = domain.member_left(current, event)
+        await apply_team_change(ctx, event.patient_id, change, clock.now() + plan_notice_delay)
 
     @runtime.on(CarePlanUpdated)
     async def care_plan_updated(event: CarePlanUpdated, ctx: EventContext) -> None:

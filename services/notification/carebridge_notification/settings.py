@@ -50,7 +50,24 @@ class NotificationSettings(ServiceSettings):
         default=True, description="Run the background dispatcher (tests may drive it by hand)."
     )
     on_call_clinician_id: str = Field(
-        default="on-call", description="Clinician id that receives urgent safety alerts."
+        default="on-call",
+        description="Recipient id of urgent safety alerts: the primary of the on-call route "
+        "(PUT /v1/on-call-route, ops only); the contact routes refuse it.",
+    )
+    on_call_escalation_id: str = Field(
+        default="on-call-escalation",
+        description="Recipient id of the on-call route's escalation recipient, who gets a safety "
+        "alert the primary could not be sent (no route, SMTP failure).",
+    )
+    on_call_bootstrap_primary_email: str = Field(
+        default="",
+        description="Bootstrap: when no on-call route exists at start, set one with this primary "
+        "address (audit log: set by the bootstrap). Empty: none; /readyz stays 503 "
+        "(on_call_route) until ops set the route.",
+    )
+    on_call_bootstrap_escalation_email: str = Field(
+        default="",
+        description="Bootstrap: the escalation address of that route (default: the primary's).",
     )
     care_plan_notice_delay_seconds: float = Field(
         default=10.0,
@@ -64,6 +81,11 @@ class NotificationSettings(ServiceSettings):
     dev_clock: bool = Field(
         default=False, description="Expose /v1/_dev/clock to move the service's time forward."
     )
+
+    @property
+    def on_call_ids(self) -> frozenset[str]:
+        """Recipient ids that only the on-call route (ops) may point somewhere."""
+        return frozenset({self.on_call_clinician_id, self.on_call_escalation_id})
 
     @field_validator("reminder_offsets_minutes")
     @classmethod

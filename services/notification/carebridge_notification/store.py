@@ -166,6 +166,63 @@ async def channel_from_assessment(conn: Connection, patient_id: str, channel: Ch
     )
 
 
+# --- the on-call route (ops only) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OnCallRoute:
+    primary_email: str
+    escalation_email: str
+    set_by_sub: str
+    set_by_role: str
+    updated_at: datetime
+
+
+_ROUTE_COLUMNS = "primary_email, escalation_email, set_by_sub, set_by_role, updated_at"
+
+
+async def get_on_call_route(conn: Connection, *, lock: bool = False) -> OnCallRoute | None:
+    row = await conn.fetchrow(
+        f"SELECT {_ROUTE_COLUMNS} FROM on_call_route" + (" FOR UPDATE" if lock else "")
+    )
+    return OnCallRoute(**dict(row.items())) if row else None
+
+
+async def put_on_call_route(
+    conn: Connection,
+    primary_email: str,
+    escalation_email: str,
+    *,
+    set_by_sub: str,
+    set_by_role: str,
+    only_if_missing: bool = False,
+) -> OnCallRoute | None:
+    """Set the route (None when `only_if_missing` and one exists)."""
+    conflict = (
+        "DO NOTHING"
+        if only_if_missing
+        else (
+            "DO UPDATE SET primary_email = excluded.primary_email,"
+            " escalation_email = excluded.escalation_email, set_by_sub = excluded.set_by_sub,"
+            " set_by_role = excluded.set_by_role, updated_at = now()"
+        )
+    )
+    row = await conn.fetchrow(
+        "INSERT INTO on_call_route (singleton, primary_email, escalation_email, set_by_sub,"
+        f" set_by_role) VALUES (true, $1, $2, $3, $4) ON CONFLICT (singleton) {conflict}"
+        f" RETURNING {_ROUTE_COLUMNS}",
+        primary_email,
+        escalation_email,
+        set_by_sub,
+        set_by_role,
+    )
+    return OnCallRoute(**dict(row.items())) if row else None
+
+
+async def delete_on_call_route(conn: Connection) -> bool:
+    return bool(await conn.fetchval("DELETE FROM on_call_route RETURNING true"))
+
+
 # --- deliveries -----------------------------------------------------------------------------
 
 

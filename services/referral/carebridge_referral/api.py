@@ -32,6 +32,7 @@ from carebridge_referral.models import (
 from carebridge_shared import audit
 from carebridge_shared.auth import (
     Principal,
+    Target,
     Treats,
     allow,
     forbidden,
@@ -72,13 +73,22 @@ def treats_on(conn: Connection) -> Treats:
 
 
 async def _require_access(
-    ctx: ServiceContext, caller: Principal, patient_id: str, *, coordinator: bool = True
+    conn: Connection,
+    caller: Principal,
+    patient_id: str,
+    target: Target,
+    *,
+    coordinator: bool = True,
 ) -> None:
-    """The patient themselves, a clinician who treats them, and (unless told) a coordinator."""
-    async with ctx.pool.acquire() as conn:
-        await require_patient_access(
-            caller, patient_id, treats_on(conn), staff=("coordinator",) if coordinator else ()
-        )
+    """The patient themselves, a clinician who treats them now, and (unless told) a
+    coordinator. Called before anything about the patient is looked up (ADR 0015)."""
+    await require_patient_access(
+        caller,
+        patient_id,
+        treats_on(conn),
+        staff=("coordinator",) if coordinator else (),
+        target=target,
+    )
 
 
 # --- therapists ----------------------------------------------------------------------------
@@ -148,15 +158,22 @@ def _referral_out(referral: domain.Referral) -> ReferralOut:
     responses={200: {"description": "The same request again: the referral it opened"}},
 )
 async def open_referral(
-    ctx: Context, caller: Clinician, body: ReferralRequest, response: Response
+    ctx: Context, caller: Staff, body: ReferralRequest, response: Response
 ) -> ReferralOut:
-    """A psychiatrist refers a patient to therapy in their own name (and so joins the patient's
-    care); matched at once when someone is free."""
-    require_self(caller, "clinician", body.requesting_clinician_id, "requesting_clinician_id")
-    async with ctx.pool.acquire() as conn:
-        if await store.get_therapist(conn, caller.sub) is not None:
-            raise forbidden("psychiatrist_required", "Therapists do not open referrals.")
-    referral, created = await referrals.open_by_psychiatrist(ctx, body)
+    """Refer a patient to therapy: one of the patient's psychiatrists in their own name, or a
+    coordinator on behalf of one (`requesting_clinician_id` must be a psychiatrist the patient
+    has a psychiatric visit with). Matched at once when someone is free."""
+    target = Target("referral", None, body.patient_id)
+    if caller.role == "clinician":
+        require_self(
+            caller, "clinician", body.requesting_clinician_id, "requesting_clinician_id", target
+        )
+        async with ctx.pool.acquire() as conn:
+            if await store.get_therapist(conn, caller.sub) is not None:
+                raise forbidden(
+                    "psychiatrist_required", "Therapists do not open referrals.", caller, target
+                )
+    referral, created = await referrals.open_for_psychiatrist(ctx, caller, body)
     if not created:
         response.status_code = status.HTTP_200_OK
     return _referral_out(referral)
@@ -172,54 +189,66 @@ async def list_referrals(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ReferralList:
     """Referrals, oldest first; e.g. `?status=on-hold` is the waitlist (coordinators). Patients
-    and clinicians name a patient they may see, or a therapist themselves (`therapist_id`)."""
-    if patient_id is not None:
-        await _require_access(ctx, caller, patient_id)
-    elif caller.role != "coordinator" and not (
-        caller.role == "clinician" and therapist_id == caller.sub
-    ):
-        raise forbidden(
-            "patient_required", "Name a patient (patient_id), or yourself as therapist_id."
-        )
-    async with ctx.pool.acquire() as conn:
+    and clinicians name a patient they may see, or a therapist themselves (`therapist_id`: their
+    active referrals only)."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if patient_id is not None:
+            await _require_access(conn, caller, patient_id, Target("referrals", None, patient_id))
+        elif caller.role != "coordinator" and not (
+            caller.role == "clinician" and therapist_id == caller.sub
+        ):
+            raise forbidden(
+                "patient_required",
+                "Name a patient (patient_id), or yourself as therapist_id.",
+                caller,
+                Target("referrals", therapist_id),
+            )
+        if patient_id is None and caller.role == "clinician":
+            # A therapist's own list holds only the referrals they still take part in (an
+            # active match): not those of patients they no longer treat (ADR 0015).
+            if status not in (None, "active"):
+                return ReferralList(referrals=[])
+            status = "active"
         found = await store.list_referrals(
             conn, patient_id=patient_id, status=status, therapist_id=therapist_id, limit=limit
+        )
+        await audit.record_many(
+            conn, caller, "read", [audit.Access("referral", str(r.id), r.patient_id) for r in found]
         )
     return ReferralList(referrals=[_referral_out(r) for r in found])
 
 
 @router.get("/referrals/{referral_id}")
 async def get_referral(ctx: Context, caller: AnyCareRole, referral_id: UUID) -> ReferralOut:
-    return _referral_out(await _accessible_referral(ctx, caller, referral_id))
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        referral = await _accessible_referral(conn, caller, referral_id)
+        await audit.record(conn, caller, "read", "referral", str(referral.id), referral.patient_id)
+    return _referral_out(referral)
 
 
 async def _accessible_referral(
-    ctx: ServiceContext, caller: Principal, referral_id: UUID
+    conn: Connection, caller: Principal, referral_id: UUID
 ) -> domain.Referral:
-    async with ctx.pool.acquire() as conn:
-        referral = await store.get_referral(conn, referral_id)
-        if referral is None:
-            raise not_found("referral")
-        await require_patient_access(
-            caller, referral.patient_id, treats_on(conn), staff=("coordinator",)
-        )
+    referral = await store.get_referral(conn, referral_id)
+    if referral is None:
+        raise not_found("referral")
+    target = Target("referral", str(referral_id), referral.patient_id)
+    await _require_access(conn, caller, referral.patient_id, target)
     return referral
 
 
 @router.post("/referrals/{referral_id}/revoke")
 async def revoke_referral(ctx: Context, caller: AnyCareRole, referral_id: UUID) -> ReferralOut:
-    """Withdraw a referral (the patient, their clinicians, a coordinator): never matched
-    afterwards; a care team it formed ends."""
-    await _accessible_referral(ctx, caller, referral_id)
-    return _referral_out(await referrals.close(ctx, referral_id, "revoke"))
+    """Withdraw a referral (the patient, a clinician who treats them now, a coordinator): never
+    matched afterwards; a care team it formed ends."""
+    return _referral_out(await referrals.close(ctx, caller, referral_id, "revoke"))
 
 
 @router.post("/referrals/{referral_id}/complete")
 async def complete_referral(ctx: Context, caller: Staff, referral_id: UUID) -> ReferralOut:
-    """The therapy episode is over (the patient's clinicians, a coordinator): the patient leaves
-    the care team, the place is freed."""
-    await _accessible_referral(ctx, caller, referral_id)
-    return _referral_out(await referrals.close(ctx, referral_id, "complete"))
+    """The therapy episode is over (a clinician who treats the patient now, a coordinator): the
+    patient leaves the care team, the place is freed."""
+    return _referral_out(await referrals.close(ctx, caller, referral_id, "complete"))
 
 
 # --- patients: care team and consents ------------------------------------------------------
@@ -227,11 +256,12 @@ async def complete_referral(ctx: Context, caller: Staff, referral_id: UUID) -> R
 
 @router.get("/patients/{patient_id}/care-team")
 async def get_care_team(ctx: Context, caller: AnyCareRole, patient_id: PatientPath) -> CareTeamOut:
-    await _require_access(ctx, caller, patient_id)
-    async with ctx.pool.acquire() as conn:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await _require_access(conn, caller, patient_id, Target("care_team", None, patient_id))
         team = await store.active_care_team(conn, patient_id)
-    if team is None:
-        raise not_found("care_team")
+        if team is None:
+            raise not_found("care_team")
+        await audit.record(conn, caller, "read", "care_team", str(team.id), patient_id)
     return CareTeamOut.model_validate(team, from_attributes=True)
 
 
@@ -248,7 +278,9 @@ async def grant_consent(
     ctx: Context, caller: Patient, patient_id: PatientPath, body: ConsentRequest, response: Response
 ) -> ConsentOut:
     """Only the patient grants their consent."""
-    await require_patient_access(caller, patient_id)
+    await require_patient_access(
+        caller, patient_id, target=Target("consent", body.scope, patient_id)
+    )
     consent, created = await consents.grant(ctx, patient_id, body.scope)
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -259,9 +291,13 @@ async def grant_consent(
 async def list_consents(
     ctx: Context, caller: PatientOrClinician, patient_id: PatientPath
 ) -> ConsentList:
-    await _require_access(ctx, caller, patient_id, coordinator=False)
-    async with ctx.pool.acquire() as conn:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        target = Target("consent", None, patient_id)
+        await _require_access(conn, caller, patient_id, target, coordinator=False)
         found = await store.list_consents(conn, patient_id)
+        await audit.record_many(
+            conn, caller, "read", [audit.Access("consent", c.scope, patient_id) for c in found]
+        )
     return ConsentList(consents=[_consent_out(c) for c in found])
 
 
@@ -269,11 +305,13 @@ async def list_consents(
 async def get_consent(
     ctx: Context, caller: PatientOrClinician, patient_id: PatientPath, scope: ConsentScope
 ) -> ConsentOut:
-    await _require_access(ctx, caller, patient_id, coordinator=False)
-    async with ctx.pool.acquire() as conn:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        target = Target("consent", scope, patient_id)
+        await _require_access(conn, caller, patient_id, target, coordinator=False)
         consent = await store.get_consent(conn, patient_id, scope)
-    if consent is None:
-        raise not_found("consent")
+        if consent is None:
+            raise not_found("consent")
+        await audit.record(conn, caller, "read", "consent", scope, patient_id)
     return _consent_out(consent)
 
 
@@ -282,7 +320,7 @@ async def revoke_consent(
     ctx: Context, caller: Patient, patient_id: PatientPath, scope: ConsentScope
 ) -> ConsentOut:
     """Only the patient revokes their consent."""
-    await require_patient_access(caller, patient_id)
+    await require_patient_access(caller, patient_id, target=Target("consent", scope, patient_id))
     return _consent_out(await consents.revoke(ctx, patient_id, scope))
 
 

@@ -11,7 +11,7 @@ from carebridge_contracts.events.common import ClinicianRole
 from carebridge_referral import domain, store
 from carebridge_referral.models import CarePlanContent
 from carebridge_shared import audit
-from carebridge_shared.auth import Principal, require_patient_access
+from carebridge_shared.auth import Principal, Target, log_refusal, require_patient_access
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
 from carebridge_shared.refusals import Refusal, Refused, refuse
@@ -26,10 +26,10 @@ def _blank(patient_id: str) -> domain.CarePlan:
     return domain.CarePlan(patient_id=patient_id, version=0, content=EMPTY_CONTENT)
 
 
-async def _authorise(conn: Connection, patient_id: str, clinician_id: str) -> ClinicianRole:
-    access = domain.plan_access(await store.plan_team(conn, patient_id), clinician_id)
+async def _authorise(conn: Connection, patient_id: str, caller: Principal) -> ClinicianRole:
+    access = domain.plan_access(await store.plan_team(conn, patient_id), caller.sub)
     if isinstance(access, Refusal):
-        log.info("care_plan_access_refused", code=access.code, clinician_id=clinician_id)
+        log_refusal(caller, access.code, Target("care_plan", patient_id, patient_id))
         raise Refused(access)
     return access
 
@@ -39,9 +39,10 @@ async def read(ctx: ServiceContext, patient_id: str, caller: Principal) -> domai
     their care team."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         if caller.role == "patient":
-            await require_patient_access(caller, patient_id)
+            target = Target("care_plan", patient_id, patient_id)
+            await require_patient_access(caller, patient_id, target=target)
         else:
-            await _authorise(conn, patient_id, caller.sub)
+            await _authorise(conn, patient_id, caller)
         plan = await store.get_plan(conn, patient_id)
         await audit.record(conn, caller, "read", "care_plan", patient_id, patient_id)
     return plan or _blank(patient_id)
@@ -69,7 +70,7 @@ async def write(
     now = ctx.clock.now()
     clinician_id = caller.sub
     async with ctx.pool.acquire() as conn, conn.transaction():
-        role = await _authorise(conn, patient_id, clinician_id)
+        role = await _authorise(conn, patient_id, caller)
         if expected_version is None:
             raise refuse(
                 "precondition_required",

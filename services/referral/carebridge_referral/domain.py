@@ -14,7 +14,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from carebridge_contracts.events.care import PlanSection
-from carebridge_contracts.events.common import ClinicianRole, Modality, Urgency
+from carebridge_contracts.events.common import ClinicianRole, Modality, Urgency, VisitType
 from carebridge_contracts.events.intake import Gad7Band, Phq9Band
 from carebridge_contracts.events.referral import (
     CareTeamEndReason,
@@ -26,6 +26,12 @@ from carebridge_shared.refusals import Refusal
 
 ReferralStatus = Literal["draft", "active", "on-hold", "revoked", "completed"]
 Action = Literal["match", "hold", "revoke", "complete"]
+# A psychiatric visit as booking's events describe it (FHIR Appointment statuses).
+VisitStatus = Literal["booked", "fulfilled", "noshow", "cancelled"]
+# The visits that make a clinician one of the patient's psychiatrists (while not cancelled).
+PSYCHIATRIC_VISITS: frozenset[VisitType] = frozenset(
+    {"initial_psychiatric_evaluation", "psychiatric_follow_up"}
+)
 
 
 # --- refusals ------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Event subscribers of the referral service: intake opens referrals, booking tells referral
-who each patient's psychiatrist is."""
+"""Event subscribers of the referral service: intake opens referrals; booking's events say, per
+appointment, who each patient's psychiatrists are (ADR 0015)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,21 @@ from carebridge_contracts import (
     AppointmentBooked,
     AppointmentCancelled,
     AppointmentCompleted,
+    AppointmentNoShow,
+    AppointmentRescheduled,
     AssessmentCompleted,
 )
-from carebridge_contracts.events.common import VisitType
-from carebridge_referral import referrals, store
+from carebridge_referral import care_teams, domain, referrals, store
 from carebridge_referral.settings import ReferralSettings
 from carebridge_shared.consumer import ConsumerRuntime, EventContext
 from carebridge_shared.service import ServiceContext
 
-PSYCHIATRIC_VISITS: frozenset[VisitType] = frozenset(
-    {"initial_psychiatric_evaluation", "psychiatric_follow_up"}
+VisitEvent = (
+    AppointmentBooked
+    | AppointmentRescheduled
+    | AppointmentCancelled
+    | AppointmentCompleted
+    | AppointmentNoShow
 )
 
 
@@ -32,30 +37,38 @@ def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
             ctx.conn, context.outbox, event, modality=modality, now=context.clock.now()
         )
 
+    async def visit(event: VisitEvent, ctx: EventContext, status: domain.VisitStatus) -> None:
+        if event.visit_type not in domain.PSYCHIATRIC_VISITS:
+            return
+        # Matching forms teams under this lock: a team is either formed already (and follows
+        # the visit below) or is formed afterwards with the visit in view.
+        await store.lock_matching(ctx.conn)
+        await store.record_visit(
+            ctx.conn,
+            appointment_id=event.appointment_id,
+            patient_id=event.patient_id,
+            psychiatrist_id=event.clinician_id,
+            status=status,
+            starts_at=event.starts_at,
+        )
+        await care_teams.follow_current_psychiatrist(ctx.conn, context.outbox, event.patient_id)
+
     @runtime.on(AppointmentBooked)
     async def appointment_booked(event: AppointmentBooked, ctx: EventContext) -> None:
-        await _remember_psychiatrist(ctx, event, "visit_booked")
+        await visit(event, ctx, "booked")
 
-    @runtime.on(AppointmentCompleted)
-    async def appointment_completed(event: AppointmentCompleted, ctx: EventContext) -> None:
-        await _remember_psychiatrist(ctx, event, "visit_completed")
+    @runtime.on(AppointmentRescheduled)
+    async def appointment_rescheduled(event: AppointmentRescheduled, ctx: EventContext) -> None:
+        await visit(event, ctx, "booked")
 
     @runtime.on(AppointmentCancelled)
     async def appointment_cancelled(event: AppointmentCancelled, ctx: EventContext) -> None:
-        if event.visit_type in PSYCHIATRIC_VISITS:
-            await store.forget_booked_psychiatrist(ctx.conn, event.patient_id, event.appointment_id)
+        await visit(event, ctx, "cancelled")
 
+    @runtime.on(AppointmentCompleted)
+    async def appointment_completed(event: AppointmentCompleted, ctx: EventContext) -> None:
+        await visit(event, ctx, "fulfilled")
 
-async def _remember_psychiatrist(
-    ctx: EventContext, event: AppointmentBooked | AppointmentCompleted, source: str
-) -> None:
-    if event.visit_type not in PSYCHIATRIC_VISITS:
-        return
-    await store.remember_psychiatrist(
-        ctx.conn,
-        event.patient_id,
-        event.clinician_id,
-        source=source,
-        observed_at=event.starts_at,
-        appointment_id=event.appointment_id,
-    )
+    @runtime.on(AppointmentNoShow)
+    async def appointment_no_show(event: AppointmentNoShow, ctx: EventContext) -> None:
+        await visit(event, ctx, "noshow")

@@ -61,16 +61,18 @@ async def serve_queue(conn: Connection, outbox: Outbox, now: datetime) -> None:
     put the others on hold, announcing a hold only when its reason changed."""
     roster = await store.list_therapists(conn, for_update=True)
     waiting = await store.waiting_referrals(conn)
-    by_id = {referral.id: (referral, psychiatrist) for referral, _, psychiatrist in waiting}
+    by_id = {referral.id: referral for referral, _ in waiting}
     decisions = domain.allocate(
-        [domain.WaitingReferral.of(r, consent_granted=consent) for r, consent, _ in waiting],
+        [domain.WaitingReferral.of(r, consent_granted=consent) for r, consent in waiting],
         [therapist for therapist, _ in roster],
         store.loads_of(roster),
     )
     for item, decision in decisions:
-        referral, known_psychiatrist = by_id[item.id]
+        referral = by_id[item.id]
         if isinstance(decision, domain.Match):
-            psychiatrist = referral.requesting_clinician_id or known_psychiatrist
+            # The team's psychiatrist is the patient's current one (care_teams.py keeps it so),
+            # whoever asked for the referral.
+            psychiatrist = await store.current_psychiatrist(conn, referral.patient_id)
             await _match(conn, outbox, referral, decision.therapist_id, psychiatrist, now)
         elif (referral.status, referral.hold_reason) != ("on-hold", decision.reason):
             await _hold(conn, outbox, referral, decision.reason, now)

@@ -10,6 +10,8 @@ from carebridge_contracts.events.common import Modality, Urgency
 from carebridge_contracts.events.referral import CareTeamEndReason, RequestedBy
 from carebridge_referral import domain, matching, store
 from carebridge_referral.models import ReferralRequest
+from carebridge_shared import audit
+from carebridge_shared.auth import Principal, Target, forbidden, require_patient_access
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
 from carebridge_shared.outbox import Outbox
@@ -28,10 +30,15 @@ def _already_open(existing: domain.Referral) -> Refused:
     )
 
 
-async def open_by_psychiatrist(
-    ctx: ServiceContext, request: ReferralRequest
+async def open_for_psychiatrist(
+    ctx: ServiceContext, caller: Principal, request: ReferralRequest
 ) -> tuple[domain.Referral, bool]:
     """Open a referral (True) or, for a retried identical request, return the open one.
+
+    The requesting clinician must be one of the patient's psychiatrists (a psychiatric visit
+    with them that is not cancelled); that is checked before anything about the patient's
+    referrals is looked up, so a refusal says nothing about them (ADR 0015). Opening a referral
+    never changes who the patient's psychiatrist is.
 
     A patient's interest in therapy at intake already opens a referral; when their
     psychiatrist refers them before it is matched, the psychiatrist's terms (modality,
@@ -41,53 +48,72 @@ async def open_by_psychiatrist(
     writer; the partial unique index on open referrals is the backstop.
     """
     now = ctx.clock.now()
+    patient_id, requester = request.patient_id, request.requesting_clinician_id
     async with ctx.pool.acquire() as conn, conn.transaction():
         await store.lock_matching(conn)
-        existing = await store.open_referral_for(conn, request.patient_id)
+        if not await store.is_psychiatrist_of(conn, requester, patient_id):
+            raise _not_the_patients_psychiatrist(caller, patient_id)
+        existing = await store.open_referral_for(conn, patient_id)
         if existing is not None:
             if existing.requested_by == "psychiatrist" and existing.same_request(
-                request.state, request.modality, request.urgency, request.requesting_clinician_id
+                request.state, request.modality, request.urgency, requester
             ):
+                await _audit(conn, caller, "read", existing)
                 return existing, False
             if existing.requested_by != "intake" or existing.matched:
                 raise _already_open(existing)
-            await store.remember_psychiatrist(
-                conn,
-                request.patient_id,
-                request.requesting_clinician_id,
-                source="referral",
-                observed_at=now,
-            )
             await store.take_over_referral(
                 conn,
                 existing.id,
                 state=request.state,
                 modality=request.modality,
                 urgency=request.urgency,
-                requesting_clinician_id=request.requesting_clinician_id,
+                requesting_clinician_id=requester,
                 now=now,
             )
             taken = await _reload(conn, existing.id)
             await matching.announce_and_serve(conn, ctx.outbox, taken, now)
+            await _audit(conn, caller, "update", taken)
             return await _reload(conn, existing.id), True
-        await store.remember_psychiatrist(
-            conn,
-            request.patient_id,
-            request.requesting_clinician_id,
-            source="referral",
-            observed_at=now,
-        )
         referral = _new_referral(
-            request.patient_id,
+            patient_id,
             request.state,
             request.modality,
             request.urgency,
             requested_by="psychiatrist",
-            requesting_clinician_id=request.requesting_clinician_id,
+            requesting_clinician_id=requester,
             now=now,
         )
         await matching.open_referral(conn, ctx.outbox, referral, now)
+        # The row names who opened it (a coordinator, or the psychiatrist themselves); the
+        # referral and its event name the psychiatrist it is opened for.
+        await _audit(conn, caller, "create", referral)
         return await _reload(conn, referral.id), True
+
+
+def _not_the_patients_psychiatrist(caller: Principal, patient_id: str) -> Refused:
+    target = Target("referral", None, patient_id)
+    if caller.role == "coordinator":
+        return forbidden(
+            "requester_not_psychiatrist",
+            "requesting_clinician_id must be one of the patient's psychiatrists (a psychiatric "
+            "visit the patient booked with them that is not cancelled).",
+            caller,
+            target,
+        )
+    return forbidden(
+        "not_treating",
+        "Only one of the patient's psychiatrists (a psychiatric visit with them that is not "
+        "cancelled) may refer them; ask the patient to book a psychiatric visit with you.",
+        caller,
+        target,
+    )
+
+
+async def _audit(
+    conn: Connection, caller: Principal, action: audit.Action, referral: domain.Referral
+) -> None:
+    await audit.record(conn, caller, action, "referral", str(referral.id), referral.patient_id)
 
 
 async def open_from_assessment(
@@ -125,8 +151,13 @@ async def open_from_assessment(
     await matching.open_referral(conn, outbox, referral, now)
 
 
-async def close(ctx: ServiceContext, referral_id: UUID, action: domain.Action) -> domain.Referral:
-    """Revoke, or complete, a referral; its care team ends and its place goes to the queue."""
+async def close(
+    ctx: ServiceContext, caller: Principal, referral_id: UUID, action: domain.Action
+) -> domain.Referral:
+    """Revoke, or complete, a referral; its care team ends and its place goes to the queue.
+
+    Allowed for the patient (revoke only: the route decides the roles), a clinician who treats
+    the patient now, and a coordinator; a former clinician is refused."""
     if action not in ("revoke", "complete"):
         raise ValueError(action)
     now = ctx.clock.now()
@@ -135,6 +166,17 @@ async def close(ctx: ServiceContext, referral_id: UUID, action: domain.Action) -
         referral = await store.get_referral(conn, referral_id, for_update=True)
         if referral is None:
             raise not_found("referral")
+
+        async def treats(clinician_id: str, patient_id: str) -> bool:
+            return await store.treats(conn, clinician_id, patient_id)
+
+        await require_patient_access(
+            caller,
+            referral.patient_id,
+            treats,
+            staff=("coordinator",),
+            target=Target("referral", str(referral.id), referral.patient_id),
+        )
         check(domain.transition_refusal(referral.status, referral.matched, action))
         status = domain.next_status(referral.status, referral.matched, action)
         assert status is not None
@@ -156,7 +198,9 @@ async def close(ctx: ServiceContext, referral_id: UUID, action: domain.Action) -
                 )
         log.info("referral_closed", referral_id=str(referral.id), status=status)
         await matching.serve_queue(conn, ctx.outbox, now)
-        return await _reload(conn, referral.id)
+        closed = await _reload(conn, referral.id)
+        await _audit(conn, caller, "cancel" if action == "revoke" else "complete", closed)
+        return closed
 
 
 def _new_referral(

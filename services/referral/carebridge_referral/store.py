@@ -30,18 +30,19 @@ PROJECTION = Projection(
             columns=("patient_id",),
             where="assessment_id IS NOT NULL",
         ),
-        # The psychiatrist learnt from visits; a referring psychiatrist (the API) overrides it.
+        # Psychiatric visits, one row per appointment, as booking's events left them.
         Compared(
-            "patient_psychiatrists",
-            key=("patient_id",),
-            columns=("psychiatrist_id", "source", "appointment_id", "observed_at"),
-            owned_by_api="source = 'referral'",
+            "psychiatric_visits",
+            key=("appointment_id",),
+            columns=("patient_id", "psychiatrist_id", "status", "starts_at"),
         ),
     ),
     copied=(
         Copied("therapists"),  # the roster (seed and API), named by copied referrals
         # Psychiatrists' referrals: an open one keeps an intake from opening a second one.
         Copied("referrals", where="assessment_id IS NULL"),
+        # Psychiatrists from before psychiatric visits were kept (migration 0002).
+        Copied("carried_over_psychiatrists"),
     ),
 )
 
@@ -261,28 +262,23 @@ async def list_referrals(
     return [_referral(row) for row in rows]
 
 
-async def waiting_referrals(
-    conn: Connection,
-) -> list[tuple[domain.Referral, bool, str | None]]:
+async def waiting_referrals(conn: Connection) -> list[tuple[domain.Referral, bool]]:
     """The matching queue, locked: open referrals nobody took yet, with the patient's
-    care_plan_sharing consent and known psychiatrist."""
+    care_plan_sharing consent."""
     rows = await conn.fetch(
         f"SELECT {_referral_columns('r')},"
         " coalesce((SELECT k.status = 'granted' FROM consents k"
-        "   WHERE k.patient_id = r.patient_id AND k.scope = $1), false) AS consent_granted,"
-        " (SELECT p.psychiatrist_id FROM patient_psychiatrists p"
-        "   WHERE p.patient_id = r.patient_id) AS known_psychiatrist"
+        "   WHERE k.patient_id = r.patient_id AND k.scope = $1), false) AS consent_granted"
         " FROM referrals r"
         " WHERE r.therapist_id IS NULL AND r.status IN ('active', 'on-hold')"
         " ORDER BY r.created_at, r.id FOR UPDATE OF r",
         PLAN_SCOPE,
     )
-    found: list[tuple[domain.Referral, bool, str | None]] = []
+    found: list[tuple[domain.Referral, bool]] = []
     for row in rows:
         values = dict(row)
         consent = bool(values.pop("consent_granted"))
-        psychiatrist = values.pop("known_psychiatrist")
-        found.append((domain.Referral(**values), consent, psychiatrist))
+        found.append((domain.Referral(**values), consent))
     return found
 
 
@@ -349,15 +345,24 @@ async def insert_care_team(conn: Connection, team: domain.CareTeam) -> None:
 
 
 async def active_care_team(
-    conn: Connection, patient_id: str, *, for_share: bool = False
+    conn: Connection, patient_id: str, *, lock: str = ""
 ) -> domain.CareTeam | None:
-    lock = " FOR SHARE" if for_share else ""
+    """The patient's active team; `lock` is "", "FOR SHARE" or "FOR UPDATE"."""
+    assert lock in ("", "FOR SHARE", "FOR UPDATE")
     row = await conn.fetchrow(
         f"SELECT {_CARE_TEAM_COLUMNS} FROM care_teams"
-        f" WHERE patient_id = $1 AND status = 'active'{lock}",
+        f" WHERE patient_id = $1 AND status = 'active' {lock}",
         patient_id,
     )
     return None if row is None else _care_team(row)
+
+
+async def set_team_psychiatrist(
+    conn: Connection, care_team_id: UUID, psychiatrist_id: str | None
+) -> None:
+    await conn.execute(
+        "UPDATE care_teams SET psychiatrist_id = $2 WHERE id = $1", care_team_id, psychiatrist_id
+    )
 
 
 async def end_care_team(
@@ -374,61 +379,66 @@ async def end_care_team(
     return None if row is None else _care_team(row)
 
 
-# --- the patient's psychiatrist ------------------------------------------------------------
+# --- the patient's psychiatrists -----------------------------------------------------------
+
+# The patient's psychiatrists ($1), most recent visit first: the psychiatrist of every psychiatric
+# visit that is not cancelled; and, only while referral knows no psychiatric visit of the patient
+# at all, one carried over from before visits were kept (migration 0002).
+PSYCHIATRISTS = """
+    SELECT v.psychiatrist_id, v.starts_at AS seen_at, v.appointment_id::text AS tie
+    FROM psychiatric_visits v WHERE v.patient_id = $1 AND v.status <> 'cancelled'
+    UNION ALL
+    SELECT c.psychiatrist_id, c.observed_at, '' FROM carried_over_psychiatrists c
+    WHERE c.patient_id = $1
+      AND NOT EXISTS (SELECT 1 FROM psychiatric_visits v WHERE v.patient_id = $1)
+"""
 
 
-async def remember_psychiatrist(
+async def record_visit(
     conn: Connection,
+    *,
+    appointment_id: UUID,
     patient_id: str,
     psychiatrist_id: str,
-    *,
-    source: str,
-    observed_at: datetime,
-    appointment_id: UUID | None = None,
+    status: domain.VisitStatus,
+    starts_at: datetime,
 ) -> None:
-    """Remember who the patient's psychiatrist is. A referring psychiatrist always wins; a
-    completed visit beats a booked one; otherwise the later observation (visit start, or the
-    time of the referral) wins. An active care team without a psychiatrist gets this one."""
+    """What booking's latest event about a psychiatric visit says (events of one appointment
+    arrive in order: one patient, one partition)."""
     await conn.execute(
-        "INSERT INTO patient_psychiatrists AS p"
-        " (patient_id, psychiatrist_id, source, appointment_id, observed_at)"
+        "INSERT INTO psychiatric_visits"
+        " (appointment_id, patient_id, psychiatrist_id, status, starts_at)"
         " VALUES ($1, $2, $3, $4, $5)"
-        " ON CONFLICT (patient_id) DO UPDATE SET psychiatrist_id = EXCLUDED.psychiatrist_id,"
-        " source = EXCLUDED.source, appointment_id = EXCLUDED.appointment_id,"
-        " observed_at = EXCLUDED.observed_at"
-        " WHERE EXCLUDED.source = 'referral'"
-        " OR (p.source = 'visit_booked' AND EXCLUDED.source <> 'visit_booked')"
-        " OR ((p.source = 'visit_booked') = (EXCLUDED.source = 'visit_booked')"
-        "     AND EXCLUDED.observed_at >= p.observed_at)",
+        " ON CONFLICT (appointment_id) DO UPDATE SET psychiatrist_id = EXCLUDED.psychiatrist_id,"
+        " status = EXCLUDED.status, starts_at = EXCLUDED.starts_at, updated_at = now()",
+        appointment_id,
         patient_id,
         psychiatrist_id,
-        source,
-        appointment_id,
-        observed_at,
+        status,
+        starts_at,
     )
-    await conn.execute(
-        "UPDATE care_teams SET psychiatrist_id = $2"
-        " WHERE patient_id = $1 AND status = 'active' AND psychiatrist_id IS NULL",
+
+
+async def psychiatrists_of(conn: Connection, patient_id: str) -> list[str]:
+    """The patient's psychiatrists, the current one (most recent visit) first."""
+    rows = await conn.fetch(
+        f"SELECT psychiatrist_id, max(seen_at) AS latest, max(tie) AS tie FROM ({PSYCHIATRISTS}) p"
+        " GROUP BY psychiatrist_id ORDER BY latest DESC, tie DESC",
         patient_id,
-        psychiatrist_id,
     )
+    return [row["psychiatrist_id"] for row in rows]
 
 
-async def forget_booked_psychiatrist(
-    conn: Connection, patient_id: str, appointment_id: UUID
-) -> None:
-    """A cancelled visit no longer tells who the patient's psychiatrist is."""
-    await conn.execute(
-        "DELETE FROM patient_psychiatrists"
-        " WHERE patient_id = $1 AND source = 'visit_booked' AND appointment_id = $2",
+async def current_psychiatrist(conn: Connection, patient_id: str) -> str | None:
+    found = await psychiatrists_of(conn, patient_id)
+    return found[0] if found else None
+
+
+async def is_psychiatrist_of(conn: Connection, clinician_id: str, patient_id: str) -> bool:
+    found: bool = await conn.fetchval(
+        f"SELECT EXISTS (SELECT 1 FROM ({PSYCHIATRISTS}) p WHERE p.psychiatrist_id = $2)",
         patient_id,
-        appointment_id,
-    )
-
-
-async def known_psychiatrist(conn: Connection, patient_id: str) -> str | None:
-    found: str | None = await conn.fetchval(
-        "SELECT psychiatrist_id FROM patient_psychiatrists WHERE patient_id = $1", patient_id
+        clinician_id,
     )
     return found
 
@@ -493,10 +503,11 @@ async def plan_team(conn: Connection, patient_id: str) -> domain.PlanTeam:
     """Who may open the plan. Locks the consent and care team rows it read (FOR SHARE), so
     a revocation or a team's end waits for a write that was allowed, or is seen by it."""
     consent = await get_consent(conn, patient_id, PLAN_SCOPE, lock="FOR SHARE")
-    team = await active_care_team(conn, patient_id, for_share=True)
-    psychiatrist = team.psychiatrist_id if team is not None else None
-    if psychiatrist is None:
-        psychiatrist = await known_psychiatrist(conn, patient_id)
+    team = await active_care_team(conn, patient_id, lock="FOR SHARE")
+    if team is not None:
+        psychiatrist = team.psychiatrist_id  # kept equal to the current one (care_teams.py)
+    else:
+        psychiatrist = await current_psychiatrist(conn, patient_id)
     return domain.PlanTeam(
         psychiatrist_id=psychiatrist,
         therapist_id=team.therapist_id if team is not None else None,
@@ -564,15 +575,13 @@ async def save_plan(
 
 
 async def treats(conn: Connection, clinician_id: str, patient_id: str) -> bool:
-    """Whether referral links the clinician to the patient: their known psychiatrist, the
-    clinician who referred them, their matched therapist, or a member of a care team of theirs.
-    Decides who may see the patient's referrals, consents and care team (ADR 0012)."""
+    """Whether the clinician treats the patient now: one of their psychiatrists (a psychiatric
+    visit that is not cancelled), or a member of their ACTIVE care team. Not a former member,
+    not the requester of a closed referral. Decides who may see the patient's referrals,
+    consents and care team, and revoke or complete a referral (ADR 0015)."""
     found: bool = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM patient_psychiatrists"
-        "               WHERE patient_id = $1 AND psychiatrist_id = $2)"
-        " OR EXISTS (SELECT 1 FROM referrals WHERE patient_id = $1"
-        "            AND (requesting_clinician_id = $2 OR therapist_id = $2))"
-        " OR EXISTS (SELECT 1 FROM care_teams WHERE patient_id = $1"
+        f"SELECT EXISTS (SELECT 1 FROM ({PSYCHIATRISTS}) p WHERE p.psychiatrist_id = $2)"
+        " OR EXISTS (SELECT 1 FROM care_teams WHERE patient_id = $1 AND status = 'active'"
         "            AND (psychiatrist_id = $2 OR therapist_id = $2))",
         patient_id,
         clinician_id,

@@ -222,7 +222,8 @@ def start_service(
     database_url = service_database_url("notification")  # its own role (ADR 0011)
 
     @contextlib.asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[Service]:
+    async def start(*, wait_ready: bool = True, **overrides: Any) -> AsyncIterator[Service]:
+        on_call = uid("on-call")
         values: dict[str, Any] = {
             "database_url": database_url,
             "kafka_bootstrap_servers": stack_endpoints.kafka_bootstrap,
@@ -232,7 +233,11 @@ def start_service(
             "dev_clock": True,
             "dispatch_interval_ms": 100,
             "delivery_backoff_initial_seconds": 1.0,
-            "on_call_clinician_id": uid("on-call"),
+            "on_call_clinician_id": on_call,
+            "on_call_escalation_id": f"{on_call}-escalation",
+            # the on-call route the app sets at start (audited as the bootstrap's)
+            "on_call_bootstrap_primary_email": f"{on_call}@example.test",
+            "on_call_bootstrap_escalation_email": f"{on_call}-escalation@example.test",
             "relay_poll_interval_ms": 100,
             "shutdown_grace_seconds": 5.0,
             "consumer_group": f"notification-{uuid.uuid4()}",
@@ -248,7 +253,8 @@ def start_service(
                 base_url="http://notification",
                 auth=DevAuth(),  # each request signed as whom it acts for (ADR 0012)
             ) as client:
-                await until_ready(client)
+                if wait_ready:
+                    await until_ready(client)
                 yield Service(app, client, smtp_sink, settings)
 
     return start

@@ -103,8 +103,7 @@ async def test_smtp_always_failing_ends_in_notification_failed(start_service: An
 async def test_an_urgent_alert_goes_out_before_the_queue(start_service: Any) -> None:
     async with start_service(dispatcher_enabled=False) as service:
         on_call = service.settings.on_call_clinician_id
-        on_call_mail = f"{on_call}@example.test"
-        await service.put_contact("clinician", on_call, email=on_call_mail)
+        on_call_mail = service.settings.on_call_bootstrap_primary_email  # the on-call route
         clinician = service.uid("c")
         await service.put_contact("clinician", clinician, email=f"{clinician}@example.test")
         normal_addresses = {f"{clinician}@example.test"}

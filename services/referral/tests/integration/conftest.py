@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -18,7 +19,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from carebridge_contracts import BaseEvent, Envelope, Topic, parse
+from carebridge_contracts import AppointmentBooked, BaseEvent, Envelope, Topic, parse, topic_for
 from carebridge_devstack.dev_auth import DevAuth
 from carebridge_devstack.testing import eventually, produce, read_topic, until_ready, wrap
 from carebridge_referral.app import ReferralSettings, build
@@ -38,6 +39,9 @@ class Referral:
     app: FastAPI
     client: httpx.AsyncClient
     kafka: str
+    # (patient, psychiatrist) pairs with a psychiatric visit this helper published
+    visits: set[tuple[str, str]] = field(default_factory=set)
+    sequences: dict[str, int] = field(default_factory=dict)
 
     new_id = staticmethod(unique)
     eventually = staticmethod(eventually)
@@ -74,6 +78,43 @@ class Referral:
         assert response.status_code in ((expect,) if expect else (200, 201)), response.text
         return therapist_id
 
+    async def psychiatric_visit(
+        self,
+        patient_id: str,
+        psychiatrist: str,
+        *,
+        starts_at: datetime | None = None,
+        appointment_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        """Booking's AppointmentBooked of a psychiatric visit, once referral has applied it:
+        the psychiatrist is then one of the patient's psychiatrists (ADR 0015)."""
+        appointment_id = appointment_id or uuid.uuid4()
+        start = starts_at or datetime.now(UTC) + timedelta(days=1)
+        await self.publish(
+            AppointmentBooked(
+                patient_id=patient_id,
+                appointment_id=appointment_id,
+                clinician_id=psychiatrist,
+                clinician_role="psychiatrist",
+                visit_type="psychiatric_follow_up",
+                state="WY",
+                starts_at=start,
+                ends_at=start + timedelta(minutes=30),
+            )
+        )
+        await self.visit_applied(appointment_id, "booked")
+        self.visits.add((patient_id, psychiatrist))
+        return appointment_id
+
+    async def visit_applied(self, appointment_id: uuid.UUID, status: str) -> None:
+        async def applied() -> bool:
+            found: str | None = await self.pool.fetchval(
+                "SELECT status FROM psychiatric_visits WHERE appointment_id = $1", appointment_id
+            )
+            return found == status
+
+        await eventually(applied, what=f"referral to apply visit {appointment_id} ({status})")
+
     async def refer(
         self,
         patient_id: str,
@@ -82,7 +123,12 @@ class Referral:
         modality: str = "CBT",
         urgency: str = "routine",
         psychiatrist: str = "psy-wy-1",
+        visit: bool = True,
     ) -> httpx.Response:
+        """The psychiatrist's referral; first (`visit`) a psychiatric visit of the patient
+        with them, as only one of the patient's psychiatrists may refer them."""
+        if visit and (patient_id, psychiatrist) not in self.visits:
+            await self.psychiatric_visit(patient_id, psychiatrist)
         return await self.client.post(
             "/v1/referrals",
             json={
@@ -131,7 +177,13 @@ class Referral:
         await self.grant(patient_id)
         return patient_id
 
-    async def publish(self, event: BaseEvent, *, sequence: int = 1) -> Envelope:
+    async def publish(self, event: BaseEvent, *, sequence: int | None = None) -> Envelope:
+        """`event` as its producer would publish it (`sequence`: the next one per patient and
+        topic of what this helper published, unless given)."""
+        key = f"{event.patient_id}/{topic_for(event)}"
+        if sequence is None:
+            sequence = self.sequences.get(key, 0) + 1
+        self.sequences[key] = max(sequence, self.sequences.get(key, 0))
         envelope = wrap(event, event.patient_id, sequence)
         await produce(self.kafka, envelope)
         return envelope

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from carebridge_contracts import (
-    AppointmentBooked,
     AppointmentCancelled,
     AppointmentCompleted,
     AssessmentCompleted,
     CareTeamFormed,
+    CareTeamMemberJoined,
+    CareTeamMemberLeft,
     ConsentGranted,
     ReferralWaitlisted,
     TherapistMatched,
@@ -179,53 +180,30 @@ async def test_an_assessment_with_therapy_interest_opens_one_referral(referral: 
     assert await referral.referrals_of(uninterested) == []
 
 
-async def test_a_booked_psychiatric_visit_names_the_care_team_psychiatrist(
+async def test_the_care_team_follows_the_patients_current_psychiatrist(
     referral: Referral,
 ) -> None:
+    """Visits, not referrals, say who the patient's psychiatrist is: the one of the most recent
+    psychiatric visit that is not cancelled. The active team follows them with an event."""
     await referral.put_therapist(capacity=2)
     kept, cancelled = referral.new_id("p"), referral.new_id("p")
     starts_at = datetime.now(UTC) + timedelta(days=2)
 
-    def booked(patient: str, clinician: str, appointment_id: uuid.UUID) -> AppointmentBooked:
-        return AppointmentBooked(
+    def cancel(patient: str, clinician: str, appointment_id: uuid.UUID) -> AppointmentCancelled:
+        return AppointmentCancelled(
             patient_id=patient,
             appointment_id=appointment_id,
             clinician_id=clinician,
-            clinician_role="psychiatrist",
-            visit_type="initial_psychiatric_evaluation",
-            state="WY",
-            starts_at=starts_at,
-            ends_at=starts_at + timedelta(hours=1),
-        )
-
-    async def known(patient: str) -> str | None:
-        found: str | None = await referral.pool.fetchval(
-            "SELECT psychiatrist_id FROM patient_psychiatrists WHERE patient_id = $1", patient
-        )
-        return found
-
-    visit = uuid.uuid4()
-    await referral.publish(booked(kept, "psy-wy-booked", uuid.uuid4()))
-    await referral.publish(booked(cancelled, "psy-wy-gone", visit))
-    await referral.eventually(lambda: known(kept), what="the booked visit")
-    await referral.eventually(lambda: known(cancelled), what="the other booked visit")
-    await referral.publish(
-        AppointmentCancelled(
-            patient_id=cancelled,
-            appointment_id=visit,
-            clinician_id="psy-wy-gone",
-            visit_type="initial_psychiatric_evaluation",
+            visit_type="psychiatric_follow_up",
             starts_at=starts_at,
             cancelled_by="patient",
             reason_code="patient_request",
-        ),
-        sequence=2,
-    )
+        )
 
-    async def forgotten() -> bool:
-        return await known(cancelled) is None
-
-    await referral.eventually(forgotten, what="the cancellation")
+    await referral.psychiatric_visit(kept, "psy-wy-booked", starts_at=starts_at)
+    visit = await referral.psychiatric_visit(cancelled, "psy-wy-gone", starts_at=starts_at)
+    await referral.publish(cancel(cancelled, "psy-wy-gone", visit))
+    await referral.visit_applied(visit, "cancelled")
 
     for patient in (kept, cancelled):
         await referral.grant(patient)
@@ -237,14 +215,45 @@ async def test_a_booked_psychiatric_visit_names_the_care_team_psychiatrist(
         assert isinstance(team, CareTeamFormed)
         formed[patient] = team.psychiatrist_id
     assert formed == {kept: "psy-wy-booked", cancelled: None}
-    # a referring psychiatrist overrides a booked visit's psychiatrist
-    await referral.client.post(
-        f"/v1/referrals/{(await referral.referrals_of(kept))[0]['id']}/revoke"
-    )
-    again = await referral.referred(kept, psychiatrist="psy-wy-referrer")
+
+    # A clinician without a psychiatric visit of the patient may not refer them (nor take the
+    # referral over): refused without a word about the open referral, and nothing changes.
+    stranger = await referral.refer(kept, psychiatrist="psy-wy-referrer", visit=False)
+    assert (stranger.status_code, stranger.json()["code"]) == (403, "not_treating")
+    assert set(stranger.json()) == {"code", "message"}
     team = (await referral.client.get(f"/v1/patients/{kept}/care-team")).json()
-    assert (team["psychiatrist_id"], team["referral_id"]) == ("psy-wy-referrer", again["id"])
-    assert await known(kept) == "psy-wy-referrer"
+    assert team["psychiatrist_id"] == "psy-wy-booked"
+
+    # A psychiatrist learnt after the match joins the team, with an event.
+    later = await referral.psychiatric_visit(cancelled, "psy-wy-later", starts_at=starts_at)
+    joined = (await referral.events(Topic.REFERRALS, cancelled, expect=4))[3][1]
+    assert isinstance(joined, CareTeamMemberJoined)
+    assert (joined.clinician_id, joined.member_role, joined.reason_code) == (
+        "psy-wy-later", "psychiatrist", "psychiatrist_learnt"
+    )  # fmt: skip
+
+    # A more recent visit with another psychiatrist makes them the team's psychiatrist; when
+    # it is cancelled, the one before is again.
+    newer = await referral.psychiatric_visit(
+        kept, "psy-wy-newer", starts_at=starts_at + timedelta(days=1)
+    )
+    changed = [e for _, e in await referral.events(Topic.REFERRALS, kept, expect=5)][3:]
+    assert [(type(e).__name__, e.clinician_id, e.reason_code) for e in changed] == [  # type: ignore[attr-defined]
+        ("CareTeamMemberLeft", "psy-wy-booked", "psychiatrist_changed"),
+        ("CareTeamMemberJoined", "psy-wy-newer", "psychiatrist_changed"),
+    ]
+    team = (await referral.client.get(f"/v1/patients/{kept}/care-team")).json()
+    assert team["psychiatrist_id"] == "psy-wy-newer"
+    await referral.publish(cancel(kept, "psy-wy-newer", newer))
+    await referral.visit_applied(newer, "cancelled")
+    team = (await referral.client.get(f"/v1/patients/{kept}/care-team")).json()
+    assert team["psychiatrist_id"] == "psy-wy-booked"
+    # The last psychiatric visit cancelled: the team has no psychiatrist, and says so.
+    await referral.publish(cancel(cancelled, "psy-wy-later", later))
+    await referral.visit_applied(later, "cancelled")
+    left = (await referral.events(Topic.REFERRALS, cancelled, expect=5))[4][1]
+    assert isinstance(left, CareTeamMemberLeft)
+    assert (left.clinician_id, left.reason_code) == ("psy-wy-later", "no_psychiatric_visit")
 
 
 async def test_revoking_and_completing(referral: Referral) -> None:
@@ -323,9 +332,12 @@ async def test_the_packaged_roster_is_seeded(referral: Referral) -> None:
     assert (missing.status_code, missing.json()["code"]) == (404, "therapist_not_found")
 
 
-async def test_a_psychiatrist_referral_takes_over_an_unmatched_intake_referral(
+async def test_the_patients_psychiatrist_takes_over_an_unmatched_intake_referral(
     referral: Referral,
 ) -> None:
+    """Only one of the patient's psychiatrists takes over the referral intake opened; a
+    clinician without a psychiatric visit of the patient is refused and changes nothing (the
+    test asserted the opposite before issue 13: any psychiatrist took it over)."""
     patient = referral.new_id("p")
     await referral.publish(assessment(patient, severe=False))
 
@@ -334,6 +346,11 @@ async def test_a_psychiatrist_referral_takes_over_an_unmatched_intake_referral(
 
     intake_referral = (await referral.eventually(opened, what="the intake referral"))[0]
     assert intake_referral["hold_reason"] == "awaiting_consent"
+
+    stranger = await referral.refer(patient, psychiatrist="psy-wy-stranger", visit=False)
+    assert (stranger.status_code, stranger.json()["code"]) == (403, "not_treating")
+    assert intake_referral["id"] not in stranger.text
+    assert (await referral.referrals_of(patient))[0]["requested_by"] == "intake"
 
     response = await referral.refer(patient, psychiatrist="psy-wy-9", modality="DBT")
     assert response.status_code == 201, response.text
