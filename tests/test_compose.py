@@ -19,6 +19,12 @@ from prometheus_client import REGISTRY
 import carebridge_shared.metrics  # noqa: F401 - registers the metrics the dashboard queries
 from carebridge_devstack.compose import published_ports
 from carebridge_devstack.images import IMAGES
+from carebridge_ops.kafka_access import (
+    ADMIN_PRINCIPAL,
+    managed_roles,
+    password_variable,
+    principal_name,
+)
 from carebridge_shared.provisioning import ADMIN_URL_ENV, password_env, service_role
 from carebridge_shared.settings import ServiceSettings
 from carebridge_shared.settings_doc import SERVICES, env_settings, service_settings_class
@@ -97,12 +103,20 @@ def test_service_matches_its_settings(service: str) -> None:
     database = urlparse(env["DATABASE_URL"])
     assert database.hostname == "postgres" and database.port == 5432
     assert database.path == "/" + SERVICES_IN_COMPOSE["postgres"]["environment"]["POSTGRES_DB"]
-    # its own least-privilege role, with the password db-provision gave it (ADR 0011)
-    provision = SERVICES_IN_COMPOSE["db-provision"]
+    # its own least-privilege role, with the password its deploy step gave it (ADR 0014)
+    migrate = SERVICES_IN_COMPOSE[f"{service}-migrate"]
     assert database.username == service_role(service)
-    assert database.password == provision["environment"][password_env(service)]
-    assert service in provision["command"]
-    assert spec["depends_on"]["db-provision"]["condition"] == "service_completed_successfully"
+    assert database.password == migrate["environment"][password_env(service)]
+    assert spec["depends_on"][f"{service}-migrate"]["condition"] == "service_completed_successfully"
+    assert ADMIN_URL_ENV not in env
+    # its own Kafka principal, with the password kafka-provision gave it (ADR 0013)
+    provision = SERVICES_IN_COMPOSE["kafka-provision"]["environment"]
+    assert env["CAREBRIDGE_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert env["CAREBRIDGE_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert env["CAREBRIDGE_KAFKA_SASL_USERNAME"] == principal_name(service)
+    assert env["CAREBRIDGE_KAFKA_SASL_PASSWORD"] == provision[password_variable(service)]
+    assert spec["depends_on"]["kafka-provision"]["condition"] == "service_completed_successfully"
+    assert env["CAREBRIDGE_DEV_AUTH"] == "true"
     advertised = SERVICES_IN_COMPOSE["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
     assert f"//{env['KAFKA_BOOTSTRAP_SERVERS']}" in advertised
 
@@ -110,14 +124,43 @@ def test_service_matches_its_settings(service: str) -> None:
         assert spec["depends_on"][dependency]["condition"] == "service_healthy"
 
 
-def test_db_provision_logs_in_as_the_postgres_admin() -> None:
-    provision = SERVICES_IN_COMPOSE["db-provision"]
-    assert provision["command"][:3] == ["python", "-m", "carebridge_shared.provisioning"]
-    admin = urlparse(provision["environment"][ADMIN_URL_ENV])
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_migrate_step_is_the_services_deploy_command_as_the_postgres_admin(
+    service: str,
+) -> None:
+    migrate = SERVICES_IN_COMPOSE[f"{service}-migrate"]
+    assert migrate["command"] == ["python", "-m", f"carebridge_{service}", "migrate"]
+    assert migrate["image"] == SERVICES_IN_COMPOSE[service]["image"]
+    admin = urlparse(migrate["environment"][ADMIN_URL_ENV])
     postgres = SERVICES_IN_COMPOSE["postgres"]["environment"]
     assert (admin.hostname, admin.port, admin.path) == ("postgres", 5432, "/carebridge")
     assert (admin.username, admin.password) == ("postgres", postgres["POSTGRES_PASSWORD"])
-    assert provision["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "restart" not in migrate  # a one-shot: compose waits for its exit
+
+
+def test_kafka_authorizes_every_client_and_provisioning_covers_every_principal() -> None:
+    kafka = SERVICES_IN_COMPOSE["kafka"]["environment"]
+    assert kafka["KAFKA_AUTHORIZER_CLASS_NAME"].endswith(".StandardAuthorizer")
+    assert kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    protocols = dict(p.split(":") for p in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(protocols.values()) == {"SASL_PLAINTEXT"}, "no listener without a login"
+    assert set(protocols) == {
+        listener.split(":")[0] for listener in kafka["KAFKA_LISTENERS"].split(",")
+    }
+    provision = SERVICES_IN_COMPOSE["kafka-provision"]
+    assert provision["command"] == ["carebridge", "kafka", "provision"]
+    admin = provision["environment"]
+    assert f"User:{admin['CAREBRIDGE_KAFKA_SASL_USERNAME']}" in kafka["KAFKA_SUPER_USERS"].split(";")
+    assert f'user_{ADMIN_PRINCIPAL}="{admin["CAREBRIDGE_KAFKA_SASL_PASSWORD"]}"' in (
+        kafka["KAFKA_LISTENER_NAME_INTERNAL_PLAIN_SASL_JAAS_CONFIG"]
+    )
+    for role in managed_roles():
+        assert admin.get(password_variable(role)), f"kafka-provision sets no password for {role}"
+    assert provision["depends_on"]["kafka"]["condition"] == "service_healthy"
+    for service in SERVICES:  # no service holds the admin's password
+        values = SERVICES_IN_COMPOSE[service]["environment"].values()
+        assert admin["CAREBRIDGE_KAFKA_SASL_PASSWORD"] not in values, service
 
 
 def test_commented_kafka_security_variables_are_settings() -> None:

@@ -24,13 +24,17 @@ from typing import Any
 
 import pytest
 import yaml
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import TopicAuthorizationFailedError
 from rich.console import Console
 
 from carebridge_devstack._util import free_port
+from carebridge_contracts.registry import topics_owned_by
 from carebridge_devstack.compose import (
     ComposeMailbox,
     ComposeProject,
     compose_file,
+    kafka_login,
     published_ports,
 )
 from carebridge_devstack.demo import CareClient, timeline, wait_until, walk_demo_patient
@@ -38,11 +42,13 @@ from carebridge_devstack.local_images import project_images
 from carebridge_devstack.signer import dev_signer
 from carebridge_devstack.system import SERVICES
 from carebridge_devstack.testing import read_topic, topic_for_type
+from carebridge_shared.kafka import KafkaSecurity
 
 REPORT_DIR = Path(os.environ.get("CAREBRIDGE_COMPOSE_REPORT_DIR", ".compose-test"))
 COMPOSE: dict[str, Any] = yaml.safe_load(compose_file().read_text())
 ALWAYS_ON = sorted(n for n, s in COMPOSE["services"].items() if "profiles" not in s)
-ONE_SHOT = "db-provision"
+# the deploy steps: each service's migrations, Kafka's users, ACLs and topics
+ONE_SHOT = {name for name in ALWAYS_ON if name.endswith("-migrate")} | {"kafka-provision"}
 # generous: on a 2-core machine shared with other stacks, Kafka alone once took 5 minutes
 UP_TIMEOUT_S = 1200
 
@@ -82,6 +88,9 @@ def stack() -> Iterator[Stack]:
     compose = ComposeProject(project, env)
     observability = ComposeProject(project, env, profiles=("observability",))
     volumes, networks = ids("volume", "ls"), ids("network", "ls")
+    # the test's own Kafka clients (demo timeline, read_topic) log in as ops, as a person would
+    saved = dict(os.environ)
+    os.environ.update(kafka_login("ops"))
     started = time.monotonic()
     try:
         compose.run("up", "--detach", "--wait", "--wait-timeout", str(UP_TIMEOUT_S),
@@ -91,6 +100,8 @@ def stack() -> Iterator[Stack]:
         if observability.run("ps", "--all", "--quiet", check=False).stdout.strip():
             save_logs(observability)  # a test failed before test_down took them
         observability.run("down", "--volumes", "--remove-orphans", check=False)
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def save_logs(compose: ComposeProject) -> None:
@@ -103,7 +114,7 @@ def test_every_container_is_healthy(stack: Stack) -> None:
     rows = {row["Service"]: row for row in stack.compose.containers()}
     assert sorted(rows) == ALWAYS_ON
     for name, row in rows.items():
-        if name == ONE_SHOT:
+        if name in ONE_SHOT:
             assert (row["State"], row["ExitCode"]) == ("exited", 0), row
         else:
             assert (row["State"], row["Health"]) == ("running", "healthy"), row
@@ -123,6 +134,42 @@ def test_shipped_images_hold_no_build_ca_or_build_tools(stack: Stack) -> None:
             " shutil.which('uv'))",
         ).strip()  # fmt: skip
         assert found == "[] None", f"{image.tag}: {found}"
+
+
+def test_kafka_authorizes_each_service_login(stack: Stack) -> None:
+    """Booking's login may not write intake's topic (the brokers' ACLs) and a wrong password
+    is refused; the ops login reads every topic in the journey test below."""
+    intake_topic = str(topics_owned_by("intake")[0])
+
+    async def attempts() -> tuple[str, str]:
+        outcomes = []
+        for login in (kafka_login("booking"),
+                      {**kafka_login("booking"), "CAREBRIDGE_KAFKA_SASL_PASSWORD": "wrong"}):  # fmt: skip
+            producer = AIOKafkaProducer(
+                bootstrap_servers=stack.kafka_bootstrap, request_timeout_ms=15_000,
+                **security_from(login).client_options(),
+            )  # fmt: skip
+            try:
+                await producer.start()
+                await producer.send_and_wait(intake_topic, b"forged", key=b"p")
+                outcomes.append("written")
+            except Exception as exc:  # noqa: BLE001 - the outcome is the assertion
+                outcomes.append(type(exc).__name__)
+            finally:
+                await producer.stop()
+        return outcomes[0], outcomes[1]
+
+    forged, wrong_password = asyncio.run(attempts())
+    assert forged == TopicAuthorizationFailedError.__name__
+    assert wrong_password != "written"
+
+
+def security_from(login: dict[str, str]) -> KafkaSecurity:
+    return KafkaSecurity(
+        protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+        username=login["CAREBRIDGE_KAFKA_SASL_USERNAME"],
+        password=login["CAREBRIDGE_KAFKA_SASL_PASSWORD"],
+    )  # fmt: skip
 
 
 def test_readme_journey_through_the_published_ports(stack: Stack, tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from carebridge_ops.kafka_access import password_variable, principal_name
+
 from ._util import DevstackError, find_repo_root
 from .smtp_sink import Mailbox
 
@@ -52,6 +54,25 @@ def published_ports(path: Path | None = None) -> dict[str, PublishedPort]:
                 PublishedPort(name, match["var"], int(match["default"]), int(match["port"])),
             )
     return found
+
+
+KAFKA_PROVISION = "kafka-provision"
+
+
+def kafka_login(role: str, path: Path | None = None) -> dict[str, str]:
+    """The ``CAREBRIDGE_KAFKA_*`` login of principal `role` (``ops``, ``booking``) on the compose
+    broker, as a client on the host sets it: the password is the one `kafka-provision` gives
+    that principal in docker-compose.yml, never repeated here."""
+    import yaml
+
+    services: dict[str, Any] = yaml.safe_load((path or compose_file()).read_text())["services"]
+    passwords: dict[str, str] = services[KAFKA_PROVISION]["environment"]
+    return {
+        "CAREBRIDGE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "CAREBRIDGE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "CAREBRIDGE_KAFKA_SASL_USERNAME": principal_name(role),
+        "CAREBRIDGE_KAFKA_SASL_PASSWORD": passwords[password_variable(role)],
+    }
 
 
 @dataclass

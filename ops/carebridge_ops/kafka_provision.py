@@ -65,6 +65,8 @@ _MECHANISMS = {
     "SCRAM-SHA-512": ScramMechanism.SCRAM_SHA_512,
 }
 
+USER_MECHANISM = "SCRAM-SHA-512"
+
 Echo = Callable[[str], None]
 
 
@@ -144,7 +146,9 @@ class Provisioner:
     def __init__(self, bootstrap_servers: str, admin: KafkaSecurity, *, echo: Echo = print) -> None:
         self._login_errors: list[str] = []
         self.admin_login = admin.describe()
-        self.mechanism = admin.sasl_mechanism
+        # users get the admin's SCRAM mechanism; an admin with a static PLAIN login (docker
+        # compose's broker) gives them SCRAM-SHA-512, what the services log in with by default
+        self.mechanism = admin.sasl_mechanism if admin.sasl_mechanism in _MECHANISMS else USER_MECHANISM
         self.echo = echo
         self.client = AdminClient(
             confluent_config(bootstrap_servers, admin)
@@ -335,7 +339,7 @@ def provision(
     The replication factor defaults to min(3, brokers)."""
     if not admin.uses_sasl:
         raise OpsError(
-            "provisioning logs in as the Kafka admin with SASL/SCRAM: set "
+            "provisioning logs in as the Kafka admin with SASL (SCRAM or PLAIN): set "
             "CAREBRIDGE_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT (or SASL_SSL) and the admin's "
             "CAREBRIDGE_KAFKA_SASL_USERNAME and CAREBRIDGE_KAFKA_SASL_PASSWORD."
         )

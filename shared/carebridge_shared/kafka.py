@@ -15,7 +15,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 from aiokafka.helpers import create_ssl_context
-from faststream.security import BaseSecurity, SASLScram256, SASLScram512
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from carebridge_shared.logging import get_logger
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
-SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512"]
+SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
 
 
 class KafkaSettingsError(ValueError):
@@ -54,7 +54,7 @@ class KafkaSecurity:
     def __post_init__(self) -> None:
         if self.uses_sasl and not (self.username and self.password):
             raise KafkaSettingsError(
-                f"CAREBRIDGE_KAFKA_SECURITY_PROTOCOL={self.protocol} logs in with SASL/SCRAM: set "
+                f"CAREBRIDGE_KAFKA_SECURITY_PROTOCOL={self.protocol} logs in with SASL: set "
                 "CAREBRIDGE_KAFKA_SASL_USERNAME and CAREBRIDGE_KAFKA_SASL_PASSWORD"
             )
         tls_files = [f for f in (self.cafile, self.certfile, self.keyfile) if f]
@@ -129,8 +129,10 @@ class KafkaSecurity:
     def faststream_security(self) -> BaseSecurity | None:
         """The same settings as FastStream's KafkaBroker takes them."""
         if self.uses_sasl:
-            scram = SASLScram512 if self.sasl_mechanism == "SCRAM-SHA-512" else SASLScram256
-            return scram(
+            login = {
+                "SCRAM-SHA-512": SASLScram512, "SCRAM-SHA-256": SASLScram256, "PLAIN": SASLPlaintext
+            }[self.sasl_mechanism]  # fmt: skip
+            return login(
                 self.username, self.password, ssl_context=self.ssl_context(), use_ssl=self.uses_tls
             )
         if self.uses_tls:

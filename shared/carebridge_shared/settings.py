@@ -65,8 +65,11 @@ class ServiceSettings(BaseSettings):
         "SASL_PLAINTEXT or SASL_SSL (SCRAM login, over TLS for SASL_SSL). Use SASL_SSL or SSL "
         "outside a dev machine.",
     )
-    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
-        default="SCRAM-SHA-512", description="SASL mechanism for the SASL_* protocols."
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = Field(
+        default="SCRAM-SHA-512",
+        description="SASL mechanism for the SASL_* protocols. The services' logins are SCRAM; "
+        "PLAIN is for a broker's static admin login (docker compose's provisioning), over TLS "
+        "outside a dev machine.",
     )
     kafka_sasl_username: str = Field(default="", description="SASL/SCRAM user name.")
     kafka_sasl_password: SecretStr = Field(
