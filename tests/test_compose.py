@@ -151,9 +151,12 @@ def test_kafka_authorizes_every_client_and_provisioning_covers_every_principal()
     provision = SERVICES_IN_COMPOSE["kafka-provision"]
     assert provision["command"] == ["carebridge", "kafka", "provision"]
     admin = provision["environment"]
-    assert f"User:{admin['CAREBRIDGE_KAFKA_SASL_USERNAME']}" in kafka["KAFKA_SUPER_USERS"].split(";")
-    assert f'user_{ADMIN_PRINCIPAL}="{admin["CAREBRIDGE_KAFKA_SASL_PASSWORD"]}"' in (
-        kafka["KAFKA_LISTENER_NAME_INTERNAL_PLAIN_SASL_JAAS_CONFIG"]
+    assert f"User:{admin['CAREBRIDGE_KAFKA_SASL_USERNAME']}" in kafka["KAFKA_SUPER_USERS"].split(
+        ";"
+    )
+    assert (
+        f'user_{ADMIN_PRINCIPAL}="{admin["CAREBRIDGE_KAFKA_SASL_PASSWORD"]}"'
+        in (kafka["KAFKA_LISTENER_NAME_INTERNAL_PLAIN_SASL_JAAS_CONFIG"])
     )
     for role in managed_roles():
         assert admin.get(password_variable(role)), f"kafka-provision sets no password for {role}"

@@ -148,7 +148,9 @@ class Provisioner:
         self.admin_login = admin.describe()
         # users get the admin's SCRAM mechanism; an admin with a static PLAIN login (docker
         # compose's broker) gives them SCRAM-SHA-512, what the services log in with by default
-        self.mechanism = admin.sasl_mechanism if admin.sasl_mechanism in _MECHANISMS else USER_MECHANISM
+        self.mechanism = (
+            admin.sasl_mechanism if admin.sasl_mechanism in _MECHANISMS else USER_MECHANISM
+        )
         self.echo = echo
         self.client = AdminClient(
             confluent_config(bootstrap_servers, admin)
