@@ -24,9 +24,9 @@ from carebridge_ops.kafka_access import (
     principal_name,
     service_principal,
 )
-from carebridge_ops.kafka_provision import binding, confluent_config, provision
+from carebridge_ops.kafka_provision import Provisioner, binding, confluent_config, provision
 from carebridge_shared.dlq import REDRIVE_TRANSACTIONAL_ID
-from carebridge_shared.kafka import KafkaSecurity
+from carebridge_shared.kafka import KafkaSecurity, SaslMechanism
 from carebridge_shared.settings_doc import SERVICES
 
 SECURITY_MD = Path(__file__).resolve().parents[2] / "docs" / "security.md"
@@ -115,8 +115,22 @@ def test_provisioning_help_names_every_input() -> None:
 
 
 def test_provisioning_refuses_an_admin_without_a_login() -> None:
-    with pytest.raises(OpsError, match="SASL/SCRAM"):
+    with pytest.raises(OpsError, match="SASL \\(SCRAM or PLAIN\\)"):
         provision("127.0.0.1:1", KafkaSecurity(), {})
+
+
+@pytest.mark.parametrize(
+    ("admin_mechanism", "users_mechanism"),
+    [("SCRAM-SHA-256", "SCRAM-SHA-256"), ("SCRAM-SHA-512", "SCRAM-SHA-512"),
+     ("PLAIN", "SCRAM-SHA-512")],
+)  # fmt: skip
+def test_users_get_scram_even_when_the_admin_logs_in_with_plain(
+    admin_mechanism: SaslMechanism, users_mechanism: str
+) -> None:
+    """docker compose's broker knows its admin as a static PLAIN user; the services' users it
+    provisions are SCRAM users all the same (a PLAIN user cannot be made at run time)."""
+    admin = KafkaSecurity("SASL_PLAINTEXT", admin_mechanism, "carebridge-admin", "s3")
+    assert Provisioner("127.0.0.1:1", admin).mechanism == users_mechanism
 
 
 def test_librdkafka_gets_the_same_login_and_tls_files(tmp_path: Path) -> None:
