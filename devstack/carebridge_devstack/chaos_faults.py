@@ -124,14 +124,15 @@ class FaultScheduler:
             down = pause if fault.kind == "kafka-crash" else self.plan.broker_down_s
             await asyncio.sleep(down)
             record.down_s = round(down, 1)
-            await asyncio.to_thread(self.stack.restart_kafka, node)
+            # a broker recovering its logs after SIGKILL on a loaded machine can take minutes
+            await asyncio.to_thread(self.stack.restart_kafka, node, self.plan.recovery_timeout_s)
         elif fault.kind == "postgres-crash":
             await asyncio.to_thread(self.stack.kill_postgres)
             await asyncio.sleep(pause)
             record.down_s = round(pause, 1)
-            await asyncio.to_thread(self.stack.restart_postgres)
+            await asyncio.to_thread(self.stack.restart_postgres, self.plan.recovery_timeout_s)
         elif fault.kind == "postgres-restart":
-            await asyncio.to_thread(self.stack.restart_postgres)
+            await asyncio.to_thread(self.stack.restart_postgres, self.plan.recovery_timeout_s)
         else:
             raise ValueError(f"unknown fault {fault.kind}")
         record.ready_s = round(time.monotonic() - killed, 1)

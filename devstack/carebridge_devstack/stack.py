@@ -446,16 +446,17 @@ class Stack:
         """Send ``sig`` to Kafka node ``node`` (default SIGKILL: crash it)."""
         self.kafka.kill_node(node, sig)
 
-    def restart_kafka(self, node: int = 1) -> None:
-        """Stop node ``node`` if it still runs, start it again, wait until ready."""
-        self.kafka.restart_node(node, self.ready_timeout)
+    def restart_kafka(self, node: int = 1, timeout: float | None = None) -> None:
+        """Stop node ``node`` if it still runs, start it again, wait until ready (``timeout``,
+        default the stack's start timeout)."""
+        self.kafka.restart_node(node, timeout or self.ready_timeout)
 
     def kill_postgres(self, sig: int = signal.SIGKILL) -> None:
         self.postgres.kill(sig)
 
-    def restart_postgres(self) -> None:
+    def restart_postgres(self, timeout: float | None = None) -> None:
         """``pg_ctl stop -m fast`` (or clean up after a kill) and start again."""
-        self.postgres.restart(self.ready_timeout)
+        self.postgres.restart(timeout or self.ready_timeout)
 
 
 def info_as_dict(info: StackInfo) -> dict[str, object]:
