@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ._util import DevstackError
-from .stack import Stack, info_as_dict
+from .stack import READY_TIMEOUT_S, Stack, info_as_dict
 
 app = typer.Typer(
     help="Native local stack for carebridge: real Apache Kafka (KRaft) and PostgreSQL as "
@@ -49,7 +49,7 @@ def up(
     fsync: Annotated[
         bool | None, typer.Option("--fsync/--no-fsync", help="PostgreSQL fsync [on]")
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness")] = 90.0,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness")] = READY_TIMEOUT_S,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Start Kafka and PostgreSQL (or reuse them if already running) and wait until ready."""

@@ -41,6 +41,10 @@ from .kafka import KAFKA_VERSION, KafkaCluster, SaslScram
 from .kafka_auth import MECHANISM, KafkaAuth, StackLogins, kafka_auth_mode
 from .postgres import PostgresServer
 
+# Seconds Kafka and PostgreSQL get to become ready: seconds on a quiet machine, but a broker
+# with SCRAM logins on 2 cores shared with other stacks has taken over two minutes.
+READY_TIMEOUT_S = 240.0
+
 T = TypeVar("T")
 
 LOGINS_FILE = "kafka-logins.json"  # under the stack directory; it survives `down --purge`
@@ -163,7 +167,7 @@ class Stack:
         kafka_heap: str = "512m",
         pg_port: int | None = None,
         pg_fsync: bool | None = None,
-        ready_timeout: float = 90.0,
+        ready_timeout: float = READY_TIMEOUT_S,
         console: Console | None = None,
         kafka_auth: KafkaAuth | None = None,
     ) -> None:
