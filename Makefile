@@ -76,7 +76,7 @@ clean: stack-down ## Stop the stack and delete its data
 	@rm -rf .stack
 
 docs: install ## Regenerate the README settings table and the event catalog (docs/catalog) from the code
-	@$(PY) -m carebridge_shared.settings_doc --write README.md
+	@$(PY) -m carebridge_ops.settings_doc --write README.md
 	@$(PY) -m carebridge_ops.catalog write
 
 docs-serve: ## Serve the event catalog page on http://127.0.0.1:8090/index.html (Ctrl-C stops)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from carebridge_shared.settings_doc import markdown_table
+from carebridge_ops.settings_doc import markdown_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

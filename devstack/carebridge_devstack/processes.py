@@ -21,12 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-SERVICE_PORTS: dict[str, int] = {
-    "intake": 8001,
-    "booking": 8002,
-    "referral": 8003,
-    "notification": 8004,
-}
+from carebridge_contracts.services import SERVICE_DECLARATIONS, declared_service
+
+SERVICE_PORTS: dict[str, int] = {service.name: service.port for service in SERVICE_DECLARATIONS}
 COLOURS = ("36", "35", "33", "32", "34", "31")
 
 Echo = Callable[[str], None]
@@ -54,7 +51,7 @@ def service_spec(
     }
     return ProcessSpec(
         name=service,
-        argv=[sys.executable, "-m", f"carebridge_{service}"],
+        argv=[sys.executable, "-m", declared_service(service).package],
         env=env,
         ready_url=f"http://127.0.0.1:{port}/readyz",
         port=port,

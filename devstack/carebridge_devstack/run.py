@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from carebridge_contracts.services import SERVICES
 from carebridge_devstack.signer import dev_signer
 from carebridge_shared.auth import Role
 
@@ -17,7 +18,7 @@ from ._util import DevstackError
 from .demo import CareClient, DemoCast, walk_demo_patient
 from .kafka_auth import adopt_stack_login
 from .stack import Stack, default_stack_dir
-from .system import SERVICES, LocalSystem
+from .system import LocalSystem
 
 
 def run(*, demo: bool = True, exit_after_demo: bool = False, stop_stack: bool = True) -> int:
