@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from carebridge_contracts.services import SERVICES
+from carebridge_contracts.services import SERVICES as SERVICES  # older imports read it here
 from carebridge_devstack.signer import DEV_AUTH_ENV, dev_signer
 
 from ._util import free_port
