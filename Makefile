@@ -31,12 +31,14 @@ stack-down: ## Stop the local Kafka and PostgreSQL
 stack-status: ## Show whether the local stack is running
 	@$(DEVSTACK) status
 
-lint: install ## ruff and mypy --strict on contracts, shared, services and devstack
+lint: install ## ruff, mypy --strict and the import-linter layer contracts (pyproject.toml)
 	@echo "==> ruff"
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check . >/dev/null
 	@echo "==> mypy --strict"
-	@.venv/bin/mypy $(foreach p,contracts shared devstack ops intake booking referral notification bench,-p carebridge_$(p))
+	@.venv/bin/mypy $(foreach p,contracts shared devstack ops $(notdir $(wildcard services/*)) bench,-p carebridge_$(p))
 	@.venv/bin/mypy docs/examples
+	@echo "==> import-linter"
+	@PYTHONPATH=bench .venv/bin/lint-imports --no-logo --no-cache
 
 schemas: install ## Re-export the committed JSON Schemas after a compatible contract change
 	@$(PY) -m carebridge_contracts.schema_export
