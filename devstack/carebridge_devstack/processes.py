@@ -25,6 +25,7 @@ from carebridge_contracts.services import SERVICE_DECLARATIONS, declared_service
 
 SERVICE_PORTS: dict[str, int] = {service.name: service.port for service in SERVICE_DECLARATIONS}
 COLOURS = ("36", "35", "33", "32", "34", "31")
+SUPERVISOR_PREFIX = "supervisor: "  # the supervisor's own lines, never a service's
 
 Echo = Callable[[str], None]
 
@@ -227,7 +228,7 @@ class ProcessGroup:
                 if not process.alive() and not self._stopping.is_set():
                     code = process.process.returncode if process.process else None
                     if self._echo:
-                        self._echo(f"supervisor: {name} exited ({code}); restarting")
+                        self._echo(f"{SUPERVISOR_PREFIX}{name} exited ({code}); restarting")
                     time.sleep(1.0)
                     if not self._stopping.is_set():
                         process.start()

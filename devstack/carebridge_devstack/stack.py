@@ -26,6 +26,9 @@ from typing import TypeVar
 
 from rich.console import Console
 
+from carebridge_ops.hints import devstack
+from carebridge_ops.local_stack import STACK_DIR_ENV, STACK_ENV_FILE
+
 from ._util import (
     DevstackError,
     file_lock,
@@ -82,7 +85,7 @@ def postgres_dir(stack_dir: Path) -> Path:
 
 
 def default_stack_dir() -> Path:
-    override = os.environ.get("CAREBRIDGE_STACK_DIR")
+    override = os.environ.get(STACK_DIR_ENV)
     if override:
         return Path(override).expanduser().resolve()
     return find_repo_root() / ".stack"
@@ -194,7 +197,7 @@ class Stack:
         )
         self.ready_timeout = ready_timeout
         self.console = console
-        self.env_file = self.dir / "stack.env"
+        self.env_file = self.dir / STACK_ENV_FILE
         self._lock_file = self.dir / ".lock"
         self._auto_marker = self.dir / "auto-started"
         self._leases_dir = self.dir / "leases"
@@ -253,7 +256,7 @@ class Stack:
             except OpsError as exc:
                 raise DevstackError(
                     f"provisioning the Kafka principals and ACLs failed: {exc}",
-                    f"read {log}; `python -m carebridge_devstack down --purge` starts afresh",
+                    f"read {log}; `{devstack('down --purge')}` starts afresh",
                 ) from exc
         marker.write_text(fingerprint + "\n")
         if self.console is not None:
