@@ -80,8 +80,8 @@ clean: ## Stop the stack (when the environment exists) and delete its data
 	@if [ -x $(PY) ]; then $(DEVSTACK) down; fi
 	@rm -rf .stack
 
-docs: install ## Regenerate the README settings table and the event catalog (docs/catalog) from the code
-	@$(PY) -m carebridge_ops.settings_doc --write README.md
+docs: install ## Regenerate the settings table (docs/settings.md) and the event catalog (docs/catalog) from the code
+	@$(PY) -m carebridge_ops.settings_doc --write docs/settings.md
 	@$(PY) -m carebridge_ops.catalog write
 
 docs-serve: venv ## Serve the event catalog page on http://127.0.0.1:8090/index.html (Ctrl-C stops)

@@ -1,6 +1,7 @@
-"""The settings table of the README, generated from the settings classes themselves.
+"""The settings table of docs/settings.md, generated from the settings classes themselves.
 
-`python -m carebridge_ops.settings_doc` prints it; a test keeps the README in step.
+`python -m carebridge_ops.settings_doc` prints it, `--write docs/settings.md` puts it between the
+markers (`make docs`); a test keeps the page in step.
 """
 
 from __future__ import annotations
