@@ -75,24 +75,7 @@ def run(
     signal.signal(signal.SIGTERM, request_stop)
     code = 0
     try:
-        console.rule(f"starting the SMTP sink and the {len(SERVICES)} services")
-        system.log_dir.mkdir(parents=True, exist_ok=True)
-        with (system.log_dir / DEPLOY_LOG).open("a") as deploy_log:
-            # the services' deploy step (roles, migrations) runs in this process: its log
-            # lines go beside the services' logs, not between the demo's steps
-            structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=deploy_log))
-            ready = system.start()
-        structlog.reset_defaults()
-        for name in SERVICES:
-            console.print(f"  {name:<13} {system.url(name)}  ready in {ready[name]:.1f}s")
-        console.print(
-            f"  {'smtp sink':<13} 127.0.0.1:{system.ports.smtp}  mail in {system.mail_dir}"
-        )
-        console.print(
-            f"  service logs: {system.log_dir}/<service>.log (JSON lines)"
-            + ("" if service_logs else "; --service-logs shows them here too"),
-            highlight=False,
-        )
+        start_services(console, system, service_logs=service_logs)
         cast = None
         if demo:
             client = CareClient({name: system.url(name) for name in SERVICES})
@@ -115,6 +98,28 @@ def run(
             stack.down()
             console.print("Kafka and PostgreSQL stopped")
     return code
+
+
+def start_services(console: Console, system: LocalSystem, *, service_logs: bool) -> None:
+    """The SMTP sink and the services, each deployed first; prints where each one is."""
+    console.rule(f"starting the SMTP sink and the {len(SERVICES)} services")
+    system.log_dir.mkdir(parents=True, exist_ok=True)
+    with (system.log_dir / DEPLOY_LOG).open("a") as deploy_log:
+        # the services' deploy step (roles, migrations) runs in this process: its log lines go
+        # beside the services' logs, not between the demo's steps
+        structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=deploy_log))
+        try:
+            ready = system.start()
+        finally:
+            structlog.reset_defaults()
+    for name in SERVICES:
+        console.print(f"  {name:<13} {system.url(name)}  ready in {ready[name]:.1f}s")
+    console.print(f"  {'smtp sink':<13} 127.0.0.1:{system.ports.smtp}  mail in {system.mail_dir}")
+    console.print(
+        f"  service logs: {system.log_dir}/<service>.log (JSON lines)"
+        + ("" if service_logs else "; --service-logs shows them here too"),
+        highlight=False,
+    )
 
 
 DEMO_TOKEN_HOURS = 12
