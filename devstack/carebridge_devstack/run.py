@@ -123,6 +123,7 @@ def start_services(console: Console, system: LocalSystem, *, service_logs: bool)
 
 
 DEMO_TOKEN_HOURS = 12
+DEMO_PATIENT_VARIABLE = "DEMO_PATIENT_ID"
 DEPLOY_LOG = "deploy.log"
 
 
@@ -148,9 +149,10 @@ def print_demo_tokens(console: Console, cast: DemoCast | None, booking_url: str)
         console.print(f"# {role} {sub}", highlight=False)
         console.print(f"export {variable}={token}", highlight=False, soft_wrap=True)
     if cast is not None:
+        console.print(f"export {DEMO_PATIENT_VARIABLE}={cast.patient_id}", highlight=False)
         console.print(
             'try: curl -H "Authorization: Bearer $PATIENT_TOKEN" '
-            f"'{booking_url}/v1/appointments?patient_id={cast.patient_id}'",
+            f'"{booking_url}/v1/appointments?patient_id=${DEMO_PATIENT_VARIABLE}"',
             highlight=False,
             soft_wrap=True,
         )
