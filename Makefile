@@ -20,7 +20,10 @@ install: venv ## Install uv, the locked Python packages, Java/Maven and Chromium
 	@command -v chromium >/dev/null 2>&1 || { echo "==> installing Chromium for the catalog page test (apt-get)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 venv: ## Only uv and the locked Python packages in .venv (what the Python-only targets need)
-	@command -v uv >/dev/null 2>&1 || { echo "==> installing uv $(UV_VERSION)"; python3.11 -m pip install -q "uv==$(UV_VERSION)"; }
+	@# Debian's own python3.11 refuses pip installs (PEP 668) unless told; uv is one binary
+	@command -v uv >/dev/null 2>&1 || { echo "==> installing uv $(UV_VERSION)"; \
+	  python3.11 -m pip install -q "uv==$(UV_VERSION)" 2>/dev/null || \
+	  python3.11 -m pip install -q --break-system-packages "uv==$(UV_VERSION)"; }
 	@echo "==> syncing Python packages from uv.lock"
 	@uv sync --frozen --all-packages --quiet
 
