@@ -17,6 +17,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 import carebridge_shared.metrics  # noqa: F401 - registers the metrics the dashboard queries
+from carebridge_contracts.services import SERVICES
 from carebridge_devstack.compose import published_ports
 from carebridge_devstack.images import IMAGES
 from carebridge_ops.kafka_access import (
@@ -25,9 +26,9 @@ from carebridge_ops.kafka_access import (
     password_variable,
     principal_name,
 )
+from carebridge_ops.settings_doc import env_settings, service_settings_class
 from carebridge_shared.provisioning import ADMIN_URL_ENV, password_env, service_role
 from carebridge_shared.settings import ServiceSettings
-from carebridge_shared.settings_doc import SERVICES, env_settings, service_settings_class
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -81,7 +81,8 @@ def show(
         "bench/results/latest.json"
     ),
     write_readme: Annotated[
-        bool, typer.Option(help="Put the table between the bench-table markers of README.md")
+        bool,
+        typer.Option(help="Put the table between the bench-table markers of docs/performance.md"),
     ] = False,
     png: Annotated[Path | None, typer.Option(help="Also draw the latency plot here")] = None,
 ) -> None:
@@ -94,11 +95,11 @@ def show(
     if png is not None and report.plot(data, png):
         err.print(f"plot: {png}")
     if write_readme:
-        readme = find_repo_root() / "README.md"
+        readme = find_repo_root() / "docs" / "performance.md"
         if not report.write_readme(readme, data):
             err.print(f"[bold red]error:[/] {readme} has no {report.README_START} markers")
             raise typer.Exit(code=1)
-        err.print(f"updated the Performance table in {readme}")
+        err.print(f"updated the figures table in {readme}")
 
 
 def main() -> None:

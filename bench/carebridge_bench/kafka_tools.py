@@ -16,8 +16,7 @@ from carebridge_bench.worker import INPUT_TOPIC
 from carebridge_contracts import kafka_headers
 from carebridge_contracts.registry import all_topics_with_dlq
 from carebridge_devstack.testing import sample_assessment, wrap
-from carebridge_shared.consumer import bootstrap_list
-from carebridge_shared.kafka import make_producer, security_options
+from carebridge_shared.kafka import bootstrap_list, make_producer, security_options
 
 # Broker time stamps each record as it is appended: "when did the event appear on its topic"
 # is then read back from the record, with no consumer polling delay in the measurement.

@@ -18,7 +18,7 @@ from carebridge_bench.config import (
     STAGE_RATIO_TARGET,
 )
 from carebridge_bench.timeline import TARGET_STAGE
-from carebridge_devstack.system import SERVICES
+from carebridge_contracts.services import SERVICES
 
 END_TO_END = "end to end: assessment -> confirmation email"
 README_START = "<!-- bench-table:start -->"

@@ -29,11 +29,12 @@ from carebridge_bench.journeys import JourneyClient
 from carebridge_bench.memory import PeakSampler, rss_mb
 from carebridge_bench.sweep import StepResult, SweepConfig, highest_rate_within, sweep
 from carebridge_bench.timeline import MailReader
+from carebridge_contracts.services import SERVICES
 from carebridge_devstack._util import find_repo_root
 from carebridge_devstack.endpoints import StackEndpoints
 from carebridge_devstack.kafka_auth import adopt_stack_login
 from carebridge_devstack.stack import Stack
-from carebridge_devstack.system import SERVICES, LocalSystem, SystemPorts
+from carebridge_devstack.system import LocalSystem, SystemPorts
 from carebridge_notification.settings import NotificationSettings
 from carebridge_shared import consumer
 from carebridge_shared.settings import ServiceSettings

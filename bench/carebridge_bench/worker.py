@@ -25,9 +25,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from carebridge_contracts import AssessmentCompleted, TherapistRequested
 from carebridge_contracts.registry import Topic, topic_owner
-from carebridge_shared.consumer import ConsumerRuntime, EventContext, RetryPolicy, bootstrap_list
+from carebridge_shared.consumer import ConsumerRuntime, EventContext, RetryPolicy
 from carebridge_shared.db import create_pool, migrate
-from carebridge_shared.kafka import KafkaSecurity, make_producer
+from carebridge_shared.kafka import KafkaSecurity, bootstrap_list, make_producer
 from carebridge_shared.logging import configure_logging
 from carebridge_shared.outbox import Outbox
 from carebridge_shared.relay import OutboxRelay

@@ -29,6 +29,7 @@ from aiokafka.errors import TopicAuthorizationFailedError
 from rich.console import Console
 
 from carebridge_contracts.registry import topics_owned_by
+from carebridge_contracts.services import SERVICES
 from carebridge_devstack._util import free_port
 from carebridge_devstack.compose import (
     ComposeMailbox,
@@ -40,7 +41,6 @@ from carebridge_devstack.compose import (
 from carebridge_devstack.demo import CareClient, timeline, wait_until, walk_demo_patient
 from carebridge_devstack.local_images import project_images
 from carebridge_devstack.signer import dev_signer
-from carebridge_devstack.system import SERVICES
 from carebridge_devstack.testing import read_topic, topic_for_type
 from carebridge_shared.kafka import KafkaSecurity
 

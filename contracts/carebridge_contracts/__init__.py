@@ -19,28 +19,13 @@ from carebridge_contracts.errors import (
     SubjectMismatch,
     UnknownEventType,
 )
-from carebridge_contracts.events import (
-    AppointmentBooked,
-    AppointmentCancelled,
-    AppointmentCompleted,
-    AppointmentNoShow,
-    AppointmentRescheduled,
-    AssessmentCompleted,
-    BaseEvent,
-    CarePlanUpdated,
-    CareTeamEnded,
-    CareTeamFormed,
-    CareTeamMemberJoined,
-    CareTeamMemberLeft,
-    ConsentGranted,
-    ConsentRevoked,
-    NotificationFailed,
-    NotificationSent,
-    ReferralWaitlisted,
-    SafetyRiskFlagged,
-    TherapistMatched,
-    TherapistRequested,
-)
+from carebridge_contracts.events import booking, care, intake, notification, referral
+from carebridge_contracts.events.base import BaseEvent
+from carebridge_contracts.events.booking import *  # noqa: F403
+from carebridge_contracts.events.care import *  # noqa: F403
+from carebridge_contracts.events.intake import *  # noqa: F403
+from carebridge_contracts.events.notification import *  # noqa: F403
+from carebridge_contracts.events.referral import *  # noqa: F403
 from carebridge_contracts.registry import (
     OpsTopic,
     RegistryEntry,
@@ -69,40 +54,21 @@ __all__ = [
     "HEADER_EVENT_ID",
     "HEADER_TYPE",
     "HEADER_VERSION",
-    "AppointmentBooked",
-    "AppointmentCancelled",
-    "AppointmentCompleted",
-    "AppointmentNoShow",
-    "AppointmentRescheduled",
-    "AssessmentCompleted",
     "BaseEvent",
-    "CarePlanUpdated",
-    "CareTeamEnded",
-    "CareTeamFormed",
-    "CareTeamMemberJoined",
-    "CareTeamMemberLeft",
-    "ConsentGranted",
-    "ConsentRevoked",
     "ContractError",
     "Envelope",
     "GapDetector",
     "IncompatibleSchemaChange",
     "InvalidEnvelope",
     "InvalidPayload",
-    "NotificationFailed",
-    "NotificationSent",
     "OpsTopic",
     "ParseResult",
     "ParseStatus",
     "ProducerNotTopicOwner",
-    "ReferralWaitlisted",
     "RegistryEntry",
-    "SafetyRiskFlagged",
     "SequenceCheck",
     "SequenceVerdict",
     "SubjectMismatch",
-    "TherapistMatched",
-    "TherapistRequested",
     "Topic",
     "UnknownEventType",
     "all_topics",
@@ -119,3 +85,8 @@ __all__ = [
     "try_parse",
     "type_from_headers",
 ]
+__all__ += booking.__all__
+__all__ += care.__all__
+__all__ += intake.__all__
+__all__ += notification.__all__
+__all__ += referral.__all__

@@ -1,16 +1,19 @@
-"""Topic names and the (type, version) -> model registry.
+"""The (type, version) -> model registry, built from the event classes themselves.
 
-This is the only place topic names are spelled.
+Every `BaseEvent` subclass defined in a module of `carebridge_contracts.events` that names its
+`topic` is registered: adding an event is writing its class (ADR 0017). Topic names live in
+`carebridge_contracts.topics`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import importlib
+import pkgutil
 from dataclasses import dataclass
-from enum import StrEnum
 
 from pydantic import ValidationError
 
+from carebridge_contracts import events
 from carebridge_contracts.envelope import Envelope
 from carebridge_contracts.errors import (
     ContractError,
@@ -19,88 +22,12 @@ from carebridge_contracts.errors import (
     UnknownEventType,
     validation_reason,
 )
-from carebridge_contracts.events import (
-    AppointmentBooked,
-    AppointmentCancelled,
-    AppointmentCompleted,
-    AppointmentNoShow,
-    AppointmentRescheduled,
-    AssessmentCompleted,
-    BaseEvent,
-    CarePlanUpdated,
-    CareTeamEnded,
-    CareTeamFormed,
-    CareTeamMemberJoined,
-    CareTeamMemberLeft,
-    ConsentGranted,
-    ConsentRevoked,
-    NotificationFailed,
-    NotificationSent,
-    ReferralWaitlisted,
-    SafetyRiskFlagged,
-    TherapistMatched,
-    TherapistRequested,
-)
-
-
-class Topic(StrEnum):
-    ASSESSMENTS = "carebridge.intake.assessments"
-    APPOINTMENTS = "carebridge.booking.appointments"
-    REFERRALS = "carebridge.referral.referrals"
-    CARE_PLANS = "carebridge.care.plans"
-    CONSENTS = "carebridge.referral.consents"
-    DELIVERIES = "carebridge.notification.deliveries"
-
-
-# The one service that publishes on each topic: its outbox writes the topic's events, its Kafka
-# principal alone may write there (ACLs), and consumers refuse an envelope naming another
-# producer. Each service's `PUBLISHES` must be exactly the events of its topics (a test checks).
-TOPIC_OWNERS: Mapping[Topic, str] = {
-    Topic.ASSESSMENTS: "intake",
-    Topic.APPOINTMENTS: "booking",
-    Topic.REFERRALS: "referral",
-    Topic.CARE_PLANS: "referral",
-    Topic.CONSENTS: "referral",
-    Topic.DELIVERIES: "notification",
-}
-
-
-class OpsTopic(StrEnum):
-    """Topics of the ops tooling: JSON records, not event envelopes; no dead-letter topics."""
-
-    DLQ_REDRIVE_AUDIT = "carebridge.ops.dlq-redrive-audit"  # one record per redriven letter
-
-
-DLQ_SUFFIX = ".dlq"
-
-
-def dlq_topic(topic: str) -> str:
-    """The dead-letter topic of `topic`."""
-    return f"{topic}{DLQ_SUFFIX}"
-
-
-_EVENTS_BY_TOPIC: Mapping[Topic, tuple[type[BaseEvent], ...]] = {
-    Topic.ASSESSMENTS: (AssessmentCompleted, SafetyRiskFlagged),
-    Topic.APPOINTMENTS: (
-        AppointmentBooked,
-        AppointmentRescheduled,
-        AppointmentCancelled,
-        AppointmentCompleted,
-        AppointmentNoShow,
-    ),
-    Topic.REFERRALS: (
-        TherapistRequested,
-        TherapistMatched,
-        ReferralWaitlisted,
-        CareTeamFormed,
-        CareTeamMemberJoined,
-        CareTeamMemberLeft,
-        CareTeamEnded,
-    ),
-    Topic.CARE_PLANS: (CarePlanUpdated,),
-    Topic.CONSENTS: (ConsentGranted, ConsentRevoked),
-    Topic.DELIVERIES: (NotificationSent, NotificationFailed),
-}
+from carebridge_contracts.events.base import BaseEvent
+from carebridge_contracts.topics import DLQ_SUFFIX as DLQ_SUFFIX
+from carebridge_contracts.topics import TOPIC_OWNERS as TOPIC_OWNERS
+from carebridge_contracts.topics import OpsTopic as OpsTopic
+from carebridge_contracts.topics import Topic as Topic
+from carebridge_contracts.topics import dlq_topic as dlq_topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,14 +38,29 @@ class RegistryEntry:
     topic: Topic
 
 
+def event_classes() -> list[type[BaseEvent]]:
+    """Every event class the modules of the events package define, in module then source order."""
+    found: list[type[BaseEvent]] = []
+    for info in sorted(pkgutil.iter_modules(events.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{events.__name__}.{info.name}")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseEvent)
+                and value.__module__ == module.__name__
+                and "topic" in vars(value)
+            ):
+                found.append(value)
+    return found
+
+
 def _build() -> dict[tuple[str, int], RegistryEntry]:
     registry: dict[tuple[str, int], RegistryEntry] = {}
-    for topic, models in _EVENTS_BY_TOPIC.items():
-        for model in models:
-            key = (model.event_type, model.event_version)
-            if key in registry:
-                raise ContractError(f"{key[0]} v{key[1]} is registered twice")
-            registry[key] = RegistryEntry(key[0], key[1], model, topic)
+    for model in event_classes():
+        key = (model.event_type, model.event_version)
+        if key in registry:
+            raise ContractError(f"{key[0]} v{key[1]} is registered twice")
+        registry[key] = RegistryEntry(key[0], key[1], model, model.topic)
     return registry
 
 

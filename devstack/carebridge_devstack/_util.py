@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+from carebridge_ops.hints import devstack
+
 T = TypeVar("T")
 
 
@@ -190,7 +192,7 @@ def file_lock(path: Path, timeout: float = 600.0) -> Iterator[None]:
                     raise DevstackError(
                         f"timed out after {timeout:.0f}s waiting for lock {path}",
                         "another devstack command holds it; wait for it or check "
-                        "`python -m carebridge_devstack status`",
+                        f"`{devstack('status')}`",
                     ) from exc
                 time.sleep(0.2)
         yield

@@ -24,6 +24,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from carebridge_contracts.services import SERVICES
+
 from ._util import find_repo_root, free_port
 from .chaos_backlog import Backlog, consumer_groups, wait_until_quiet
 from .chaos_faults import FaultRecord, FaultScheduler, make_plan
@@ -32,7 +34,7 @@ from .chaos_oracle import Verdict, check
 from .chaos_poison import Poison, consumed_topics, inject, poison_set
 from .kafka_auth import stack_login
 from .stack import Stack, StackInfo
-from .system import SERVICES, LocalSystem, SystemPorts
+from .system import LocalSystem, SystemPorts
 
 QUIET_WITHIN_S = 420.0  # after the load, until no delivery is owed, no row waits, no group lags
 

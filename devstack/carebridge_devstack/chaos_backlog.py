@@ -14,9 +14,10 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from carebridge_contracts.services import SERVICES
 from carebridge_shared.kafka import security_options
 
-SCHEMAS = ("intake", "booking", "referral", "notification")
+SCHEMAS = SERVICES  # each service keeps its tables in a schema named after it
 
 
 def consumer_groups(log_dir: Path) -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""``python -m carebridge_devstack up|down|status|env`` — the native local stack."""
+"""``.venv/bin/python -m carebridge_devstack up|down|status|env`` — the native local stack."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from carebridge_ops.hints import devstack
 
 from ._util import DevstackError
 from .stack import READY_TIMEOUT_S, Stack, info_as_dict
@@ -71,7 +73,7 @@ def up(
     err.print(f"[green]✓[/] Kafka       {kafka_state:<16} {info.kafka_bootstrap}", highlight=False)
     err.print(f"[green]✓[/] PostgreSQL  {pg_state:<16} {info.database_url}", highlight=False)
     err.print(f"  total {info.total_s:.1f}s; environment in {info.env_file}", highlight=False)
-    err.print('  use it:  eval "$(python -m carebridge_devstack env)"')
+    err.print(f'  use it:  eval "$({devstack("env")})"', highlight=False)
 
 
 @app.command()
@@ -141,7 +143,7 @@ def status(
         if st.leases:
             out.print(f"in use by {len(st.leases)} test session(s)")
         if not st.running:
-            out.print("start it with: python -m carebridge_devstack up")
+            out.print(f"start it with: {devstack('up')}")
     raise typer.Exit(code=0 if st.healthy else 1)
 
 
@@ -152,11 +154,11 @@ def env(
         bool, typer.Option("--export/--plain", help="Prefix lines with export")
     ] = True,
 ) -> None:
-    """Print the environment for the stack: eval "$(python -m carebridge_devstack env)"."""
+    """Print the environment for the stack: eval "$(.venv/bin/python -m carebridge_devstack env)"."""
     stack = Stack(stack_dir)
     if not stack.status(probe=False).running:
         err.print("[yellow]warning:[/] the stack is not running; start it with "
-                  "`python -m carebridge_devstack up`")  # fmt: skip
+                  f"`{devstack('up')}`")  # fmt: skip
     prefix = "export " if export else ""
     for key, value in stack.env().items():
         out.print(f"{prefix}{key}={shlex.quote(value)}", highlight=False, soft_wrap=True)
@@ -171,11 +173,22 @@ def run_system(
     keep_stack: Annotated[
         bool, typer.Option(help="Leave Kafka and PostgreSQL running when stopping")
     ] = False,
+    service_logs: Annotated[
+        bool,
+        typer.Option(help="Also print the services' log lines here (always in .stack/run/logs)"),
+    ] = False,
 ) -> None:
-    """Stack + SMTP sink + the four services (supervised, prefixed logs) + a demo patient."""
+    """Stack + SMTP sink + the four services (supervised, logs in files) + a demo patient."""
     from .run import run
 
-    raise typer.Exit(run(demo=demo, exit_after_demo=exit_after_demo, stop_stack=not keep_stack))
+    raise typer.Exit(
+        run(
+            demo=demo,
+            exit_after_demo=exit_after_demo,
+            stop_stack=not keep_stack,
+            service_logs=service_logs,
+        )
+    )
 
 
 @app.command()
@@ -298,7 +311,7 @@ def docker_up() -> None:
     for key, value in variables.items():
         out.print(f"export {key}={shlex.quote(value)}", highlight=False, soft_wrap=True)
     err.print(
-        'use it:  eval "$(python -m carebridge_devstack docker-up)"; docker compose up --wait'
+        f'use it:  eval "$({devstack("docker-up")})"; docker compose up --wait', highlight=False
     )
 
 

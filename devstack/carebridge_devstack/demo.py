@@ -20,7 +20,7 @@ from rich.table import Table
 from carebridge_contracts import Envelope, all_topics
 from carebridge_devstack.testing import Record, read_topic
 
-from .dev_auth import Actor, DevAuth
+from .dev_auth import COORDINATOR, Actor, DevAuth
 from .smtp_sink import Mailbox, ReceivedMail
 
 T = TypeVar("T")
@@ -75,6 +75,13 @@ class CareClient:
             f"/v1/contacts/{kind}/{recipient_id}",
             json={"email": email, "preferred_channel": "email"},
         )
+
+    def therapists(self, state: str) -> list[str]:
+        """Ids of the therapists referral's roster has licensed in `state`."""
+        found = self.ok(
+            "referral", "GET", "/v1/therapists", params={"state": state}, acting_as=COORDINATOR
+        )
+        return [therapist["id"] for therapist in found["therapists"]]
 
     def assess(self, patient_id: str, state: str = "NY", **overrides: Any) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -284,6 +291,11 @@ class DemoCast:
     therapist_id: str
 
 
+def step(console: Console, number: int, text: str) -> None:
+    """One demo step, set apart from everything else on the terminal."""
+    console.print(f"[bold green]step {number:>2}[/] {text}", highlight=False)
+
+
 def walk_demo_patient(
     client: CareClient, mailbox: Mailbox, bootstrap: str, console: Console
 ) -> DemoCast:
@@ -292,27 +304,29 @@ def walk_demo_patient(
     patient_email = f"{patient_id}@patients.example"
     console.rule(f"demo patient {patient_id}")
     client.set_contact("patient", patient_id, patient_email)
-    console.print("1. contact details stored in the notification service (never in events)")
+    step(console, 1, "contact details stored in the notification service (never in events)")
 
     result = client.assess(patient_id)
-    console.print(
-        f"2. intake assessment: PHQ-9 {result['phq9_total']} ({result['phq9_band']}), "
-        f"GAD-7 {result['gad7_total']} ({result['gad7_band']})"
+    step(
+        console,
+        2,
+        f"intake assessment: PHQ-9 {result['phq9_total']} ({result['phq9_band']}), "
+        f"GAD-7 {result['gad7_total']} ({result['gad7_band']})",
     )
     client.wait_eligible(patient_id)
-    console.print("3. booking consumed AssessmentCompleted: the patient may book a first visit")
+    step(console, 3, "booking consumed AssessmentCompleted: the patient may book a first visit")
 
     slot = client.first_slot("NY", "initial_psychiatric_evaluation")
     clinician_email = f"{slot['clinician_id']}@clinicians.example"
     client.set_contact("clinician", slot["clinician_id"], clinician_email)
-    console.print(f"4. first free slot in NY: {slot['starts_at']} with {slot['clinician_id']}")
+    step(console, 4, f"first free slot in NY: {slot['starts_at']} with {slot['clinician_id']}")
 
     appointment = client.book(patient_id, slot)
-    console.print(f"5. booked appointment {appointment['id']} ({appointment['status']})")
+    step(console, 5, f"booked appointment {appointment['id']} ({appointment['status']})")
 
     for who, address in (("patient", patient_email), ("clinician", clinician_email)):
         mail = wait_for_mail(mailbox, address, f"confirmation email to the {who}")
-        console.print(f"6. confirmation email to the {who}: {mail[0].subject!r}")
+        step(console, 6, f"confirmation email to the {who}: {mail[0].subject!r}")
 
     therapist = walk_collaboration(client, mailbox, console, patient_id, patient_email, appointment)
 
@@ -337,25 +351,28 @@ def walk_collaboration(
     both clinicians update the shared plan and each hears of the other's change. Returns the
     therapist's id."""
     psychiatrist = appointment["clinician_id"]
+    # Contacts for every therapist who may be matched, before the match: the care-team notice
+    # to the therapist goes out as soon as the team forms (without one it is NotificationFailed).
+    for candidate in client.therapists("NY"):
+        client.set_contact("clinician", candidate, f"{candidate}@clinicians.example")
     client.complete(appointment["id"])
-    console.print("7. first psychiatric visit completed")
+    step(console, 7, "first psychiatric visit completed")
     referral = client.refer(patient_id, psychiatrist)
-    console.print(f"8. {psychiatrist} referred the patient to therapy ({referral['status']})")
+    step(console, 8, f"{psychiatrist} referred the patient to therapy ({referral['status']})")
     client.grant_consent(patient_id)
     team = client.wait_care_team(patient_id)
     therapist = team["therapist_id"]
-    client.set_contact("clinician", therapist, f"{therapist}@clinicians.example")
-    console.print(f"9. consent granted; care team formed: {psychiatrist} + {therapist}")
+    step(console, 9, f"consent granted; care team formed: {psychiatrist} + {therapist}")
     wait_until(
         "the therapist-match email",
         lambda: [m for m in mailbox.to(patient_email) if "therapist" in m.subject.lower()],
         60,
     )
-    console.print("10. the patient was told a therapist has been matched")
+    step(console, 10, "the patient was told a therapist has been matched")
     slot = client.therapy_slot(patient_id, "NY", client.notification_now())
     intake = client.book(patient_id, slot)
-    console.print(
-        f"11. therapy intake booked with {intake['clinician_id']} at {intake['starts_at']}"
+    step(
+        console, 11, f"therapy intake booked with {intake['clinician_id']} at {intake['starts_at']}"
     )
     first = client.update_plan(
         patient_id, psychiatrist, 0, goals=["Reduce PHQ-9 below 10"],
@@ -367,11 +384,13 @@ def walk_collaboration(
         therapy_modality="CBT", therapy_frequency={"sessions_per_month": 4},
     )  # fmt: skip
     stale = client.update_plan(patient_id, psychiatrist, 1, goals=["stale"])
-    console.print(
-        f"12. shared plan: psychiatrist wrote v1 ({first.status_code}), therapist v2 "
-        f"({second.status_code}), a stale write was refused ({stale.status_code})"
+    step(
+        console,
+        12,
+        f"shared plan: psychiatrist wrote v1 ({first.status_code}), therapist v2 "
+        f"({second.status_code}), a stale write was refused ({stale.status_code})",
     )
     wait_for_mail(mailbox, f"{therapist}@clinicians.example", "plan change to the therapist")
-    console.print("13. each clinician was told of the other's plan change")
+    step(console, 13, "each clinician was told of the other's plan change")
     therapist_id: str = therapist
     return therapist_id

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from carebridge_contracts.services import declared_service
+
 from ._util import DevstackError, free_port, run_async
 from .images import IMAGES
 
@@ -221,7 +223,7 @@ def dev_database_password(service: str) -> str:
 
 def service_migrations(service: str) -> Path:
     """The migrations directory a service ships (`carebridge_<service>.app.MIGRATIONS`)."""
-    module = importlib.import_module(f"carebridge_{service}.app")
+    module = importlib.import_module(declared_service(service).app_module)
     return Path(module.MIGRATIONS)
 
 

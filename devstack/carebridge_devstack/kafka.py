@@ -28,6 +28,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from carebridge_ops.hints import devstack
 from carebridge_shared.kafka import PLAINTEXT, KafkaSecurity, SaslMechanism, SecurityProtocol
 
 from ._util import (
@@ -146,7 +147,7 @@ def ensure_kafka_libs(
                 f"{log_file}:\n{tail(log_file, 25)}",
                 "check that https://repo.maven.apache.org is reachable (proxy: "
                 "~/.m2/settings.xml or MAVEN_OPTS), that the version exists "
-                "(CAREBRIDGE_KAFKA_VERSION), then rerun `python -m carebridge_devstack up`",
+                f"(CAREBRIDGE_KAFKA_VERSION), then rerun `{devstack('up')}`",
             )
         shutil.rmtree(libs, ignore_errors=True)
         staging.rename(libs)
@@ -445,7 +446,7 @@ class KafkaNode:
             raise DevstackError(
                 f"formatting Kafka node {self.node_id} storage failed (exit {out.returncode}):\n"
                 f"{(out.stdout + out.stderr).strip()[-3000:]}",
-                f"remove {self.data_dir} (`python -m carebridge_devstack down --purge`) and retry",
+                f"remove {self.data_dir} (`{devstack('down --purge')}`) and retry",
             )
 
     # -- process
@@ -659,14 +660,14 @@ class KafkaCluster:
                     f"now {sasl} requested (SCRAM users are stored when storage is formatted; "
                     "CAREBRIDGE_KAFKA_AUTH=none asks for a plaintext broker, the default is "
                     "SCRAM logins with ACLs)",
-                    "wipe it with `python -m carebridge_devstack down --purge` and start again "
+                    f"wipe it with `{devstack('down --purge')}` and start again "
                     "(or set CAREBRIDGE_KAFKA_AUTH as when the data was made)",
                 )
             if have.get("nodes") != wanted["nodes"] and formatted:
                 raise DevstackError(
                     f"Kafka data in {self.base_dir} was formatted for {have.get('nodes')} node(s), "
                     f"now {wanted['nodes']} requested",
-                    "wipe it with `python -m carebridge_devstack down --purge` and start again",
+                    f"wipe it with `{devstack('down --purge')}` and start again",
                 )
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.topology_file.write_text(json.dumps(wanted) + "\n")
@@ -708,7 +709,7 @@ class KafkaCluster:
                 raise DevstackError(
                     f"Kafka node {node.node_id} exited during startup.\n{node.diagnostics()}",
                     f"fix the cause shown above (full log: {node.log_file}); if its data is "
-                    "damaged run `python -m carebridge_devstack down --purge`",
+                    f"damaged run `{devstack('down --purge')}`",
                 )
             waiting = [n for n in self.nodes if not n.started_line_seen()]
             if waiting:
@@ -728,7 +729,7 @@ class KafkaCluster:
         node = self.nodes[0]
         raise DevstackError(
             f"Kafka was not ready within {timeout:.0f}s ({reason}).\n{node.diagnostics()}",
-            f"read {node.log_file}; `python -m carebridge_devstack down` then `up` to retry",
+            f"read {node.log_file}; `{devstack('down')}` then `{devstack('up')}` to retry",
         )
 
     def stop(self, timeout: float = 30.0) -> bool:

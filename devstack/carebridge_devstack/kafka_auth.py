@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from carebridge_ops.hints import devstack
 from carebridge_ops.kafka_access import ADMIN, password_variable
 from carebridge_ops.kafka_access import principal_name as principal
 from carebridge_shared.kafka import KafkaSecurity, SaslMechanism, SecurityProtocol, env_security
@@ -74,7 +75,7 @@ class StackLogins:
             except (OSError, ValueError) as exc:
                 raise DevstackError(
                     f"cannot read the Kafka logins in {path}: {exc}",
-                    "run `python -m carebridge_devstack down --purge` to start afresh",
+                    f"run `{devstack('down --purge')}` to start afresh",
                 ) from exc
         wanted = [ADMIN, BROKER, *roles]
         if any(role not in passwords for role in wanted):

@@ -20,6 +20,8 @@ from typing import Any
 
 from rich.console import Console
 
+from carebridge_ops.hints import devstack
+
 from ._util import (
     DevstackError,
     child_pids,
@@ -192,7 +194,7 @@ class PostgresServer:
                 f"`{' '.join(args)}` failed (exit {out.returncode}):\n"
                 f"{(out.stdout + out.stderr).strip()[-3000:]}",
                 f"read {self.log_file}; if the data directory is damaged run "
-                "`python -m carebridge_devstack down --purge`",
+                f"`{devstack('down --purge')}`",
             )
         return out
 
@@ -340,7 +342,7 @@ class PostgresServer:
                     f"PostgreSQL exited during startup. Last lines of {self.log_file}:\n"
                     f"{tail(self.log_file, 25)}",
                     f"fix the cause shown above (full log: {self.log_file}); if the data "
-                    "directory is damaged run `python -m carebridge_devstack down --purge`",
+                    f"directory is damaged run `{devstack('down --purge')}`",
                 )
             if not self._pg_isready():
                 reason = "pg_isready: not accepting connections"
@@ -354,7 +356,7 @@ class PostgresServer:
         raise DevstackError(
             f"PostgreSQL was not ready within {timeout:.0f}s ({reason}). Last lines of "
             f"{self.log_file}:\n{tail(self.log_file, 25)}",
-            f"read {self.log_file}; `python -m carebridge_devstack down` then `up` to retry",
+            f"read {self.log_file}; `{devstack('down')}` then `{devstack('up')}` to retry",
         )
 
     def ensure_database(self, name: str) -> None:

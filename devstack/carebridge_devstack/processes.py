@@ -21,13 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-SERVICE_PORTS: dict[str, int] = {
-    "intake": 8001,
-    "booking": 8002,
-    "referral": 8003,
-    "notification": 8004,
-}
+from carebridge_contracts.services import SERVICE_DECLARATIONS, declared_service
+
+SERVICE_PORTS: dict[str, int] = {service.name: service.port for service in SERVICE_DECLARATIONS}
 COLOURS = ("36", "35", "33", "32", "34", "31")
+SUPERVISOR_PREFIX = "supervisor: "  # the supervisor's own lines, never a service's
 
 Echo = Callable[[str], None]
 
@@ -54,7 +52,7 @@ def service_spec(
     }
     return ProcessSpec(
         name=service,
-        argv=[sys.executable, "-m", f"carebridge_{service}"],
+        argv=[sys.executable, "-m", declared_service(service).package],
         env=env,
         ready_url=f"http://127.0.0.1:{port}/readyz",
         port=port,
@@ -230,7 +228,7 @@ class ProcessGroup:
                 if not process.alive() and not self._stopping.is_set():
                     code = process.process.returncode if process.process else None
                     if self._echo:
-                        self._echo(f"supervisor: {name} exited ({code}); restarting")
+                        self._echo(f"{SUPERVISOR_PREFIX}{name} exited ({code}); restarting")
                     time.sleep(1.0)
                     if not self._stopping.is_set():
                         process.start()

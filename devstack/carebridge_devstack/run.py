@@ -8,25 +8,39 @@ import threading
 import time
 from pathlib import Path
 
+import structlog
 from rich.console import Console
 
+from carebridge_contracts.services import SERVICES
 from carebridge_devstack.signer import dev_signer
+from carebridge_ops.hints import carebridge, devstack
 from carebridge_shared.auth import Role
 
 from ._util import DevstackError
 from .demo import CareClient, DemoCast, walk_demo_patient
 from .kafka_auth import adopt_stack_login
+from .processes import SUPERVISOR_PREFIX
 from .stack import Stack, default_stack_dir
-from .system import SERVICES, LocalSystem
+from .system import LocalSystem
 
 
-def run(*, demo: bool = True, exit_after_demo: bool = False, stop_stack: bool = True) -> int:
+def run(
+    *,
+    demo: bool = True,
+    exit_after_demo: bool = False,
+    stop_stack: bool = True,
+    service_logs: bool = False,
+) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # piped output: keep the timeline table readable
     printer_lock = threading.Lock()
 
     def echo(line: str) -> None:
+        # Service log lines go to their files (.stack/run/logs); the terminal shows the steps,
+        # and the supervisor's own notices (a crashed service restarted) always.
+        if not service_logs and not line.startswith(SUPERVISOR_PREFIX):
+            return
         with printer_lock:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
@@ -61,18 +75,13 @@ def run(*, demo: bool = True, exit_after_demo: bool = False, stop_stack: bool = 
     signal.signal(signal.SIGTERM, request_stop)
     code = 0
     try:
-        console.rule("starting the SMTP sink and the four services")
-        ready = system.start()
-        for name in SERVICES:
-            console.print(f"  {name:<13} {system.url(name)}  ready in {ready[name]:.1f}s")
-        console.print(
-            f"  {'smtp sink':<13} 127.0.0.1:{system.ports.smtp}  mail in {system.mail_dir}"
-        )
+        start_services(console, system, service_logs=service_logs)
         cast = None
         if demo:
             client = CareClient({name: system.url(name) for name in SERVICES})
             cast = walk_demo_patient(client, system.mailbox, info.kafka_bootstrap, console)
         print_demo_tokens(console, cast, system.url("booking"))
+        print_what_to_look_at(console, system)
         if not exit_after_demo:
             console.rule("running: Ctrl-C stops everything")
             while not stopping.is_set():
@@ -91,7 +100,31 @@ def run(*, demo: bool = True, exit_after_demo: bool = False, stop_stack: bool = 
     return code
 
 
+def start_services(console: Console, system: LocalSystem, *, service_logs: bool) -> None:
+    """The SMTP sink and the services, each deployed first; prints where each one is."""
+    console.rule(f"starting the SMTP sink and the {len(SERVICES)} services")
+    system.log_dir.mkdir(parents=True, exist_ok=True)
+    with (system.log_dir / DEPLOY_LOG).open("a") as deploy_log:
+        # the services' deploy step (roles, migrations) runs in this process: its log lines go
+        # beside the services' logs, not between the demo's steps
+        structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=deploy_log))
+        try:
+            ready = system.start()
+        finally:
+            structlog.reset_defaults()
+    for name in SERVICES:
+        console.print(f"  {name:<13} {system.url(name)}  ready in {ready[name]:.1f}s")
+    console.print(f"  {'smtp sink':<13} 127.0.0.1:{system.ports.smtp}  mail in {system.mail_dir}")
+    console.print(
+        f"  service logs: {system.log_dir}/<service>.log (JSON lines)"
+        + ("" if service_logs else "; --service-logs shows them here too"),
+        highlight=False,
+    )
+
+
 DEMO_TOKEN_HOURS = 12
+DEMO_PATIENT_VARIABLE = "DEMO_PATIENT_ID"
+DEPLOY_LOG = "deploy.log"
 
 
 def demo_principals(cast: DemoCast | None) -> list[tuple[str, Role, str]]:
@@ -116,17 +149,29 @@ def print_demo_tokens(console: Console, cast: DemoCast | None, booking_url: str)
         console.print(f"# {role} {sub}", highlight=False)
         console.print(f"export {variable}={token}", highlight=False, soft_wrap=True)
     if cast is not None:
+        console.print(f"export {DEMO_PATIENT_VARIABLE}={cast.patient_id}", highlight=False)
         console.print(
             'try: curl -H "Authorization: Bearer $PATIENT_TOKEN" '
-            f"'{booking_url}/v1/appointments?patient_id={cast.patient_id}'",
+            f'"{booking_url}/v1/appointments?patient_id=${DEMO_PATIENT_VARIABLE}"',
             highlight=False,
             soft_wrap=True,
         )
     console.print(
-        "more: python -m carebridge_devstack token ROLE SUB  (patient, clinician, coordinator, ops)",
+        f"more: {devstack('token ROLE SUB')}  (patient, clinician, coordinator, ops)",
         highlight=False,
         soft_wrap=True,
     )
+
+
+def print_what_to_look_at(console: Console, system: LocalSystem) -> None:
+    """Where the demo left its traces, and each service's interactive API page."""
+    console.rule("what to look at")
+    console.print(f"mail the services sent: {system.mail_dir} (one .eml file per message)")
+    console.print(f"service logs: {system.log_dir}")
+    for name in SERVICES:
+        console.print(f"{name} API (try it with a token above): {system.url(name)}/docs")
+    console.print(f"events as they flow: {carebridge('events tail --from -15m')}")
+    console.print(f"the services' health: {carebridge('status')}")
 
 
 def logs_dir() -> Path:

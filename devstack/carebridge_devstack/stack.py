@@ -26,6 +26,9 @@ from typing import TypeVar
 
 from rich.console import Console
 
+from carebridge_ops.hints import devstack
+from carebridge_ops.local_stack import STACK_DIR_ENV, STACK_ENV_FILE
+
 from ._util import (
     DevstackError,
     file_lock,
@@ -33,12 +36,14 @@ from ._util import (
     pid_alive,
     proc_cmdline,
     processes_mentioning,
+    run_async,
     terminate,
     write_private,
 )
 from .endpoints import StackEndpoints
 from .kafka import KAFKA_VERSION, KafkaCluster, SaslScram
 from .kafka_auth import MECHANISM, KafkaAuth, StackLogins, kafka_auth_mode
+from .kafka_ready import wait_for_group_coordinator
 from .postgres import PostgresServer
 
 # Seconds Kafka and PostgreSQL get to become ready: seconds on a quiet machine, but a broker
@@ -86,7 +91,7 @@ def postgres_dir(stack_dir: Path) -> Path:
 
 
 def default_stack_dir() -> Path:
-    override = os.environ.get("CAREBRIDGE_STACK_DIR")
+    override = os.environ.get(STACK_DIR_ENV)
     if override:
         return Path(override).expanduser().resolve()
     return find_repo_root() / ".stack"
@@ -198,7 +203,7 @@ class Stack:
         )
         self.ready_timeout = ready_timeout
         self.console = console
-        self.env_file = self.dir / "stack.env"
+        self.env_file = self.dir / STACK_ENV_FILE
         self._lock_file = self.dir / ".lock"
         self._auto_marker = self.dir / "auto-started"
         self._leases_dir = self.dir / "leases"
@@ -257,7 +262,7 @@ class Stack:
             except OpsError as exc:
                 raise DevstackError(
                     f"provisioning the Kafka principals and ACLs failed: {exc}",
-                    f"read {log}; `python -m carebridge_devstack down --purge` starts afresh",
+                    f"read {log}; `{devstack('down --purge')}` starts afresh",
                 ) from exc
         marker.write_text(fingerprint + "\n")
         if self.console is not None:
@@ -265,6 +270,16 @@ class Stack:
                 f"Kafka principals and ACLs provisioned ({report.acls_created} ACLs created, "
                 f"{report.acls_removed} removed, {len(report.topics_created)} topics created)"
             )
+
+    def _warm_group_coordinator(self, timeout_s: float = 60.0) -> None:
+        """Wait until the brokers have a group coordinator. A fresh cluster makes its
+        consumer-offsets topic when a group first asks, and until then every consumer logs
+        GroupCoordinatorNotAvailableError and "Marking the coordinator dead"; asking here
+        keeps that out of the services' first seconds."""
+        from carebridge_ops.kafka_access import ADMIN
+
+        security = self.logins.security(ADMIN) if self.logins is not None else None
+        run_async(lambda: wait_for_group_coordinator(self.kafka_bootstrap, security, timeout_s))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -321,6 +336,8 @@ class Stack:
                 ) from errors[0]
             raise errors[0]
         self._provision_kafka(restarted=not kafka_reused)
+        if not kafka_reused:
+            self._warm_group_coordinator()
         self._write_env_file()
         return StackInfo(
             kafka_bootstrap=self.kafka_bootstrap,

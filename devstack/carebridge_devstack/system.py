@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from carebridge_contracts.services import SERVICES as SERVICES  # older imports read it here
 from carebridge_devstack.signer import DEV_AUTH_ENV, dev_signer
 
 from ._util import free_port
@@ -23,7 +24,6 @@ from .kafka_auth import password_variables, role_login_env
 from .processes import SERVICE_PORTS, Echo, ProcessGroup, ProcessSpec, service_spec, smtp_sink_spec
 from .smtp_sink import Mailbox
 
-SERVICES = ("intake", "booking", "referral", "notification")
 # The on-call route the dev stack starts with (the SMTP sink receives it): urgent safety alerts
 # go here, the escalation when it cannot be sent. Set by notification's bootstrap setting only
 # while no route exists; ops change it with PUT /v1/on-call-route (ADR 0015).

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from carebridge_contracts.services import SERVICES
 from carebridge_devstack._util import DevstackError
 from carebridge_devstack.endpoints import StackEndpoints, choose_source, with_database
 from carebridge_devstack.kafka import (
@@ -19,7 +20,7 @@ from carebridge_devstack.kafka import (
 )
 from carebridge_devstack.kafka_auth import AUTH_ENV, StackLogins, kafka_auth_mode
 from carebridge_devstack.processes import ProcessGroup, ProcessSpec
-from carebridge_devstack.system import SERVICES, LocalSystem, SystemPorts
+from carebridge_devstack.system import LocalSystem, SystemPorts
 
 
 def test_with_database_keeps_query() -> None:

@@ -6,10 +6,12 @@ import typer
 
 from carebridge_ops import dlq, events, kafka_cli, offsets, projection, replay, status
 from carebridge_ops.catalog import cli as catalog
+from carebridge_ops.local_stack import adopt_local_stack
 
 app = typer.Typer(
     help="Operate carebridge: tail events, replay, dead letters, offsets, projections, status, "
-    "Kafka principals and ACLs.",
+    "Kafka principals and ACLs. Without KAFKA_BOOTSTRAP_SERVERS it uses the local stack "
+    "(`make stack-up`, `make run`): its brokers, database and admin login from .stack/stack.env.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -25,4 +27,5 @@ app.command("status")(status.status_command)
 
 
 def main() -> None:
+    adopt_local_stack()  # before typer reads the options' environment variables
     app()

@@ -56,13 +56,16 @@ DatabaseUrl = Annotated[
     ),
 ]
 
-_STACK_HINT = "local stack: `set -a; source .stack/stack.env; set +a`"
+_STACK_HINT = (
+    "without it the command uses the local stack, and none is running here: start it with "
+    "`make stack-up`"
+)
 
 
 def bootstrap_servers(value: str | None) -> str:
     if not value or not value.strip():
         raise OpsError(
-            f"KAFKA_BOOTSTRAP_SERVERS is not set. Export it ({_STACK_HINT}) "
+            f"KAFKA_BOOTSTRAP_SERVERS is not set ({_STACK_HINT}). Export it "
             "or pass --bootstrap host:port."
         )
     return value.strip()
@@ -71,7 +74,7 @@ def bootstrap_servers(value: str | None) -> str:
 def database_url(value: str | None) -> str:
     if not value or not value.strip():
         raise OpsError(
-            f"DATABASE_URL is not set. Export it ({_STACK_HINT}) "
+            f"DATABASE_URL is not set ({_STACK_HINT}). Export it "
             "or pass --database-url postgresql://user@host:port/database."
         )
     return value.strip()

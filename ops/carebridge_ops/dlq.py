@@ -20,10 +20,10 @@ from rich.panel import Panel
 from rich.table import Table
 
 from carebridge_ops import console
+from carebridge_ops import dead_letters as dlq
 from carebridge_ops.console import Bootstrap, OpsError
+from carebridge_ops.dead_letters import DeadLetter, DlqError, LetterId, RedriveAudit, Selection
 from carebridge_ops.kafkaio import security
-from carebridge_shared import dlq
-from carebridge_shared.dlq import DeadLetter, DlqError, LetterId, RedriveAudit, Selection
 from carebridge_shared.kafka import KafkaSecurity
 from carebridge_shared.settings import ServiceSettings
 

@@ -18,8 +18,8 @@ from typing import Literal
 
 from carebridge_contracts import OpsTopic, Topic, dlq_topic
 from carebridge_contracts.registry import topics_owned_by
-from carebridge_shared.dlq import REDRIVE_TRANSACTIONAL_ID
-from carebridge_shared.settings_doc import SERVICES
+from carebridge_contracts.services import SERVICES
+from carebridge_ops.dead_letters import REDRIVE_TRANSACTIONAL_ID
 
 Resource = Literal["topic", "group", "transactional_id"]
 Pattern = Literal["literal", "prefixed"]

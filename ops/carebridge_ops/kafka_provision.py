@@ -35,6 +35,7 @@ from confluent_kafka.admin import (
 
 from carebridge_contracts import OpsTopic
 from carebridge_ops.console import OpsError
+from carebridge_ops.dead_letters import AUDIT_TOPIC_CONFIGS
 from carebridge_ops.kafka_access import (
     Grant,
     Principal,
@@ -42,7 +43,6 @@ from carebridge_ops.kafka_access import (
     password_variable,
     topics_to_create,
 )
-from carebridge_shared.dlq import AUDIT_TOPIC_CONFIGS
 from carebridge_shared.kafka import KafkaSecurity
 
 SCRAM_ITERATIONS = 8192

@@ -15,8 +15,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from carebridge_contracts import all_topics
 from carebridge_ops.console import OpsError
 from carebridge_ops.timespec import to_millis
-from carebridge_shared.consumer import bootstrap_list
-from carebridge_shared.kafka import KafkaSecurity, KafkaSettingsError
+from carebridge_shared.kafka import KafkaSecurity, KafkaSettingsError, bootstrap_list
 from carebridge_shared.settings import ServiceSettings
 
 UNKNOWN_TOPIC = 3

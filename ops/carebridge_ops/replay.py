@@ -25,6 +25,7 @@ import getpass
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,7 @@ from typing import Annotated
 
 import typer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 from rich.table import Table
 
@@ -241,18 +243,27 @@ async def replay_into_group(
 
 
 async def copy_to_topic(
-    bootstrap: str, request: ReplayRequest, *, dry_run: bool, yes: bool
+    bootstrap: str,
+    request: ReplayRequest,
+    *,
+    dry_run: bool,
+    yes: bool,
+    create_topic: bool = False,
 ) -> tuple[str, int, int]:
     """Copy the window; returns (replay id, copied, skipped by --type)."""
     target = request.to_topic
     assert target is not None
+    windows = await plan_windows(bootstrap, request, {})
     async with kafkaio.admin_client(bootstrap) as admin:
         if target not in await admin.list_topics():
-            raise OpsError(
-                f"--to-topic {target} does not exist: create it first, with the partitions and "
-                f"retention the copy needs (kafka-topics.sh --create --topic {target} ...)."
-            )
-    windows = await plan_windows(bootstrap, request, {})
+            if not create_topic:
+                raise OpsError(
+                    f"--to-topic {target} does not exist: add --create-topic (as many partitions "
+                    "as the source topics, the cluster's default retention), or create it first "
+                    "with the partitions and retention the copy needs."
+                )
+            if not dry_run:
+                await _create_copy_topic(admin, target, windows)
     until = f" to {request.end.isoformat()}" if request.end else " to the current end"
     kinds = f", only {', '.join(sorted(request.types))}" if request.types else ""
     out().print(
@@ -280,6 +291,19 @@ async def copy_to_topic(
     finally:
         await producer.stop()
     return replay_id, copied, skipped
+
+
+async def _create_copy_topic(
+    admin: AIOKafkaAdminClient, target: str, windows: Sequence[PartitionWindow]
+) -> None:
+    """`target` with as many partitions as the busiest source topic, replicated like the
+    services' topics at most (3) and at least once per broker available."""
+    per_topic = Counter(w.partition.topic for w in windows)
+    partitions = max(per_topic.values(), default=1)
+    brokers = len((await admin.describe_cluster())["brokers"])
+    replicas = max(1, min(3, brokers))
+    await admin.create_topics([NewTopic(target, partitions, replicas)])
+    out().print(f"created {target}: {partitions} partition(s), replication factor {replicas}")
 
 
 async def _copy(
@@ -359,6 +383,13 @@ def replay_command(
         str | None,
         typer.Option("--to-topic", help="Copy the window into this (existing) topic instead."),
     ] = None,
+    create_topic: Annotated[
+        bool,
+        typer.Option(
+            "--create-topic",
+            help="Create the --to-topic when it does not exist (source topics' partitions).",
+        ),
+    ] = False,
     end: Annotated[
         str | None,
         typer.Option("--to", help="End of the window, exclusive (--to-topic only)."),
@@ -418,7 +449,9 @@ def replay_command(
     if request.group is not None:
         run(replay_into_group(servers, request, dry_run=dry_run, yes=yes))
         return
-    replay_id, copied, skipped = run(copy_to_topic(servers, request, dry_run=dry_run, yes=yes))
+    replay_id, copied, skipped = run(
+        copy_to_topic(servers, request, dry_run=dry_run, yes=yes, create_topic=create_topic)
+    )
     if replay_id:
         filtered = f"; {skipped} of other types skipped" if request.types else ""
         out().print(

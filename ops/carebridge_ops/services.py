@@ -13,14 +13,15 @@ from typing import Any, cast
 
 import asyncpg
 
+from carebridge_contracts.services import declared_service
 from carebridge_ops.console import OpsError
+from carebridge_ops.settings_doc import service_settings_class
 from carebridge_shared.clock import Clock, SystemClock
 from carebridge_shared.consumer import ConsumerRuntime
 from carebridge_shared.outbox import Outbox
 from carebridge_shared.projection import Projection
 from carebridge_shared.service import RegisterHandlers, ServiceContext
 from carebridge_shared.settings import ServiceSettings
-from carebridge_shared.settings_doc import SERVICES, service_settings_class
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,16 @@ def _no_producer() -> Any:
 
 
 def load(service: str) -> ServiceCode:
-    if service not in SERVICES:
-        raise OpsError(f"unknown service {service!r}: one of {', '.join(SERVICES)}")
-    app = importlib.import_module(f"carebridge_{service}.app")
-    handlers = importlib.import_module(f"carebridge_{service}.handlers")
-    store = importlib.import_module(f"carebridge_{service}.store")
+    try:
+        declaration = declared_service(service)
+    except LookupError as exc:
+        raise OpsError(str(exc)) from None
+    app = importlib.import_module(declaration.app_module)
+    handlers = importlib.import_module(f"{declaration.package}.handlers")
+    store = importlib.import_module(f"{declaration.package}.store")
     projection = getattr(store, "PROJECTION", None)
     if projection is not None and not isinstance(projection, Projection):
-        raise OpsError(f"carebridge_{service}.store.PROJECTION is not a Projection")
+        raise OpsError(f"{declaration.package}.store.PROJECTION is not a Projection")
     return ServiceCode(
         name=service,
         settings_class=service_settings_class(service),

@@ -9,6 +9,7 @@ ready, 1 when one is not ready or unreachable (for scripts and cron checks).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -20,16 +21,15 @@ import typer
 from prometheus_client.parser import text_string_to_metric_families
 from rich.table import Table
 
+from carebridge_contracts.services import SERVICES, service_port
 from carebridge_ops.console import err, out
-from carebridge_shared.settings_doc import SERVICES, service_settings_class
 
 EXIT_NOT_READY = 1
 
 
 def default_url(service: str) -> str:
     """Where `make run` serves it: the service's default port on this machine."""
-    port = service_settings_class(service).model_fields["http_port"].default
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{service_port(service)}"
 
 
 @dataclass(frozen=True)
@@ -163,26 +163,45 @@ def _url_option(service: str) -> Any:
     )
 
 
-def status_command(
-    intake_url: Annotated[str, _url_option("intake")] = default_url("intake"),
-    booking_url: Annotated[str, _url_option("booking")] = default_url("booking"),
-    referral_url: Annotated[str, _url_option("referral")] = default_url("referral"),
-    notification_url: Annotated[str, _url_option("notification")] = default_url("notification"),
-    timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for each service's answer.")
-    ] = 3.0,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="JSON lines, one per service, instead of the table.")
-    ] = False,
-) -> None:
+def _status_parameters() -> list[inspect.Parameter]:
+    """`--<service>-url` for every declared service, then the common options."""
+    urls = [
+        inspect.Parameter(
+            f"{service}_url",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=default_url(service),
+            annotation=Annotated[str, _url_option(service)],
+        )
+        for service in SERVICES
+    ]
+    timeout = inspect.Parameter(
+        "timeout",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=3.0,
+        annotation=Annotated[
+            float, typer.Option(help="Seconds to wait for each service's answer.")
+        ],
+    )
+    as_json = inspect.Parameter(
+        "as_json",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=False,
+        annotation=Annotated[
+            bool, typer.Option("--json", help="JSON lines, one per service, instead of the table.")
+        ],
+    )
+    return [*urls, timeout, as_json]
+
+
+def status_command(**options: Any) -> None:
     """Readiness, consumer lag, outbox backlog, dead letters and last error of every service.
 
     Dead letters: what the service's process parked since it started (`carebridge dlq` lists
     the letters). Exit status 1 when a service is not ready or does not answer.
     """
-    urls = dict(
-        zip(SERVICES, (intake_url, booking_url, referral_url, notification_url), strict=True)
-    )
+    urls: dict[str, str] = {service: options[f"{service}_url"] for service in SERVICES}
+    timeout: float = options["timeout"]
+    as_json: bool = options["as_json"]
     with err().status("asking the services..."):
         statuses = asyncio.run(collect({k: v.rstrip("/") for k, v in urls.items()}, timeout))
     if as_json:
@@ -194,8 +213,12 @@ def status_command(
         if unreachable:
             err().print(
                 f"[yellow]not answering:[/] {', '.join(unreachable)}. Is it running? `make run` "
-                "starts all four; point at other hosts with --<service>-url or "
+                f"starts all {len(SERVICES)}; point at other hosts with --<service>-url or "
                 "CAREBRIDGE_<SERVICE>_URL."
             )
     if not all(s.reachable and s.ready for s in statuses):
         raise typer.Exit(EXIT_NOT_READY)
+
+
+# typer reads the options from the signature: one URL option per declared service.
+status_command.__signature__ = inspect.Signature(_status_parameters())  # type: ignore[attr-defined]

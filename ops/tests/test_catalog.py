@@ -16,12 +16,12 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from carebridge_contracts.registry import entries
+from carebridge_contracts.services import SERVICES
 from carebridge_devstack.testing import sample_assessment, wrap
 from carebridge_ops.catalog import DOCUMENT_FILE, PAGE_FILE
 from carebridge_ops.catalog.asyncapi import envelope_model, message_key
 from carebridge_ops.catalog.cli import app
 from carebridge_ops.catalog.files import build_document, stale_files
-from carebridge_shared.settings_doc import SERVICES
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from carebridge_devstack.testing import (
     wrap,
 )
 from carebridge_ops.cli import app
+from carebridge_ops.dead_letters import REDRIVEN_FROM
 from carebridge_shared.consumer import (
     DLQ_ATTEMPTS,
     DLQ_CONSUMER_GROUP,
@@ -39,7 +40,6 @@ from carebridge_shared.consumer import (
     EventContext,
     RetryPolicy,
 )
-from carebridge_shared.dlq import REDRIVEN_FROM
 from carebridge_shared.kafka import ensure_topics, make_producer
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,10 @@ from typer.testing import CliRunner
 
 from carebridge_contracts import OpsTopic, Topic, dlq_topic
 from carebridge_contracts.registry import topic_owner
+from carebridge_contracts.services import SERVICES
 from carebridge_ops.cli import app
 from carebridge_ops.console import OpsError
+from carebridge_ops.dead_letters import REDRIVE_TRANSACTIONAL_ID
 from carebridge_ops.kafka_access import (
     ANY,
     Principal,
@@ -25,9 +27,7 @@ from carebridge_ops.kafka_access import (
     service_principal,
 )
 from carebridge_ops.kafka_provision import Provisioner, binding, confluent_config, provision
-from carebridge_shared.dlq import REDRIVE_TRANSACTIONAL_ID
 from carebridge_shared.kafka import KafkaSecurity, SaslMechanism
-from carebridge_shared.settings_doc import SERVICES
 
 SECURITY_MD = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 

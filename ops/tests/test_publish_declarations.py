@@ -11,7 +11,7 @@ import pytest
 
 from carebridge_contracts import BaseEvent, Topic
 from carebridge_contracts.registry import entries, topic_owner
-from carebridge_shared.settings_doc import SERVICES
+from carebridge_contracts.services import SERVICES
 
 EVENT_CLASSES = {entry.model.__name__ for entry in entries()}
 

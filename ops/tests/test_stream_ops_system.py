@@ -31,9 +31,10 @@ from aiokafka import TopicPartition
 from typer.testing import CliRunner, Result
 
 from carebridge_contracts import Envelope, Topic
+from carebridge_contracts.services import SERVICES
 from carebridge_devstack.demo import CareClient, wait_for_mail, wait_until
 from carebridge_devstack.endpoints import StackEndpoints, create_database, drop_database
-from carebridge_devstack.system import SERVICES, LocalSystem, SystemPorts
+from carebridge_devstack.system import LocalSystem, SystemPorts
 from carebridge_devstack.testing import (
     kafka_login_env,
     produce,

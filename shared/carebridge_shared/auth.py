@@ -184,7 +184,7 @@ class TokenVerifier:
         if not keys:
             raise AuthNotConfigured(
                 "no token verification key: set CAREBRIDGE_AUTH_PUBLIC_KEYS to the identity "
-                "provider's PEM public key(s) (dev: python -m carebridge_devstack token --public-key)"
+                "provider's PEM public key(s) (dev: .venv/bin/python -m carebridge_devstack token --public-key)"
             )
         self._keys: Mapping[str, VerificationKey] = {k.key_id: k for k in keys}
         self.issuer = issuer

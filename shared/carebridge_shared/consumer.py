@@ -38,7 +38,7 @@ from carebridge_contracts.registry import topic_for
 from carebridge_shared import inbox, tracing
 from carebridge_shared.correlation import correlation_scope
 from carebridge_shared.db import Connection
-from carebridge_shared.kafka import KafkaSecurity, env_security
+from carebridge_shared.kafka import KafkaSecurity, bootstrap_list, env_security
 from carebridge_shared.logging import get_logger
 from carebridge_shared.metrics import (
     CONSUMER_LAG,
@@ -591,11 +591,6 @@ def _readable(value: bytes | None) -> bytes:
     except UnicodeDecodeError:
         return value.decode(errors="replace").encode()
     return value
-
-
-def bootstrap_list(bootstrap_servers: str) -> list[str]:
-    """``"a:9092, b:9092"`` as ``["a:9092", "b:9092"]`` (KAFKA_BOOTSTRAP_SERVERS lists brokers)."""
-    return [host.strip() for host in bootstrap_servers.split(",") if host.strip()]
 
 
 def dlq_headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:

@@ -278,13 +278,16 @@ async def ensure_topics(
         await admin.close()
 
 
+def bootstrap_list(bootstrap_servers: str) -> list[str]:
+    """``"a:9092, b:9092"`` as ``["a:9092", "b:9092"]`` (KAFKA_BOOTSTRAP_SERVERS lists brokers)."""
+    return [host.strip() for host in bootstrap_servers.split(",") if host.strip()]
+
+
 async def connection_problem(bootstrap_servers: str, security: KafkaSecurity) -> str:
     """Why clients with `security` cannot use the brokers, found by connecting to each one
     directly (aiokafka's own bootstrap error only says "Unable to bootstrap")."""
     from aiokafka.conn import create_conn  # no public equivalent
     from aiokafka.protocol.metadata import MetadataRequest
-
-    from carebridge_shared.consumer import bootstrap_list
 
     problems: list[str] = []
     for server in bootstrap_list(bootstrap_servers):

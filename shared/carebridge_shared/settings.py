@@ -133,7 +133,7 @@ class ServiceSettings(BaseSettings):
         default="",
         description="PEM public key(s) of the identity provider that signs bearer tokens (ES256 "
         "or RS256; several keys during a rotation). Required: without one the service will not "
-        "start. Dev: python -m carebridge_devstack token --public-key.",
+        "start. Dev: .venv/bin/python -m carebridge_devstack token --public-key.",
     )
     auth_issuer: str = Field(
         default="carebridge-dev",
@@ -151,6 +151,6 @@ class ServiceSettings(BaseSettings):
     dev_auth: bool = Field(
         default=False,
         description="Dev machines and tests only: accept the dev token issuer (carebridge-dev) "
-        "and this machine's dev signing key (python -m carebridge_devstack token). Without it a "
+        "and this machine's dev signing key (.venv/bin/python -m carebridge_devstack token). Without it a "
         "service refuses to start with either. The dev stack and the pytest plugin set it.",
     )

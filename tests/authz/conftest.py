@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from carebridge_booking.app import BookingSettings
 from carebridge_booking.app import build as build_booking
+from carebridge_contracts.services import SERVICES
 from carebridge_devstack.endpoints import (
     StackEndpoints,
     create_database,
@@ -35,7 +36,6 @@ from carebridge_referral.app import ReferralSettings
 from carebridge_referral.app import build as build_referral
 from carebridge_shared.auth import Role
 
-SERVICES = ("intake", "booking", "referral", "notification")
 STATE = "WY"
 ALL_DAY = {
     day: [{"start": "00:00", "end": "23:30"}]

@@ -19,6 +19,7 @@ import httpx
 import jwt
 import pytest
 
+from carebridge_contracts.services import SERVICES
 from carebridge_devstack.signer import DevSigner
 from carebridge_devstack.testing import bearer
 
@@ -373,7 +374,7 @@ def test_every_route_is_in_the_matrix(unstarted_apps: dict[str, FastAPI]) -> Non
     assert sorted(in_matrix - routes) == [], "cases for endpoints that do not exist"
 
 
-@pytest.mark.parametrize("service", ["intake", "booking", "referral", "notification"])
+@pytest.mark.parametrize("service", SERVICES)
 async def test_probes_need_no_token(world: World, service: str) -> None:
     client = world.clients[service]
     assert (await client.get("/healthz")).status_code == 200

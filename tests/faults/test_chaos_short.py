@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from carebridge_contracts.services import SERVICES
 from carebridge_devstack._util import free_port
 from carebridge_devstack.chaos import ChaosConfig, run_chaos
 from carebridge_devstack.chaos_poison import KINDS, consumed_topics
@@ -61,7 +62,7 @@ def test_short_chaos_run_loses_nothing_and_does_nothing_twice(tmp_path: Path) ->
                          indent=1, default=str)  # fmt: skip
 
     kills = {r.target.rsplit("-", 1)[0] for r in result.faults if r.kind == "kill"}
-    assert kills == {"intake", "booking", "referral", "notification"}, details
+    assert kills == set(SERVICES), details
     assert summary["kafka_faults"] == 1 and summary["postgres_faults"] == 1, details
     assert summary["journeys_completed"] == config.journeys, details
     assert figures["lost"] == 0, details

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from carebridge_contracts.services import SERVICES
 from carebridge_devstack.demo import CareClient
 from carebridge_devstack.endpoints import StackEndpoints
-from carebridge_devstack.system import SERVICES, LocalSystem, isolated_system
+from carebridge_devstack.system import LocalSystem, isolated_system
 
 
 @pytest.fixture(scope="module")

@@ -32,9 +32,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from carebridge_contracts import Envelope, Topic, all_topics
+from carebridge_contracts.services import SERVICES
 from carebridge_devstack.demo import CareClient, wait_for_mail, wait_until
 from carebridge_devstack.endpoints import StackEndpoints
-from carebridge_devstack.system import SERVICES, LocalSystem, isolated_system
+from carebridge_devstack.system import LocalSystem, isolated_system
 from carebridge_devstack.testing import Record, read_topic
 from carebridge_shared.tracing import TRACEPARENT, trace_id_of
 

@@ -21,7 +21,8 @@ from schemathesis import Case, CheckContext, CheckFunction, GenerationMode, Resp
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Err
 
-from carebridge_devstack.system import ON_CALL_EMAIL, SERVICES, LocalSystem
+from carebridge_contracts.services import SERVICES
+from carebridge_devstack.system import ON_CALL_EMAIL, LocalSystem
 
 AuthHeaders = Callable[[httpx.Request], dict[str, str]]
 

@@ -21,9 +21,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from carebridge_contracts import Envelope, all_topics_with_dlq
+from carebridge_contracts.services import SERVICES
 from carebridge_devstack.demo import CareClient, wait_for_mail, wait_until
 from carebridge_devstack.smtp_sink import ReceivedMail
-from carebridge_devstack.system import SERVICES, LocalSystem
+from carebridge_devstack.system import LocalSystem
 from carebridge_devstack.testing import eventually
 from carebridge_shared.kafka import security_options
 

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from carebridge_contracts.phi import BIRTH_WORDS, CONTACT_WORDS, IDENTITY_WORDS, field_words
-from carebridge_devstack.system import SERVICES
+from carebridge_contracts.services import SERVICES
 
 pytestmark = pytest.mark.integration
 

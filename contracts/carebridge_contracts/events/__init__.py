@@ -1,47 +1,20 @@
-"""Event payload models, one module per producing context."""
+"""Event payload models, one module per producing context.
 
+Each module lists its events in `__all__`; they are re-exported here and by
+`carebridge_contracts`, and the registry finds them by their `topic`.
+"""
+
+from carebridge_contracts.events import booking, care, intake, notification, referral
 from carebridge_contracts.events.base import BaseEvent
-from carebridge_contracts.events.booking import (
-    AppointmentBooked,
-    AppointmentCancelled,
-    AppointmentCompleted,
-    AppointmentNoShow,
-    AppointmentRescheduled,
-)
-from carebridge_contracts.events.care import CarePlanUpdated
-from carebridge_contracts.events.intake import AssessmentCompleted, SafetyRiskFlagged
-from carebridge_contracts.events.notification import NotificationFailed, NotificationSent
-from carebridge_contracts.events.referral import (
-    CareTeamEnded,
-    CareTeamFormed,
-    CareTeamMemberJoined,
-    CareTeamMemberLeft,
-    ConsentGranted,
-    ConsentRevoked,
-    ReferralWaitlisted,
-    TherapistMatched,
-    TherapistRequested,
-)
+from carebridge_contracts.events.booking import *  # noqa: F403
+from carebridge_contracts.events.care import *  # noqa: F403
+from carebridge_contracts.events.intake import *  # noqa: F403
+from carebridge_contracts.events.notification import *  # noqa: F403
+from carebridge_contracts.events.referral import *  # noqa: F403
 
-__all__ = [
-    "AppointmentBooked",
-    "AppointmentCancelled",
-    "AppointmentCompleted",
-    "AppointmentNoShow",
-    "AppointmentRescheduled",
-    "AssessmentCompleted",
-    "BaseEvent",
-    "CarePlanUpdated",
-    "CareTeamEnded",
-    "CareTeamFormed",
-    "CareTeamMemberJoined",
-    "CareTeamMemberLeft",
-    "ConsentGranted",
-    "ConsentRevoked",
-    "NotificationFailed",
-    "NotificationSent",
-    "ReferralWaitlisted",
-    "SafetyRiskFlagged",
-    "TherapistMatched",
-    "TherapistRequested",
-]
+__all__ = ["BaseEvent"]
+__all__ += booking.__all__
+__all__ += care.__all__
+__all__ += intake.__all__
+__all__ += notification.__all__
+__all__ += referral.__all__

@@ -16,6 +16,15 @@ from carebridge_contracts.events.common import (
     VisitType,
     check_interval,
 )
+from carebridge_contracts.topics import Topic
+
+__all__ = [
+    "AppointmentBooked",
+    "AppointmentCancelled",
+    "AppointmentCompleted",
+    "AppointmentNoShow",
+    "AppointmentRescheduled",
+]  # the events; the registry finds them by `topic`
 
 CancelledBy = Literal["patient", "clinician", "system"]
 CancellationReason = Literal[
@@ -30,7 +39,7 @@ CancellationReason = Literal[
 class AppointmentBooked(BaseEvent):
     """A visit was booked (FHIR status "booked") with a clinician licensed in `state`."""
 
-    event_type: ClassVar[str] = "AppointmentBooked"
+    topic: ClassVar[Topic] = Topic.APPOINTMENTS
     event_version: ClassVar[int] = 1
 
     appointment_id: UUID
@@ -51,7 +60,7 @@ class AppointmentBooked(BaseEvent):
 class AppointmentRescheduled(BaseEvent):
     """A booked visit moved to a new time."""
 
-    event_type: ClassVar[str] = "AppointmentRescheduled"
+    topic: ClassVar[Topic] = Topic.APPOINTMENTS
     event_version: ClassVar[int] = 1
 
     appointment_id: UUID
@@ -72,7 +81,7 @@ class AppointmentRescheduled(BaseEvent):
 class AppointmentCancelled(BaseEvent):
     """A booked visit was cancelled; no reminders follow."""
 
-    event_type: ClassVar[str] = "AppointmentCancelled"
+    topic: ClassVar[Topic] = Topic.APPOINTMENTS
     event_version: ClassVar[int] = 1
 
     appointment_id: UUID
@@ -86,7 +95,7 @@ class AppointmentCancelled(BaseEvent):
 class AppointmentCompleted(BaseEvent):
     """A visit took place (FHIR status "fulfilled")."""
 
-    event_type: ClassVar[str] = "AppointmentCompleted"
+    topic: ClassVar[Topic] = Topic.APPOINTMENTS
     event_version: ClassVar[int] = 1
 
     appointment_id: UUID
@@ -104,7 +113,7 @@ class AppointmentCompleted(BaseEvent):
 class AppointmentNoShow(BaseEvent):
     """The patient did not attend (FHIR status "noshow")."""
 
-    event_type: ClassVar[str] = "AppointmentNoShow"
+    topic: ClassVar[Topic] = Topic.APPOINTMENTS
     event_version: ClassVar[int] = 1
 
     appointment_id: UUID

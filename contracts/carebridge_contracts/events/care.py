@@ -8,6 +8,9 @@ from pydantic import Field, model_validator
 
 from carebridge_contracts.events.base import BaseEvent
 from carebridge_contracts.events.common import ClinicianId, ClinicianRole, PositiveInt
+from carebridge_contracts.topics import Topic
+
+__all__ = ["CarePlanUpdated"]  # the events; the registry finds them by `topic`
 
 PlanSection = Literal[
     "goals", "diagnosis_codes", "medication_summary", "therapy_modality", "therapy_frequency"
@@ -17,7 +20,7 @@ PlanSection = Literal[
 class CarePlanUpdated(BaseEvent):
     """The shared treatment plan changed; read it from referral, it is not in the event."""
 
-    event_type: ClassVar[str] = "CarePlanUpdated"
+    topic: ClassVar[Topic] = Topic.CARE_PLANS
     event_version: ClassVar[int] = 1
 
     plan_version: PositiveInt

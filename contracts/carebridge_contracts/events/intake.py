@@ -9,6 +9,12 @@ from pydantic import Field, Strict, StrictBool, model_validator
 
 from carebridge_contracts.events.base import BaseEvent
 from carebridge_contracts.events.common import Channel, StateCode, UtcDatetime
+from carebridge_contracts.topics import Topic
+
+__all__ = [
+    "AssessmentCompleted",
+    "SafetyRiskFlagged",
+]  # the events; the registry finds them by `topic`
 
 Phq9Band = Literal["minimal", "mild", "moderate", "moderately_severe", "severe"]
 Gad7Band = Literal["minimal", "mild", "moderate", "severe"]
@@ -49,7 +55,7 @@ def gad7_band(total: int) -> Gad7Band:
 class AssessmentCompleted(BaseEvent):
     """A patient finished the intake assessment; scores and bands, never answers."""
 
-    event_type: ClassVar[str] = "AssessmentCompleted"
+    topic: ClassVar[Topic] = Topic.ASSESSMENTS
     event_version: ClassVar[int] = 1
 
     assessment_id: UUID
@@ -76,7 +82,7 @@ class AssessmentCompleted(BaseEvent):
 class SafetyRiskFlagged(BaseEvent):
     """An assessment showed self-harm risk. If imminent: no self-booking, urgent clinician review."""
 
-    event_type: ClassVar[str] = "SafetyRiskFlagged"
+    topic: ClassVar[Topic] = Topic.ASSESSMENTS
     event_version: ClassVar[int] = 1
 
     assessment_id: UUID

@@ -14,6 +14,12 @@ from carebridge_contracts.events.common import (
     PositiveInt,
     UtcDatetime,
 )
+from carebridge_contracts.topics import Topic
+
+__all__ = [
+    "NotificationFailed",
+    "NotificationSent",
+]  # the events; the registry finds them by `topic`
 
 RecipientKind = Literal["patient", "clinician"]
 
@@ -21,7 +27,7 @@ RecipientKind = Literal["patient", "clinician"]
 class NotificationSent(BaseEvent):
     """A message caused by `cause_event_id` was handed to the channel provider."""
 
-    event_type: ClassVar[str] = "NotificationSent"
+    topic: ClassVar[Topic] = Topic.DELIVERIES
     event_version: ClassVar[int] = 1
 
     notification_id: UUID
@@ -37,7 +43,7 @@ class NotificationSent(BaseEvent):
 class NotificationFailed(BaseEvent):
     """A message could not be delivered after `attempts` tries."""
 
-    event_type: ClassVar[str] = "NotificationFailed"
+    topic: ClassVar[Topic] = Topic.DELIVERIES
     event_version: ClassVar[int] = 1
 
     notification_id: UUID

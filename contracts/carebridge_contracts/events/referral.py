@@ -15,6 +15,19 @@ from carebridge_contracts.events.common import (
     StateCode,
     Urgency,
 )
+from carebridge_contracts.topics import Topic
+
+__all__ = [
+    "CareTeamEnded",
+    "CareTeamFormed",
+    "CareTeamMemberJoined",
+    "CareTeamMemberLeft",
+    "ConsentGranted",
+    "ConsentRevoked",
+    "ReferralWaitlisted",
+    "TherapistMatched",
+    "TherapistRequested",
+]  # the events; the registry finds them by `topic`
 
 RequestedBy = Literal["psychiatrist", "intake"]
 WaitlistReason = Literal["no_capacity", "no_licensed_therapist", "awaiting_consent"]
@@ -29,7 +42,7 @@ MembershipReason = Literal["psychiatrist_changed", "psychiatrist_learnt", "no_ps
 class TherapistRequested(BaseEvent):
     """A therapist referral was opened (FHIR ServiceRequest "active")."""
 
-    event_type: ClassVar[str] = "TherapistRequested"
+    topic: ClassVar[Topic] = Topic.REFERRALS
     event_version: ClassVar[int] = 1
 
     referral_id: UUID
@@ -49,7 +62,7 @@ class TherapistRequested(BaseEvent):
 class TherapistMatched(BaseEvent):
     """A therapist licensed in `state` accepted the referral."""
 
-    event_type: ClassVar[str] = "TherapistMatched"
+    topic: ClassVar[Topic] = Topic.REFERRALS
     event_version: ClassVar[int] = 1
 
     referral_id: UUID
@@ -62,7 +75,7 @@ class TherapistMatched(BaseEvent):
 class ReferralWaitlisted(BaseEvent):
     """The referral is on hold (FHIR ServiceRequest "on-hold")."""
 
-    event_type: ClassVar[str] = "ReferralWaitlisted"
+    topic: ClassVar[Topic] = Topic.REFERRALS
     event_version: ClassVar[int] = 1
 
     referral_id: UUID
@@ -75,7 +88,7 @@ class ReferralWaitlisted(BaseEvent):
 class CareTeamFormed(BaseEvent):
     """Psychiatrist and therapist now share the patient's treatment plan."""
 
-    event_type: ClassVar[str] = "CareTeamFormed"
+    topic: ClassVar[Topic] = Topic.REFERRALS
     event_version: ClassVar[int] = 1
 
     care_team_id: UUID
@@ -89,7 +102,7 @@ class CareTeamEnded(BaseEvent):
     `completed`: the referral was fulfilled; `revoked`: it was withdrawn before that.
     """
 
-    event_type: ClassVar[str] = "CareTeamEnded"
+    topic: ClassVar[Topic] = Topic.REFERRALS
     event_version: ClassVar[int] = 1
 
     care_team_id: UUID
@@ -103,7 +116,7 @@ class CareTeamMemberJoined(BaseEvent):
     """A clinician joined the patient's active care team (e.g. a psychiatrist learnt after the
     match): they now share the plan, and every service counts them as treating the patient."""
 
-    event_type: ClassVar[str] = "CareTeamMemberJoined"
+    topic: ClassVar[Topic] = Topic.REFERRALS
     event_version: ClassVar[int] = 1
 
     care_team_id: UUID
@@ -117,7 +130,7 @@ class CareTeamMemberLeft(BaseEvent):
     """A clinician left the patient's active care team, which goes on without them: no more
     plan sharing, and no service counts the team as a reason they treat the patient."""
 
-    event_type: ClassVar[str] = "CareTeamMemberLeft"
+    topic: ClassVar[Topic] = Topic.REFERRALS
     event_version: ClassVar[int] = 1
 
     care_team_id: UUID
@@ -130,7 +143,7 @@ class CareTeamMemberLeft(BaseEvent):
 class ConsentGranted(BaseEvent):
     """The patient consented to sharing within `scope`."""
 
-    event_type: ClassVar[str] = "ConsentGranted"
+    topic: ClassVar[Topic] = Topic.CONSENTS
     event_version: ClassVar[int] = 1
 
     consent_id: UUID
@@ -141,7 +154,7 @@ class ConsentGranted(BaseEvent):
 class ConsentRevoked(BaseEvent):
     """The patient withdrew a consent; sharing within `scope` must stop."""
 
-    event_type: ClassVar[str] = "ConsentRevoked"
+    topic: ClassVar[Topic] = Topic.CONSENTS
     event_version: ClassVar[int] = 1
 
     consent_id: UUID

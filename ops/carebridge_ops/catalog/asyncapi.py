@@ -31,7 +31,7 @@ from carebridge_contracts.envelope import (
 )
 from carebridge_contracts.registry import RegistryEntry, Topic, entries
 from carebridge_ops.catalog.sources import CatalogError, ServiceEvents
-from carebridge_shared.consumer import bootstrap_list
+from carebridge_shared.kafka import bootstrap_list
 from carebridge_shared.settings import ServiceSettings
 
 Document = dict[str, Any]

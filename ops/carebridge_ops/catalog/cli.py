@@ -59,9 +59,9 @@ def service(
     name: Annotated[str, typer.Argument(help="intake, booking, referral or notification")],
 ) -> None:
     """Print FastStream's AsyncAPI document of one service (the catalog merges the four)."""
+    from carebridge_contracts.services import SERVICES
     from carebridge_ops.catalog.asyncapi import service_asyncapi
     from carebridge_ops.catalog.sources import service_events
-    from carebridge_shared.settings_doc import SERVICES
 
     if name not in SERVICES:
         _fail(f"unknown service {name!r}: pick one of {', '.join(SERVICES)}")

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from carebridge_contracts import BaseEvent
 from carebridge_contracts.registry import RegistryEntry, entries
+from carebridge_contracts.services import SERVICES, declared_service
+from carebridge_ops.settings_doc import service_settings_class
 from carebridge_shared.clock import SystemClock
 from carebridge_shared.consumer import ConsumerRuntime, EventContext, Handler
 from carebridge_shared.outbox import Outbox
 from carebridge_shared.service import RegisterHandlers, ServiceContext
-from carebridge_shared.settings_doc import SERVICES, service_settings_class
 
 if TYPE_CHECKING:
     import asyncpg
@@ -75,7 +76,7 @@ def entry_of(model: type[BaseEvent]) -> RegistryEntry:
 
 def declared_publishes(service: str) -> tuple[type[BaseEvent], ...]:
     """The `PUBLISHES` tuple of `carebridge_<service>.app`."""
-    module = importlib.import_module(f"carebridge_{service}.app")
+    module = importlib.import_module(declared_service(service).app_module)
     declared = getattr(module, "PUBLISHES", None)
     if not isinstance(declared, tuple) or not all(
         isinstance(model, type) and issubclass(model, BaseEvent) for model in declared
@@ -86,7 +87,7 @@ def declared_publishes(service: str) -> tuple[type[BaseEvent], ...]:
 
 def recorded_consumes(service: str) -> tuple[type[BaseEvent], ...]:
     """The event classes `carebridge_<service>.handlers.register` gives handlers to."""
-    module = importlib.import_module(f"carebridge_{service}.handlers")
+    module = importlib.import_module(f"{declared_service(service).package}.handlers")
     register = cast("RegisterHandlers | None", getattr(module, "register", None))
     if register is None:
         raise CatalogError(f"carebridge_{service}.handlers has no register(runtime, context)")

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 
 from carebridge_booking.domain import BookingRules, VisitLengths
+from carebridge_contracts.services import service_port
 from carebridge_shared.settings import ServiceSettings, database_url_field
 
 DEFAULT_SEED_FILE = Path(__file__).parent / "seed" / "clinicians.json"
@@ -17,7 +18,7 @@ SERVICE = "booking"
 
 
 class BookingSettings(ServiceSettings):
-    http_port: int = 8002
+    http_port: int = service_port(SERVICE)
     database_url: str = database_url_field(SERVICE)
     clinician_seed_file: str = Field(
         default=str(DEFAULT_SEED_FILE),

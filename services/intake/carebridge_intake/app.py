@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from carebridge_contracts import AssessmentCompleted, BaseEvent, SafetyRiskFlagged
+from carebridge_contracts.services import service_port
 from carebridge_intake import api, handlers
 from carebridge_shared.service import ServiceDefinition, create_app, serve, service_main
 from carebridge_shared.settings import ServiceSettings, database_url_field
@@ -21,7 +22,7 @@ PUBLISHES: tuple[type[BaseEvent], ...] = (
 
 
 class IntakeSettings(ServiceSettings):
-    http_port: int = 8001
+    http_port: int = service_port(SERVICE)
     database_url: str = database_url_field(SERVICE)
 
 

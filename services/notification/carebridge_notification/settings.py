@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
+from carebridge_contracts.services import service_port
 from carebridge_shared.service import ServiceContext
 from carebridge_shared.settings import ServiceSettings, database_url_field
 
@@ -11,7 +12,7 @@ SERVICE = "notification"
 
 
 class NotificationSettings(ServiceSettings):
-    http_port: int = 8004
+    http_port: int = service_port(SERVICE)
     database_url: str = database_url_field(SERVICE)
     smtp_host: str = Field(default="127.0.0.1", description="SMTP server (relay) host.")
     smtp_port: int = Field(default=2525, description="SMTP server port.")

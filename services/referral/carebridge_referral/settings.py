@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from carebridge_contracts.events.common import Modality
+from carebridge_contracts.services import service_port
 from carebridge_shared.settings import ServiceSettings, database_url_field
 
 DEFAULT_SEED_FILE = Path(__file__).parent / "seed" / "therapists.json"
@@ -16,7 +17,7 @@ SERVICE = "referral"
 
 
 class ReferralSettings(ServiceSettings):
-    http_port: int = 8003
+    http_port: int = service_port(SERVICE)
     database_url: str = database_url_field(SERVICE)
     default_modality: Modality = Field(
         default="CBT", description="Modality of referrals opened from an intake assessment."

@@ -254,7 +254,7 @@ def _event_id(value: bytes) -> uuid.UUID | None:
 async def test_dead_letters_of_one_group_are_redriven_once_and_poison_stays(
     pool, stack_endpoints
 ) -> None:
-    from carebridge_shared.dlq import REDRIVEN_FROM, redrive
+    from carebridge_ops.dead_letters import REDRIVEN_FROM, redrive
 
     bootstrap = stack_endpoints.kafka_bootstrap
     patient = f"p-{uuid.uuid4()}"
@@ -420,7 +420,7 @@ async def test_an_event_from_a_producer_that_does_not_own_the_topic_is_dead_lett
     envelope there that names another producer is parked once with the reason, has no effect
     and does not hold up the partition; a genuine event that failed and is redriven by ops
     keeps its producer and is applied."""
-    from carebridge_shared.dlq import redrive
+    from carebridge_ops.dead_letters import redrive
     from carebridge_shared.metrics import EVENTS_PRODUCER_REFUSED
 
     bootstrap = stack_endpoints.kafka_bootstrap

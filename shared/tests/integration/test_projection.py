@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from carebridge_contracts.services import SERVICES
 from carebridge_shared.db import create_pool, migrate
 from carebridge_shared.projection import Compared, Copied, Projection, compare, copy_inputs
 
@@ -118,7 +119,7 @@ async def test_inputs_are_copied_with_contact_details_masked(conn: asyncpg.Conne
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("service", ["intake", "booking", "referral", "notification"])
+@pytest.mark.parametrize("service", SERVICES)
 async def test_every_service_projection_matches_its_migrations(
     fresh_database_url: str, service: str
 ) -> None:

@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from carebridge_contracts.services import SERVICES
+from carebridge_ops.settings_doc import service_settings_class
 from carebridge_shared.provisioning import (
     main,
     owner_role,
@@ -15,7 +17,6 @@ from carebridge_shared.provisioning import (
     service_url,
 )
 from carebridge_shared.service import service_main
-from carebridge_shared.settings_doc import SERVICES, service_settings_class
 
 
 def test_the_service_url_is_the_admin_url_with_the_services_role() -> None:

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from carebridge_shared.consumer import RetryPolicy, bootstrap_list
+from carebridge_shared.consumer import RetryPolicy
 from carebridge_shared.db import SHARED_MIGRATIONS, check_schema_name, discover
+from carebridge_shared.kafka import bootstrap_list
 from carebridge_shared.settings import ServiceSettings
 
 

@@ -9,8 +9,7 @@ import pytest
 
 from carebridge_contracts import Topic, dlq_topic
 from carebridge_devstack.testing import sample_assessment, wrap
-from carebridge_shared.consumer import DLQ_CONSUMER_GROUP, DLQ_ORIGINAL_TOPIC
-from carebridge_shared.dlq import (
+from carebridge_ops.dead_letters import (
     DeadLetter,
     LetterId,
     RedriveAudit,
@@ -20,6 +19,7 @@ from carebridge_shared.dlq import (
     plan,
     resolve_dlq_topic,
 )
+from carebridge_shared.consumer import DLQ_CONSUMER_GROUP, DLQ_ORIGINAL_TOPIC
 
 TOPIC = str(Topic.ASSESSMENTS)
 DLQ = dlq_topic(TOPIC)

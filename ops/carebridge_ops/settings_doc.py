@@ -1,6 +1,7 @@
-"""The settings table of the README, generated from the settings classes themselves.
+"""The settings table of docs/settings.md, generated from the settings classes themselves.
 
-`python -m carebridge_shared.settings_doc` prints it; a test keeps the README in step.
+`python -m carebridge_ops.settings_doc` prints it, `--write docs/settings.md` puts it between the
+markers (`make docs`); a test keeps the page in step.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from pathlib import Path
 from pydantic import AliasChoices
 from pydantic_core import PydanticUndefined
 
+from carebridge_contracts.services import SERVICES, declared_service
 from carebridge_shared.settings import ServiceSettings
-
-SERVICES = ("intake", "booking", "referral", "notification")
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,12 @@ def _inherited_description(cls: type[ServiceSettings], name: str) -> str:
 
 def service_settings_class(service: str) -> type[ServiceSettings]:
     """The `<Service>Settings` class a service's app module exposes."""
-    module = importlib.import_module(f"carebridge_{service}.app")
-    value = getattr(module, f"{service.capitalize()}Settings", None)
+    declaration = declared_service(service)
+    module = importlib.import_module(declaration.app_module)
+    value = getattr(module, declaration.settings_class_name, None)
     if isinstance(value, type) and issubclass(value, ServiceSettings):
         return value
-    raise LookupError(f"carebridge_{service}.app exposes no {service.capitalize()}Settings")
+    raise LookupError(f"{declaration.app_module} exposes no {declaration.settings_class_name}")
 
 
 def markdown_table() -> str:

@@ -10,7 +10,7 @@ import pytest
 from carebridge_contracts import Topic, dlq_topic
 from carebridge_devstack.endpoints import StackEndpoints
 from carebridge_devstack.testing import produce_raw, sample_assessment, wrap
-from carebridge_shared import dlq
+from carebridge_ops import dead_letters as dlq
 from carebridge_shared.consumer import DLQ_CONSUMER_GROUP, DLQ_ORIGINAL_TOPIC
 from carebridge_shared.kafka import ensure_topics, env_security
 
