@@ -34,10 +34,13 @@ from carebridge_contracts.events import (
     CareTeamMemberLeft,
     ConsentGranted,
     ConsentRevoked,
+    EarlierFollowUpOffered,
     NotificationFailed,
     NotificationSent,
+    OutcomeMeasured,
     ReferralWaitlisted,
     SafetyRiskFlagged,
+    SymptomsWorsened,
     TherapistMatched,
     TherapistRequested,
 )
@@ -80,13 +83,14 @@ def dlq_topic(topic: str) -> str:
 
 
 _EVENTS_BY_TOPIC: Mapping[Topic, tuple[type[BaseEvent], ...]] = {
-    Topic.ASSESSMENTS: (AssessmentCompleted, SafetyRiskFlagged),
+    Topic.ASSESSMENTS: (AssessmentCompleted, SafetyRiskFlagged, OutcomeMeasured, SymptomsWorsened),
     Topic.APPOINTMENTS: (
         AppointmentBooked,
         AppointmentRescheduled,
         AppointmentCancelled,
         AppointmentCompleted,
         AppointmentNoShow,
+        EarlierFollowUpOffered,
     ),
     Topic.REFERRALS: (
         TherapistRequested,

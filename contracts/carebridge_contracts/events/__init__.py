@@ -11,6 +11,11 @@ from carebridge_contracts.events.booking import (
 from carebridge_contracts.events.care import CarePlanUpdated
 from carebridge_contracts.events.intake import AssessmentCompleted, SafetyRiskFlagged
 from carebridge_contracts.events.notification import NotificationFailed, NotificationSent
+from carebridge_contracts.events.outcomes import (
+    EarlierFollowUpOffered,
+    OutcomeMeasured,
+    SymptomsWorsened,
+)
 from carebridge_contracts.events.referral import (
     CareTeamEnded,
     CareTeamFormed,
@@ -38,10 +43,13 @@ __all__ = [
     "CareTeamMemberLeft",
     "ConsentGranted",
     "ConsentRevoked",
+    "EarlierFollowUpOffered",
     "NotificationFailed",
     "NotificationSent",
+    "OutcomeMeasured",
     "ReferralWaitlisted",
     "SafetyRiskFlagged",
+    "SymptomsWorsened",
     "TherapistMatched",
     "TherapistRequested",
 ]
