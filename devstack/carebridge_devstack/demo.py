@@ -214,6 +214,57 @@ class CareClient:
             acting_as=("clinician", clinician_id),
         )
 
+    def follow_up_slot(
+        self, psychiatrist_id: str, state: str, *, after: datetime, days: int = 7
+    ) -> dict[str, Any]:
+        """The psychiatrist's first free follow-up slot at least two hours after `after`."""
+        start = after + timedelta(hours=2)
+        params = {
+            "state": state,
+            "visit_type": "psychiatric_follow_up",
+            "clinician_id": psychiatrist_id,
+            "from": start.isoformat(),
+            "to": (start + timedelta(days=days)).isoformat(),
+        }
+        slots = self.ok("booking", "GET", "/v1/slots", params=params)["slots"]
+        if not slots:
+            raise RuntimeError(f"{psychiatrist_id} has no free follow-up in {days} days")
+        slot: dict[str, Any] = slots[0]
+        return slot
+
+    def repeat_measure(
+        self,
+        patient_id: str,
+        phq9: list[int],
+        gad7: list[int],
+        *,
+        appointment_id: str | None = None,
+        state: str = "NY",
+        timeout: float = 60.0,
+    ) -> dict[str, Any]:
+        """The patient's repeat PHQ-9 / GAD-7 (intake's POST /v1/outcome-measures). Intake
+        learns the patient is in care from booking's events: until then the answer is 409
+        `not_in_care` (or 422 for a visit it has not heard of yet), and it is tried again."""
+        body: dict[str, Any] = {"patient_id": patient_id, "state": state, "phq9": phq9}
+        body |= {"gad7": gad7, "appointment_id": appointment_id}
+
+        def attempt() -> dict[str, Any] | None:
+            response = self.call("intake", "POST", "/v1/outcome-measures", json=body)
+            if response.json().get("code") in ("not_in_care", "appointment_unknown"):
+                return None
+            if response.status_code >= 400:
+                raise RuntimeError(f"POST intake/v1/outcome-measures -> {response.text[:500]}")
+            measured: dict[str, Any] = response.json()
+            return measured
+
+        return wait_until("intake to learn the patient is in care", attempt, timeout)
+
+    def care_plan(self, patient_id: str, acting_as: Actor | None = None) -> dict[str, Any]:
+        plan: dict[str, Any] = self.ok(
+            "referral", "GET", f"/v1/care-plans/{patient_id}", acting_as=acting_as
+        )
+        return plan
+
     def notification_now(self) -> datetime:
         return datetime.fromisoformat(self.ok("notification", "GET", "/v1/_dev/clock")["now"])
 
