@@ -65,7 +65,7 @@ def test_follow_ups_with_repeat_measures_trend_worsening_and_education(
 
     # follow-up 1: its reminder links to the repeat measures; the patient improved
     now = client.notification_now()
-    follow_up_1 = client.book(patient, client.follow_up_slot(psychiatrist, "NY", after=now))
+    follow_up_1 = client.book_follow_up(patient, psychiatrist, "NY", after=now)
     starts = datetime.fromisoformat(follow_up_1["starts_at"])
     client.advance_notification_clock((starts - timedelta(hours=1) - now).total_seconds() + 5)
     reminder = wait_until(
@@ -85,7 +85,7 @@ def test_follow_ups_with_repeat_measures_trend_worsening_and_education(
 
     # follow-up 2 booked a week on (free slots lie before it); the patient worsened
     later = client.notification_now() + timedelta(days=7)
-    follow_up_2 = client.book(patient, client.follow_up_slot(psychiatrist, "NY", after=later))
+    follow_up_2 = client.book_follow_up(patient, psychiatrist, "NY", after=later)
     worse = client.repeat_measure(patient, **WORSE, appointment_id=follow_up_2["id"])
     assert (worse["phq9_total"], worse["phq9_band"], worse["gad7_total"]) == (13, "moderate", 8)
 
