@@ -137,3 +137,12 @@ def test_the_earlier_follow_up_offer_names_both_times() -> None:
     assert "Monday 9 March 2026 at 15:00 UTC" in rendered.body
     assert "Wednesday 4 March 2026 at 15:00 UTC" in rendered.body
     assert f"{BASE}/appointments/{event.appointment_id}" in rendered.body
+
+
+def test_the_safety_alert_now_covers_repeat_measures_and_v1_still_renders() -> None:
+    params = {"assessment_id": str(uuid.uuid4())}
+    latest = domain.render(domain.SAFETY_REVIEW, params, BASE)
+    assert "repeat questionnaire" in latest.body
+    assert f"{BASE}/reviews/{params['assessment_id']}" in latest.body
+    first = domain.render(domain.SAFETY_REVIEW, {**params, "template_version": "1"}, BASE)
+    assert "An intake assessment was flagged" in first.body
