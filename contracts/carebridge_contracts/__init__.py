@@ -19,12 +19,13 @@ from carebridge_contracts.errors import (
     SubjectMismatch,
     UnknownEventType,
 )
-from carebridge_contracts.events import booking, care, intake, notification, referral
+from carebridge_contracts.events import booking, care, intake, notification, outcomes, referral
 from carebridge_contracts.events.base import BaseEvent
 from carebridge_contracts.events.booking import *  # noqa: F403
 from carebridge_contracts.events.care import *  # noqa: F403
 from carebridge_contracts.events.intake import *  # noqa: F403
 from carebridge_contracts.events.notification import *  # noqa: F403
+from carebridge_contracts.events.outcomes import *  # noqa: F403
 from carebridge_contracts.events.referral import *  # noqa: F403
 from carebridge_contracts.registry import (
     OpsTopic,
@@ -89,4 +90,5 @@ __all__ += booking.__all__
 __all__ += care.__all__
 __all__ += intake.__all__
 __all__ += notification.__all__
+__all__ += outcomes.__all__
 __all__ += referral.__all__

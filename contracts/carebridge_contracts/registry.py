@@ -1,7 +1,7 @@
 """The (type, version) -> model registry, built from the event classes themselves.
 
 Every `BaseEvent` subclass defined in a module of `carebridge_contracts.events` that names its
-`topic` is registered: adding an event is writing its class (ADR 0017). Topic names live in
+`topic` is registered: adding an event is writing its class (ADR 0018). Topic names live in
 `carebridge_contracts.topics`.
 """
 

@@ -2,7 +2,7 @@
 
 Everything that lists the services reads this tuple: the service's own settings (its default
 port), the dev stack and `make run`, the ops commands, the settings table, docker compose checks
-and the tests. Adding a service is one line here plus its package (ADR 0017).
+and the tests. Adding a service is one line here plus its package (ADR 0018).
 """
 
 from __future__ import annotations

@@ -28,16 +28,19 @@ from carebridge_contracts import (
     topic_for,
     topic_owner,
 )
-from carebridge_contracts.events import booking, care, intake, notification, referral
+from carebridge_contracts.events import booking, care, intake, notification, outcomes, referral
 
 EXPECTED_TOPICS = {
     "AssessmentCompleted": Topic.ASSESSMENTS,
     "SafetyRiskFlagged": Topic.ASSESSMENTS,
+    "OutcomeMeasured": Topic.ASSESSMENTS,
+    "SymptomsWorsened": Topic.ASSESSMENTS,
     "AppointmentBooked": Topic.APPOINTMENTS,
     "AppointmentRescheduled": Topic.APPOINTMENTS,
     "AppointmentCancelled": Topic.APPOINTMENTS,
     "AppointmentCompleted": Topic.APPOINTMENTS,
     "AppointmentNoShow": Topic.APPOINTMENTS,
+    "EarlierFollowUpOffered": Topic.APPOINTMENTS,
     "TherapistRequested": Topic.REFERRALS,
     "TherapistMatched": Topic.REFERRALS,
     "ReferralWaitlisted": Topic.REFERRALS,
@@ -78,7 +81,7 @@ def test_every_event_is_registered_on_its_topic() -> None:
 
 def test_every_event_class_in_the_events_package_is_registered() -> None:
     registered = {e.model for e in entries()}
-    for module in (intake, booking, referral, care, notification):
+    for module in (intake, booking, referral, care, notification, outcomes):
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, BaseEvent) and value is not BaseEvent:
                 assert value in registered, value

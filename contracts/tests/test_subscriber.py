@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+import carebridge_contracts
 from carebridge_contracts import GapDetector, SequenceVerdict, Topic
 
 A = Topic.APPOINTMENTS
@@ -82,3 +83,21 @@ def test_sequence_must_be_positive(bad: int) -> None:
         GapDetector().check(A, P, bad)
     with pytest.raises(ValueError):
         GapDetector(expect_first=bad)
+
+
+def test_repeat_measure_events_are_covered_by_gap_detection() -> None:
+    """Measurement-based care events share the assessments stream's per-patient sequence: a
+    subscriber that missed an OutcomeMeasured between the intake and a SymptomsWorsened sees
+    the gap."""
+    from carebridge_contracts import OutcomeMeasured, SymptomsWorsened, topic_for
+
+    topic = topic_for(OutcomeMeasured)
+    assert topic_for(SymptomsWorsened) is topic is Topic.ASSESSMENTS
+    detector = GapDetector()
+    assert detector.observe(topic, P, 1).is_next  # AssessmentCompleted
+    assert detector.observe(topic, P, 2).is_next  # OutcomeMeasured, improving
+    result = detector.observe(topic, P, 4)  # SymptomsWorsened; the OutcomeMeasured (3) is lost
+    assert result.is_gap and result.missing == range(3, 4)
+    offered = topic_for(carebridge_contracts.EarlierFollowUpOffered)
+    assert offered is Topic.APPOINTMENTS
+    assert detector.observe(offered, P, 1).is_next

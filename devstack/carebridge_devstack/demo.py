@@ -38,6 +38,9 @@ def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 60.0) 
         time.sleep(0.25)
 
 
+_SLOT_FIELDS = ("clinician_id", "visit_type", "starts_at", "state")
+
+
 @dataclass
 class CareClient:
     """Thin HTTP client over the four services' public APIs.
@@ -221,11 +224,75 @@ class CareClient:
             acting_as=("clinician", clinician_id),
         )
 
+    def book_follow_up(
+        self, patient_id: str, psychiatrist_id: str, state: str, *, after: datetime, days: int = 7
+    ) -> dict[str, Any]:
+        """Book the psychiatrist's first free follow-up at least two hours after `after` at
+        which the patient has no other visit."""
+        start = after + timedelta(hours=2)
+        params = {
+            "state": state,
+            "visit_type": "psychiatric_follow_up",
+            "clinician_id": psychiatrist_id,
+            "from": start.isoformat(),
+            "to": (start + timedelta(days=days)).isoformat(),
+        }
+        for slot in self.ok("booking", "GET", "/v1/slots", params=params)["slots"]:
+            body = {"patient_id": patient_id, **{k: slot[k] for k in _SLOT_FIELDS}}
+            response = self.call("booking", "POST", "/v1/appointments", json=body)
+            if response.status_code == 409 and response.json()["code"] == "patient_double_booked":
+                continue
+            if response.status_code >= 400:
+                raise RuntimeError(f"POST booking/v1/appointments -> {response.text[:500]}")
+            booked: dict[str, Any] = response.json()
+            return booked
+        raise RuntimeError(
+            f"{psychiatrist_id} has no follow-up free for the patient in {days} days"
+        )
+
+    def repeat_measure(
+        self,
+        patient_id: str,
+        phq9: list[int],
+        gad7: list[int],
+        *,
+        appointment_id: str | None = None,
+        state: str = "NY",
+        timeout: float = 60.0,
+    ) -> dict[str, Any]:
+        """The patient's repeat PHQ-9 / GAD-7 (intake's POST /v1/outcome-measures). Intake
+        learns the patient is in care from booking's events: until then the answer is 409
+        `not_in_care` (or 422 for a visit it has not heard of yet), and it is tried again."""
+        body: dict[str, Any] = {"patient_id": patient_id, "state": state, "phq9": phq9}
+        body |= {"gad7": gad7, "appointment_id": appointment_id}
+
+        def attempt() -> dict[str, Any] | None:
+            response = self.call("intake", "POST", "/v1/outcome-measures", json=body)
+            if response.json().get("code") in ("not_in_care", "appointment_unknown"):
+                return None
+            if response.status_code >= 400:
+                raise RuntimeError(f"POST intake/v1/outcome-measures -> {response.text[:500]}")
+            measured: dict[str, Any] = response.json()
+            return measured
+
+        return wait_until("intake to learn the patient is in care", attempt, timeout)
+
+    def care_plan(self, patient_id: str, acting_as: Actor | None = None) -> dict[str, Any]:
+        plan: dict[str, Any] = self.ok(
+            "referral", "GET", f"/v1/care-plans/{patient_id}", acting_as=acting_as
+        )
+        return plan
+
     def notification_now(self) -> datetime:
         return datetime.fromisoformat(self.ok("notification", "GET", "/v1/_dev/clock")["now"])
 
     def advance_notification_clock(self, seconds: float) -> None:
         self.ok("notification", "POST", "/v1/_dev/clock", json={"advance_seconds": seconds})
+
+
+def visit_mails(mailbox: Mailbox, address: str) -> Callable[[], list[ReceivedMail]]:
+    """A probe of the messages to `address` about visits (not the education messages)."""
+    return lambda: [m for m in mailbox.to(address) if not m.is_education]
 
 
 def wait_for_mail(
@@ -325,14 +392,17 @@ def walk_demo_patient(
     step(console, 5, f"booked appointment {appointment['id']} ({appointment['status']})")
 
     for who, address in (("patient", patient_email), ("clinician", clinician_email)):
-        mail = wait_for_mail(mailbox, address, f"confirmation email to the {who}")
+        mail = wait_until(f"confirmation email to the {who}", visit_mails(mailbox, address), 60)
         step(console, 6, f"confirmation email to the {who}: {mail[0].subject!r}")
 
     therapist = walk_collaboration(client, mailbox, console, patient_id, patient_email, appointment)
+    walk_outcomes(client, mailbox, console, patient_id, appointment["clinician_id"], therapist)
 
     def with_notifications() -> list[TimelineEntry] | None:
         found = asyncio.run(timeline(bootstrap, patient_id))
-        return found if sum(e.type == "CarePlanUpdated" for e in found) >= 2 else None
+        types = [e.type for e in found]
+        done = types.count("CarePlanUpdated") >= 2 and "EarlierFollowUpOffered" in types
+        return found if done else None
 
     entries = wait_until("the care-plan events", with_notifications, 60)
     print_timeline(console, entries)
@@ -394,3 +464,78 @@ def walk_collaboration(
     step(console, 13, "each clinician was told of the other's plan change")
     therapist_id: str = therapist
     return therapist_id
+
+
+# (PHQ-9, GAD-7) answers of the demo's repeat measures: 4 and 2, then 13 and 8.
+DEMO_IMPROVED = ([1, 1, 0, 1, 0, 1, 0, 0, 0], [1, 0, 0, 1, 0, 0, 0])
+DEMO_WORSE = ([2, 2, 2, 2, 1, 2, 1, 1, 0], [2, 1, 1, 1, 1, 1, 1])
+
+
+def walk_outcomes(
+    client: CareClient,
+    mailbox: Mailbox,
+    console: Console,
+    patient_id: str,
+    psychiatrist: str,
+    therapist: str,
+) -> None:
+    """Two follow-ups with repeat measures (improving, then worsening): the trend in the
+    shared plan, the care team told of the worsening, an earlier follow-up offered."""
+    now = client.notification_now()
+    first = client.book_follow_up(patient_id, psychiatrist, "NY", after=now)
+    better = client.repeat_measure(patient_id, *DEMO_IMPROVED, appointment_id=first["id"])
+    client.complete(first["id"])
+    step(
+        console,
+        14,
+        f"follow-up 1 ({first['starts_at']}): repeat PHQ-9 {better['phq9_total']} "
+        f"({better['phq9_change']:+d} from baseline, remission {better['phq9_remission']}), "
+        f"GAD-7 {better['gad7_total']} ({better['gad7_change']:+d})",
+    )
+    later = client.notification_now() + timedelta(days=7)
+    second = client.book_follow_up(patient_id, psychiatrist, "NY", after=later)
+    worse = client.repeat_measure(patient_id, *DEMO_WORSE, appointment_id=second["id"])
+    step(
+        console,
+        15,
+        f"before follow-up 2 ({second['starts_at']}): PHQ-9 {worse['phq9_total']} "
+        f"({worse['phq9_band']}), GAD-7 {worse['gad7_total']} ({worse['gad7_band']}): worse",
+    )
+
+    def mails(address: str, word: str) -> Callable[[], list[ReceivedMail]]:
+        return lambda: [m for m in mailbox.to(address) if word in m.subject]
+
+    for clinician in (psychiatrist, therapist):
+        notice = mails(f"{clinician}@clinicians.example", "worse")
+        wait_until(f"the worsening notice to {clinician}", notice, 60)
+    offer = wait_until(
+        "the earlier follow-up offer", mails(f"{psychiatrist}@clinicians.example", "earlier"), 60
+    )
+    step(console, 16, f"both clinicians were told once; {psychiatrist}: {offer[0].subject!r}")
+
+    def full_trend() -> list[dict[str, Any]] | None:
+        plan = client.care_plan(patient_id, acting_as=("clinician", therapist))
+        points: list[dict[str, Any]] = plan["outcomes"]["trend"]
+        return points if len(points) >= 3 else None
+
+    table = Table(title="outcome trend in the shared plan (GET /v1/care-plans/{patient_id})")
+    for column in ("measured", "kind", "PHQ-9", "change", "response", "remission", "GAD-7"):
+        table.add_column(column)
+    for point in wait_until("the trend in the plan", full_trend, 60):
+        change = point["phq9_change"]
+        table.add_row(
+            point["measured_at"][:16],
+            point["kind"],
+            f"{point['phq9_total']} {point['phq9_band']}",
+            "" if change is None else f"{change:+d}",
+            _verdict(point["phq9_response"]),
+            _verdict(point["phq9_remission"]),
+            f"{point['gad7_total']} {point['gad7_band']}",
+        )
+    console.print(table)
+    educated = [m.subject for m in mailbox.to(f"{patient_id}@patients.example") if m.is_education]
+    step(console, 17, f"education messages the patient received: {educated}")
+
+
+def _verdict(value: bool | None) -> str:
+    return "" if value is None else ("yes" if value else "no")

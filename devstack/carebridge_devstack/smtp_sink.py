@@ -47,6 +47,9 @@ ENVELOPE_TO = "X-Sink-Envelope-To"
 RECEIVED_AT = "X-Sink-Received-At"  # epoch seconds when the sink accepted the message
 
 
+TEMPLATE_HEADER = "X-Carebridge-Template"  # set by notification's mailer
+
+
 @dataclass(frozen=True)
 class ReceivedMail:
     """One stored message: the parsed ``EmailMessage`` plus convenient fields."""
@@ -72,6 +75,16 @@ class ReceivedMail:
     @property
     def subject(self) -> str:
         return str(self.message.get("Subject", ""))
+
+    @property
+    def template(self) -> str:
+        """The notification template the message was rendered from (its header)."""
+        return str(self.message.get(TEMPLATE_HEADER, ""))
+
+    @property
+    def is_education(self) -> bool:
+        """A patient-education message (issue 17), not about a visit."""
+        return self.template.startswith("education_")
 
     @property
     def body(self) -> str:

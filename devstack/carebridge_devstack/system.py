@@ -91,6 +91,10 @@ class LocalSystem:
                 "CAREBRIDGE_DISPATCH_INTERVAL_MS": "200",
                 "CAREBRIDGE_ON_CALL_BOOTSTRAP_PRIMARY_EMAIL": ON_CALL_EMAIL,
                 "CAREBRIDGE_ON_CALL_BOOTSTRAP_ESCALATION_EMAIL": ON_CALL_ESCALATION_EMAIL,
+                # A follow-up's reminder links to this system's intake for the repeat measures.
+                "CAREBRIDGE_OUTCOME_MEASURE_URL": (
+                    f"http://127.0.0.1:{self.ports.services['intake']}/v1/outcome-measures"
+                ),
             }
         }
         for name, env in (extra_env or {}).items():

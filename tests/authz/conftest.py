@@ -212,6 +212,12 @@ class World:
     def assessment_body(patient_id: str) -> dict[str, Any]:
         return assessment_body(patient_id)
 
+    @staticmethod
+    def repeat_measure_body(patient_id: str) -> dict[str, Any]:
+        """A repeat PHQ-9 / GAD-7 (intake's POST /v1/outcome-measures), no risk."""
+        body = assessment_body(patient_id)
+        return {key: body[key] for key in ("patient_id", "state", "phq9", "gad7")}
+
 
 def assessment_body(patient_id: str) -> dict[str, Any]:
     return {

@@ -229,6 +229,10 @@ CASES: tuple[Case, ...] = (
                        json=lambda w: w.assessment_body(w.patient))),
     Case("intake", "GET", "/v1/assessments/{assessment_id}", OWN_AND_TREATING,
          build=about_a(lambda w: f"/v1/assessments/{w.ids['assessment']}")),
+    # Patient A has a visit booked: in care, so the repeat measure is taken (201).
+    Case("intake", "POST", "/v1/outcome-measures", allow(PATIENT), ok=201,
+         build=about_a(lambda w: "/v1/outcome-measures",
+                       json=lambda w: w.repeat_measure_body(w.patient))),
     Case("intake", "GET", "/v1/audit-events", allow(COORDINATOR, OPS),
          build=about_a(lambda w: "/v1/audit-events", params=a_params())),
     # --- booking --------------------------------------------------------------------------

@@ -213,6 +213,9 @@ CASES: tuple[Case, ...] = (
          at(lambda s: "/v1/assessments", json=lambda s, _w: s.world.assessment_body(s.patient))),
     Case("intake", "GET", "/v1/assessments/{assessment_id}", EVERYONE,
          at(lambda s: f"/v1/assessments/{s.ids['assessment']}")),
+    Case("intake", "POST", "/v1/outcome-measures", EVERYONE,
+         at(lambda s: "/v1/outcome-measures",
+            json=lambda s, _w: s.world.repeat_measure_body(s.patient))),
     Case("intake", "GET", "/v1/audit-events", NOT_STAFF,
          at(lambda s: "/v1/audit-events", params=about_patient())),
     # --- booking --------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from carebridge_contracts import Envelope, Topic
-from carebridge_devstack.demo import CareClient, timeline, wait_for_mail
+from carebridge_devstack.demo import CareClient, timeline, wait_for_mail, wait_until
+from carebridge_devstack.smtp_sink import ReceivedMail
 from carebridge_devstack.system import LocalSystem
 from carebridge_devstack.testing import read_topic
 
@@ -46,7 +47,7 @@ def test_assessment_booking_confirmation_and_reminders(
     assert starts_at - datetime.fromisoformat(slot["starts_at"]) == timedelta(0)
     assert datetime.fromisoformat(appointment["ends_at"]) - starts_at == timedelta(minutes=60)
 
-    confirmation = wait_for_mail(system.mailbox, patient_email, "patient confirmation")
+    confirmation = wait_for_visit_mail(system, patient_email, "patient confirmation")
     assert len(wait_for_mail(system.mailbox, clinician_email, "clinician confirmation")) == 1
     assert patient not in confirmation[0].body, "no identifiers needed in the message body"
 
@@ -55,12 +56,15 @@ def test_assessment_booking_confirmation_and_reminders(
     to_first = (starts_at - timedelta(hours=24) - now).total_seconds() + 5
     if to_first > 0:
         client.advance_notification_clock(to_first)
-        wait_for_mail(system.mailbox, patient_email, "24 h reminder", count=2)
+        wait_for_visit_mail(system, patient_email, "24 h reminder", count=2)
     now = client.notification_now()
     client.advance_notification_clock((starts_at - timedelta(hours=1) - now).total_seconds() + 5)
     expected = 3 if to_first > 0 else 2
-    mails = wait_for_mail(system.mailbox, patient_email, "1 h reminder", count=expected)
+    mails = wait_for_visit_mail(system, patient_email, "1 h reminder", count=expected)
     assert len(mails) == expected, "exactly one confirmation and one mail per reminder"
+    # and the education messages of the steps taken (issue 17): after the assessment, and
+    # after the referral intake opened (therapy interest)
+    educated = [m for m in system.mailbox.to(patient_email) if m.is_education]
 
     events = asyncio.run(timeline(client_bootstrap(system), patient))
     by_topic: dict[str, list[int]] = {}
@@ -72,7 +76,9 @@ def test_assessment_booking_confirmation_and_reminders(
     assert sent == list(range(1, len(sent) + 1)), "per-patient order holds on the topic"
     types = [e.type for e in events]
     assert types.index("AssessmentCompleted") < types.index("AppointmentBooked")
-    assert types.count("NotificationSent") == 1 + expected, "clinician confirmation + patient's"
+    assert types.count("NotificationSent") == 1 + expected + len(educated), (
+        "clinician confirmation + patient's + education"
+    )
 
 
 def test_cancelled_visit_sends_no_reminder(system: LocalSystem, client: CareClient) -> None:
@@ -86,12 +92,12 @@ def test_cancelled_visit_sends_no_reminder(system: LocalSystem, client: CareClie
     )
     client.set_contact("clinician", slot["clinician_id"], f"{slot['clinician_id']}@c.example")
     appointment = client.book(patient, slot)
-    wait_for_mail(system.mailbox, patient_email, "confirmation")
+    wait_for_visit_mail(system, patient_email, "confirmation")
     client.ok(
         "booking", "POST", f"/v1/appointments/{appointment['id']}/cancel",
         json={"cancelled_by": "patient", "reason_code": "patient_request"},
     )  # fmt: skip
-    wait_for_mail(system.mailbox, patient_email, "cancellation notice", count=2)
+    wait_for_visit_mail(system, patient_email, "cancellation notice", count=2)
     deliveries = client.ok(
         "notification", "GET", "/v1/deliveries", params={"appointment_id": appointment["id"]}
     )
@@ -99,7 +105,7 @@ def test_cancelled_visit_sends_no_reminder(system: LocalSystem, client: CareClie
     assert reminders and all(d["status"] == "cancelled" for d in reminders)
     client.advance_notification_clock(8 * 24 * 3600)
     asyncio.run(asyncio.sleep(2.0))
-    assert len(system.mailbox.to(patient_email)) == 2, "a cancelled visit sends no reminder"
+    assert len(visit_mails(system, patient_email)) == 2, "a cancelled visit sends no reminder"
 
 
 def test_imminent_risk_blocks_self_booking_and_alerts_on_call(
@@ -157,6 +163,21 @@ def test_licensure_is_checked_at_booking_across_processes(
         )
     )  # fmt: skip
     assert [Envelope.from_bytes(r.value).type for r in events] == []
+
+
+def visit_mails(system: LocalSystem, address: str) -> list[ReceivedMail]:
+    """Messages about visits (the patient also gets education messages, issue 17)."""
+    return [m for m in system.mailbox.to(address) if not m.is_education]
+
+
+def wait_for_visit_mail(
+    system: LocalSystem, address: str, what: str, count: int = 1
+) -> list[ReceivedMail]:
+    def probe() -> list[ReceivedMail] | None:
+        found = visit_mails(system, address)
+        return found if len(found) >= count else None
+
+    return wait_until(what, probe, 60)
 
 
 def client_bootstrap(system: LocalSystem) -> str:

@@ -16,6 +16,7 @@ from carebridge_contracts import (
     AppointmentNoShow,
     AppointmentRescheduled,
     BaseEvent,
+    EarlierFollowUpOffered,
 )
 from carebridge_shared.clock import Clock, SystemClock
 from carebridge_shared.service import ServiceDefinition, create_app, serve, service_main
@@ -28,6 +29,7 @@ PUBLISHES: tuple[type[BaseEvent], ...] = (
     AppointmentCancelled,
     AppointmentCompleted,
     AppointmentNoShow,
+    EarlierFollowUpOffered,
 )
 
 __all__ = ["PUBLISHES", "SERVICE", "BookingSettings", "build", "main"]

@@ -407,3 +407,41 @@ def transition_refusal(
             extra={"current_status": current},
         )
     return None
+
+
+# --- earlier follow-up on worsening (measurement-based care) ----------------------------------
+
+
+def next_follow_up(appointments: Sequence[Appointment], now: datetime) -> Appointment | None:
+    """The patient's next booked psychiatric follow-up that has not started."""
+    upcoming = [
+        a
+        for a in appointments
+        if a.status == "booked" and a.visit_type == "psychiatric_follow_up" and a.starts_at > now
+    ]
+    return min(upcoming, key=lambda a: (a.starts_at, str(a.id)), default=None)
+
+
+def earlier_follow_up_slot(
+    clinician: Clinician,
+    follow_up: Appointment,
+    rules: BookingRules,
+    now: datetime,
+    busy: Sequence[Interval],
+) -> Interval | None:
+    """The first free follow-up slot of the same psychiatrist that ends before the booked
+    follow-up starts: on their working hours and slot grid, licensed where the booked visit
+    takes place on the slot's date, clear of `busy` (the psychiatrist's and the patient's
+    booked visits). Deterministic: the earliest such slot, or None."""
+    length = rules.lengths.of("psychiatric_follow_up")
+    slots = free_slots(
+        clinician,
+        state=follow_up.state,
+        length=length,
+        step=rules.slot_step,
+        start=now,
+        end=follow_up.starts_at,
+        now=now,
+        busy=busy,
+    )
+    return next((slot for slot in slots if slot.end <= follow_up.starts_at), None)

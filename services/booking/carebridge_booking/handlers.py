@@ -4,19 +4,76 @@ therapist treats the patient: until the care team ends or the therapist leaves i
 
 from __future__ import annotations
 
-from carebridge_booking import store
+from carebridge_booking import domain, store
+from carebridge_booking.config import BookingSettings
 from carebridge_contracts import (
     AssessmentCompleted,
     CareTeamEnded,
     CareTeamMemberLeft,
+    EarlierFollowUpOffered,
     SafetyRiskFlagged,
+    SymptomsWorsened,
     TherapistMatched,
 )
 from carebridge_shared.consumer import ConsumerRuntime, EventContext
+from carebridge_shared.logging import get_logger
 from carebridge_shared.service import ServiceContext
+
+log = get_logger(__name__)
 
 
 def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
+    settings = context.settings
+    rules = settings.rules() if isinstance(settings, BookingSettings) else domain.BookingRules()
+
+    @runtime.on(SymptomsWorsened)
+    async def symptoms_worsened(event: SymptomsWorsened, ctx: EventContext) -> None:
+        """Offer the psychiatrist of the patient's next follow-up an earlier slot of their own."""
+        now = context.clock.now()
+        visits = await store.list_appointments(
+            ctx.conn, patient_id=event.patient_id, clinician_id=None, status="booked"
+        )
+        follow_up = domain.next_follow_up(visits, now)
+        if follow_up is None:
+            log.info("earlier_follow_up_none_booked", event_id=str(ctx.envelope.event_id))
+            return
+        clinician = await store.get_clinician(ctx.conn, follow_up.clinician_id)
+        if clinician is None or not clinician.active:
+            log.info("earlier_follow_up_clinician_inactive", event_id=str(ctx.envelope.event_id))
+            return
+        busy = await store.busy_intervals(ctx.conn, [clinician.id], now, follow_up.starts_at)
+        patient_busy = [
+            domain.Interval(v.starts_at, v.ends_at) for v in visits if v.id != follow_up.id
+        ]
+        slot = domain.earlier_follow_up_slot(
+            clinician, follow_up, rules, now, [*busy.get(clinician.id, []), *patient_busy]
+        )
+        if slot is None:
+            log.info(
+                "earlier_follow_up_no_free_slot",
+                event_id=str(ctx.envelope.event_id),
+                appointment_id=str(follow_up.id),
+            )
+            return
+        await context.outbox.add(
+            ctx.conn,
+            EarlierFollowUpOffered(
+                patient_id=event.patient_id,
+                appointment_id=follow_up.id,
+                clinician_id=clinician.id,
+                assessment_id=event.assessment_id,
+                booked_starts_at=follow_up.starts_at,
+                offered_starts_at=slot.start,
+                offered_ends_at=slot.end,
+            ),
+        )
+        log.info(
+            "earlier_follow_up_offered",
+            appointment_id=str(follow_up.id),
+            clinician_id=clinician.id,
+            offered_starts_at=slot.start.isoformat(),
+        )
+
     @runtime.on(AssessmentCompleted)
     async def assessment_completed(event: AssessmentCompleted, ctx: EventContext) -> None:
         await store.record_assessment(

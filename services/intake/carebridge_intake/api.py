@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, model_val
 
 from carebridge_contracts.events.common import Channel, PatientId, StateCode
 from carebridge_contracts.events.intake import Gad7Band, Phq9Band, SafetyReason
-from carebridge_intake import domain, store
+from carebridge_intake import domain, outcomes, repeat_measures, store
 from carebridge_intake.domain import Answers, Assessment, Cssrs
 from carebridge_intake.store import IdempotentRequest
 from carebridge_shared import audit
@@ -107,6 +107,20 @@ class SafetyOut(BaseModel):
     self_booking_paused: bool
     note: str | None
 
+    @classmethod
+    def of(cls, scores: domain.Scores) -> Self | None:
+        guidance = domain.safety_guidance(scores)
+        if guidance is None:
+            return None
+        return cls(
+            reasons=list(guidance.reasons),
+            imminent=guidance.imminent,
+            crisis_message=guidance.crisis_message,
+            urgent_clinician_review=guidance.urgent_clinician_review,
+            self_booking_paused=guidance.self_booking_paused,
+            note=guidance.note,
+        )
+
 
 class AssessmentOut(BaseModel):
     assessment_id: uuid.UUID
@@ -126,7 +140,6 @@ class AssessmentOut(BaseModel):
     @classmethod
     def of(cls, assessment: Assessment) -> Self:
         scores = assessment.scores
-        guidance = domain.safety_guidance(scores)
         return cls(
             assessment_id=assessment.assessment_id,
             patient_id=assessment.patient_id,
@@ -140,16 +153,7 @@ class AssessmentOut(BaseModel):
             therapy_interest=assessment.therapy_interest,
             preferred_channel=assessment.preferred_channel,
             completed_at=assessment.completed_at,
-            safety=None
-            if guidance is None
-            else SafetyOut(
-                reasons=list(guidance.reasons),
-                imminent=guidance.imminent,
-                crisis_message=guidance.crisis_message,
-                urgent_clinician_review=guidance.urgent_clinician_review,
-                self_booking_paused=guidance.self_booking_paused,
-                note=guidance.note,
-            ),
+            safety=SafetyOut.of(scores),
         )
 
 
@@ -268,3 +272,115 @@ async def get_assessment(
         await require_patient_access(caller, assessment.patient_id, treats, target=target)
         await _audit(conn, caller, "read", assessment)
     return AssessmentOut.of(assessment)
+
+
+# --- repeat measures (measurement-based care) ---------------------------------------------
+
+
+class RepeatMeasureIn(BaseModel):
+    """The PHQ-9 and GAD-7 again (and the C-SSRS screener when offered), before a follow-up
+    (`appointment_id` from the reminder's link) or on demand."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: PatientId
+    state: StateCode = Field(description="Where the patient is now (USPS code).")
+    appointment_id: uuid.UUID | None = Field(
+        default=None, description="The follow-up this measure is taken before (from the link)."
+    )
+    phq9: Phq9Answers = Field(description="PHQ-9 answers, items 1-9 in order, each 0-3.")
+    gad7: Gad7Answers = Field(description="GAD-7 answers, items 1-7 in order, each 0-3.")
+    cssrs: CssrsIn | None = None
+
+    def answers(self) -> Answers:
+        return Answers(
+            phq9=tuple(self.phq9),
+            gad7=tuple(self.gad7),
+            cssrs=self.cssrs.to_domain() if self.cssrs else None,
+        )
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class RepeatMeasureOut(BaseModel):
+    """Scores, bands and the change from the baseline (the intake assessment); never answers."""
+
+    assessment_id: uuid.UUID
+    patient_id: str
+    appointment_id: uuid.UUID | None
+    baseline_assessment_id: uuid.UUID
+    phq9_total: int
+    phq9_band: Phq9Band
+    gad7_total: int
+    gad7_band: Gad7Band
+    phq9_change: int = Field(description="Change from baseline; negative is better.")
+    gad7_change: int = Field(description="Change from baseline; negative is better.")
+    phq9_response: bool
+    phq9_remission: bool
+    gad7_response: bool
+    gad7_remission: bool
+    measured_at: datetime
+    safety: SafetyOut | None
+
+    @classmethod
+    def of(cls, recorded: repeat_measures.Recorded) -> Self:
+        repeat = recorded.repeat
+        event = outcomes.outcome_measured(
+            repeat.patient_id, recorded.baseline, repeat.measure, repeat.appointment_id
+        )
+        return cls(
+            assessment_id=event.assessment_id,
+            patient_id=event.patient_id,
+            appointment_id=event.appointment_id,
+            baseline_assessment_id=event.baseline_assessment_id,
+            phq9_total=event.phq9_total,
+            phq9_band=event.phq9_band,
+            gad7_total=event.gad7_total,
+            gad7_band=event.gad7_band,
+            phq9_change=event.phq9_change,
+            gad7_change=event.gad7_change,
+            phq9_response=event.phq9_response,
+            phq9_remission=event.phq9_remission,
+            gad7_response=event.gad7_response,
+            gad7_remission=event.gad7_remission,
+            measured_at=event.measured_at,
+            safety=SafetyOut.of(repeat.scores),
+        )
+
+
+@router.post(
+    "/outcome-measures",
+    status_code=201,
+    responses={
+        200: {"description": "A retry with the same Idempotency-Key: the original measure."},
+        409: {"description": "Not in care, no baseline, or the Idempotency-Key was reused."},
+    },
+)
+async def submit_repeat_measure(
+    body: RepeatMeasureIn,
+    response: Response,
+    ctx: Context,
+    caller: Patient,
+    idempotency_key: IdempotencyKey = None,
+) -> RepeatMeasureOut:
+    """The caller's own repeat PHQ-9 / GAD-7 (a patient in care: a visit booked or a care
+    team), scored as at intake; item 9 or the C-SSRS show the 988 message as at intake."""
+    target = Target("outcome_measure", None, body.patient_id)
+    await require_patient_access(caller, body.patient_id, target=target)
+    recorded = await repeat_measures.record(
+        ctx,
+        caller,
+        patient_id=body.patient_id,
+        state=body.state,
+        appointment_id=body.appointment_id,
+        answers=body.answers(),
+        idempotency=IdempotentRequest(idempotency_key, body.fingerprint())
+        if idempotency_key
+        else None,
+    )
+    if recorded.replayed:
+        response.status_code = 200
+        response.headers[REPLAYED_HEADER] = "true"
+    return RepeatMeasureOut.of(recorded)

@@ -6,7 +6,13 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from carebridge_contracts import AssessmentCompleted, BaseEvent, SafetyRiskFlagged
+from carebridge_contracts import (
+    AssessmentCompleted,
+    BaseEvent,
+    OutcomeMeasured,
+    SafetyRiskFlagged,
+    SymptomsWorsened,
+)
 from carebridge_contracts.services import service_port
 from carebridge_intake import api, handlers
 from carebridge_shared.service import ServiceDefinition, create_app, serve, service_main
@@ -18,6 +24,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 PUBLISHES: tuple[type[BaseEvent], ...] = (
     AssessmentCompleted,
     SafetyRiskFlagged,
+    OutcomeMeasured,
+    SymptomsWorsened,
 )
 
 

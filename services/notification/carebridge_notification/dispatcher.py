@@ -203,7 +203,12 @@ async def _deliver(
             await _fail(ctx, conn, delivery, route.error_code)
         return
     try:
-        rendered = domain.render(delivery.template, delivery.params, settings.link_base_url)
+        rendered = domain.render(
+            delivery.template,
+            delivery.params,
+            settings.link_base_url,
+            outcome_measure_url=settings.outcome_measure_url,
+        )
     except (KeyError, ValueError):
         await _fail(ctx, conn, delivery, domain.TEMPLATE_ERROR)
         return

@@ -17,10 +17,14 @@ from carebridge_contracts import (
     CareTeamFormed,
     CareTeamMemberJoined,
     CareTeamMemberLeft,
+    EarlierFollowUpOffered,
     SafetyRiskFlagged,
+    SymptomsWorsened,
     TherapistMatched,
 )
 from carebridge_contracts.events.common import Channel, ClinicianRole
+from carebridge_notification import templates
+from carebridge_notification.templates import Rendered as Rendered
 
 RecipientKind = Literal["patient", "clinician"]
 DeliveryKind = Literal["confirmation", "notice", "reminder", "alert"]
@@ -41,6 +45,8 @@ REMINDER_PREFIX = "appointment_reminder_"
 THERAPIST_MATCHED_PATIENT = "therapist_matched_patient"
 THERAPIST_MATCHED_THERAPIST = "therapist_matched_therapist"
 CARE_PLAN_UPDATED = "care_plan_updated"
+SYMPTOMS_WORSENED = "symptoms_worsened_clinician"
+EARLIER_FOLLOW_UP_OFFERED = "earlier_follow_up_offered_clinician"
 
 # Error codes of failed deliveries (codes, never prose).
 NO_CONTACT = "no_contact"
@@ -440,6 +446,125 @@ def consented(members: Sequence[Member], sharing: Consent | None) -> tuple[Membe
     return tuple(m for m in members if may_hear_of_plan_changes(m.role, sharing))
 
 
+# --- patient education at each step -------------------------------------------------------
+
+EducationStep = Literal["assessment", "referral", "match", "first_follow_up"]
+
+# template name -> step; each patient gets each step's message once (notification records the
+# template version they received).
+EDUCATION_STEPS: Mapping[str, EducationStep] = {
+    "education_after_assessment": "assessment",
+    "education_after_referral": "referral",
+    "education_after_match": "match",
+    "education_first_follow_up": "first_follow_up",
+}
+EDUCATION_TEMPLATES: Mapping[EducationStep, str] = {
+    step: name for name, step in EDUCATION_STEPS.items()
+}
+_LEARN_PAGES: Mapping[EducationStep, str] = {
+    "assessment": "psychiatry-and-your-scores",
+    "referral": "therapy",
+    "match": "your-care-team",
+    "first_follow_up": "follow-ups-and-your-scores",
+}
+
+MODALITY_EXPLAINED: Mapping[str, str] = {
+    "CBT": "CBT looks at how thoughts, feelings and actions affect each other, and practises "
+    "small, practical changes between sessions.",
+    "DBT": "DBT teaches skills for handling strong emotions, distress and relationships, often "
+    "with a skills group as well as individual sessions.",
+    "EMDR": "EMDR helps the mind process distressing memories, using guided eye movements or "
+    "taps while you recall them.",
+    "IPT": "IPT focuses on relationships and life changes, and how they affect your mood.",
+    "ACT": "ACT helps you make room for difficult thoughts and feelings while you do what "
+    "matters to you.",
+    "psychodynamic": "Psychodynamic therapy explores patterns from your past and how they "
+    "shape feelings and relationships today.",
+}
+
+
+def education_delivery(
+    step: EducationStep, patient_id: str, params: Mapping[str, str], now: datetime
+) -> PlannedDelivery:
+    """The step's message to the patient, at the template's latest version (recorded in the
+    params, so a resend or a later render uses the same wording)."""
+    template = EDUCATION_TEMPLATES[step]
+    version = templates.latest_version(template)
+    return PlannedDelivery(
+        "patient",
+        patient_id,
+        template,
+        "notice",
+        PRIORITY_NORMAL,
+        now,
+        {**params, "template_version": str(version)},
+    )
+
+
+def education_for_booking(event: AppointmentBooked) -> EducationStep | None:
+    """A booked psychiatric follow-up is the first-follow-up step (sent once per patient)."""
+    return "first_follow_up" if event.visit_type == "psychiatric_follow_up" else None
+
+
+def education_values(step: EducationStep, params: Mapping[str, str], base: str) -> dict[str, str]:
+    values = {"link": f"{base}/learn/{_LEARN_PAGES[step]}"}
+    if step == "assessment":
+        values["phq9_band"] = params["phq9_band"].replace("_", " ")
+        values["gad7_band"] = params["gad7_band"].replace("_", " ")
+    if step in ("referral", "match"):
+        values["modality"] = _plain(params["modality"], MODALITY_WORDS)
+        values["modality_explained"] = MODALITY_EXPLAINED.get(params["modality"], "")
+    return values
+
+
+# --- measurement-based care: worsening and earlier follow-ups --------------------------------
+
+
+def plan_symptoms_worsened(
+    event: SymptomsWorsened, members: Sequence[Member], now: datetime
+) -> Plan:
+    """Each care-team member is told once (the event is the cause: a redelivery adds nothing);
+    the message links to the plan, where the trend is, and carries no score."""
+    return Plan(
+        tuple(
+            PlannedDelivery(
+                "clinician",
+                member.clinician_id,
+                SYMPTOMS_WORSENED,
+                "notice",
+                PRIORITY_NORMAL,
+                now,
+                {
+                    "care_team_id": str(member.care_team_id),
+                    "assessment_id": str(event.assessment_id),
+                },
+            )
+            for member in members
+        )
+    )
+
+
+def plan_earlier_follow_up(event: EarlierFollowUpOffered, now: datetime) -> Plan:
+    """The psychiatrist hears of the earlier slot booking found for the follow-up."""
+    return Plan(
+        (
+            PlannedDelivery(
+                "clinician",
+                event.clinician_id,
+                EARLIER_FOLLOW_UP_OFFERED,
+                "notice",
+                PRIORITY_NORMAL,
+                now,
+                {
+                    "appointment_id": str(event.appointment_id),
+                    "booked_starts_at": event.booked_starts_at.isoformat(),
+                    "offered_starts_at": event.offered_starts_at.isoformat(),
+                },
+            ),
+        )
+    )
+
+
 # --- on which channel ----------------------------------------------------------------------
 
 
@@ -519,7 +644,9 @@ def after_failure(
     return RetryAt(now + policy.backoff(attempts))
 
 
-# --- what the message says -----------------------------------------------------------------
+# --- what the message says ---------------------------------------------------------------
+# The wording is in versioned template files (templates/, see templates.py); this part turns a
+# delivery's stored params (ids, times, codes) into the words those templates are filled with.
 
 VISIT_WORDS: Mapping[str, str] = {
     "initial_psychiatric_evaluation": "first psychiatry appointment",
@@ -534,12 +661,6 @@ CRISIS_FOOTER = (
 SIGNATURE = "This is an automated message from carebridge. Please do not reply."
 
 
-@dataclass(frozen=True)
-class Rendered:
-    subject: str
-    body: str
-
-
 def format_time(value: datetime) -> str:
     return f"{value:%A} {value.day} {value:%B %Y} at {value:%H:%M} UTC"
 
@@ -549,39 +670,6 @@ def _in_words(minutes: int) -> str:
         hours = minutes // 60
         return f"{hours} hour" if hours == 1 else f"{hours} hours"
     return f"{minutes} minute" if minutes == 1 else f"{minutes} minutes"
-
-
-Audience = Literal["patient", "clinician"]
-
-# template -> (audience, subject, first line); {visit}, {when} and {previous} are filled in.
-_APPOINTMENT_TEMPLATES: Mapping[str, tuple[Audience, str, str]] = {
-    BOOKED_PATIENT: ("patient", "Your appointment is booked", "Your {visit} is booked for {when}."),
-    BOOKED_CLINICIAN: (
-        "clinician",
-        "New appointment booked",
-        "A {visit} with a patient is booked for {when}.",
-    ),
-    RESCHEDULED_PATIENT: (
-        "patient",
-        "Your appointment has moved",
-        "Your {visit} has moved from {previous} to {when}.",
-    ),
-    RESCHEDULED_CLINICIAN: (
-        "clinician",
-        "Appointment moved",
-        "A {visit} has moved from {previous} to {when}.",
-    ),
-    CANCELLED_PATIENT: (
-        "patient",
-        "Your appointment is cancelled",
-        "Your {visit} on {when} is cancelled. You will get no reminders for it.",
-    ),
-    CANCELLED_CLINICIAN: (
-        "clinician",
-        "Appointment cancelled",
-        "A {visit} on {when} is cancelled.",
-    ),
-}
 
 
 MODALITY_WORDS: Mapping[str, str] = {
@@ -616,96 +704,98 @@ def in_plain_words(codes: Iterable[str], words: Mapping[str, str]) -> str:
     return f"{', '.join(plain[:-1])} and {plain[-1]}"
 
 
-def _render_match_patient(params: Mapping[str, str], base: str) -> Rendered:
-    line = (
-        "A therapist has been matched to your therapy referral. You can now book your first "
-        "therapy appointment (therapy intake) through the link below."
-    )
-    return Rendered(
-        "A therapist has been matched for you",
-        _body(line, f"{base}/referrals/{params['referral_id']}", CRISIS_FOOTER),
-    )
+_APPOINTMENT_TEMPLATES = frozenset(
+    {
+        BOOKED_PATIENT,
+        BOOKED_CLINICIAN,
+        RESCHEDULED_PATIENT,
+        RESCHEDULED_CLINICIAN,
+        CANCELLED_PATIENT,
+        CANCELLED_CLINICIAN,
+    }
+)
+REMINDER_FILE = "appointment_reminder"
+FOLLOW_UP_REMINDER_FILE = "appointment_reminder_follow_up"
+# Where a patient takes their repeat measures; the reminder adds ?appointment_id=...
+DEFAULT_OUTCOME_MEASURE_URL = "http://127.0.0.1:8001/v1/outcome-measures"
+
+Values = dict[str, str]
 
 
-def _render_match_therapist(params: Mapping[str, str], base: str) -> Rendered:
-    modality = _plain(params["modality"], MODALITY_WORDS)
-    line = (
-        f"A patient's referral for {modality} has been matched to you. The patient can now book "
-        "a first therapy appointment with you."
-    )
-    return Rendered(
-        "A therapy referral has been matched to you",
-        _body(line, f"{base}/referrals/{params['referral_id']}"),
-    )
+def _visit_values(params: Mapping[str, str], base: str) -> Values:
+    previous = params.get("previous_starts_at")
+    return {
+        "link": f"{base}/appointments/{params['appointment_id']}",
+        "visit": VISIT_WORDS.get(params["visit_type"], "appointment"),
+        "when": format_time(datetime.fromisoformat(params["starts_at"])),
+        "previous": format_time(datetime.fromisoformat(previous)) if previous else "",
+    }
 
 
-def _render_plan_updated(params: Mapping[str, str], base: str) -> Rendered:
+def _plan_values(params: Mapping[str, str], base: str) -> Values:
     version = params["plan_version"]
     if not version.isdigit():
         raise ValueError("plan_version must be a number")
-    sections = in_plain_words(params["changed_sections"].split(","), SECTION_WORDS)
-    line = (
-        "The shared treatment plan of a patient in your care team has changed. "
-        f"It is now at version {version}; changed: {sections}."
-    )
-    return Rendered(
-        "A shared care plan has changed",
-        _body(
-            line,
-            f"{base}/care-teams/{params['care_team_id']}/plan",
-            "The plan itself is in carebridge only; this message carries none of it.",
-        ),
-    )
+    return {
+        "plan_version": version,
+        "sections": in_plain_words(params["changed_sections"].split(","), SECTION_WORDS),
+        "link": f"{base}/care-teams/{params['care_team_id']}/plan",
+    }
 
 
-_REFERRAL_RENDERERS: Mapping[str, Callable[[Mapping[str, str], str], Rendered]] = {
-    THERAPIST_MATCHED_PATIENT: _render_match_patient,
-    THERAPIST_MATCHED_THERAPIST: _render_match_therapist,
-    CARE_PLAN_UPDATED: _render_plan_updated,
+def _earlier_values(params: Mapping[str, str], base: str) -> Values:
+    return {
+        "visit": VISIT_WORDS["psychiatric_follow_up"],
+        "booked": format_time(datetime.fromisoformat(params["booked_starts_at"])),
+        "offered": format_time(datetime.fromisoformat(params["offered_starts_at"])),
+        "link": f"{base}/appointments/{params['appointment_id']}",
+    }
+
+
+_VALUES: Mapping[str, Callable[[Mapping[str, str], str], Values]] = {
+    THERAPIST_MATCHED_PATIENT: lambda p, base: {"link": f"{base}/referrals/{p['referral_id']}"},
+    THERAPIST_MATCHED_THERAPIST: lambda p, base: {
+        "link": f"{base}/referrals/{p['referral_id']}",
+        "modality": _plain(p["modality"], MODALITY_WORDS),
+    },
+    CARE_PLAN_UPDATED: _plan_values,
+    SAFETY_REVIEW: lambda p, base: {"link": f"{base}/reviews/{p['assessment_id']}"},
+    SYMPTOMS_WORSENED: lambda p, base: {"link": f"{base}/care-teams/{p['care_team_id']}/plan"},
+    EARLIER_FOLLOW_UP_OFFERED: _earlier_values,
 }
 
 
-def render(template: str, params: Mapping[str, str], link_base_url: str) -> Rendered:
-    """Subject and plain-text body. No names are known here: people are addressed generically,
+def render(
+    template: str,
+    params: Mapping[str, str],
+    link_base_url: str,
+    *,
+    outcome_measure_url: str = DEFAULT_OUTCOME_MEASURE_URL,
+) -> Rendered:
+    """Subject and plain-text body from the template's file (its latest version, or the one an
+    education delivery recorded). No names are known here: people are addressed generically,
     and messages carry no clinical detail beyond the time and the kind of visit (appointments),
-    the therapy modality (to the matched therapist) and the changed plan sections' names and the
-    plan version (to care-team members)."""
+    the therapy modality (to the matched therapist and the patient), the changed plan sections'
+    names and the plan version (to care-team members), and the patient's own bands (to the
+    patient). A reminder of a psychiatric follow-up links to the repeat measures, not scores."""
     base = link_base_url.rstrip("/")
-    referral_renderer = _REFERRAL_RENDERERS.get(template)
-    if referral_renderer is not None:
-        return referral_renderer(params, base)
-    if template == SAFETY_REVIEW:
-        link = f"{base}/reviews/{params['assessment_id']}"
-        line = "An intake assessment was flagged for urgent clinical review. Please review it now."
-        return Rendered(
-            "Urgent: a patient needs clinical review",
-            _body(line, link, "Details are in carebridge only; this message carries none."),
-        )
-    link = f"{base}/appointments/{params['appointment_id']}"
-    visit = VISIT_WORDS.get(params["visit_type"], "appointment")
-    when = format_time(datetime.fromisoformat(params["starts_at"]))
+    version = int(params["template_version"]) if "template_version" in params else None
+    step = EDUCATION_STEPS.get(template)
+    if step is not None:
+        values = education_values(step, params, base)
+        return templates.template(template, version).render(values)
     offset = reminder_offset(template)
     if offset is not None:
-        return Rendered(
-            f"Reminder: your appointment in {_in_words(offset)}",
-            _body(f"This is a reminder of your {visit} on {when}.", link, CRISIS_FOOTER),
-        )
-    try:
-        audience, subject, line = _APPOINTMENT_TEMPLATES[template]
-    except KeyError:
-        raise ValueError(f"unknown template {template!r}") from None
-    previous = params.get("previous_starts_at")
-    text = line.format(
-        visit=visit,
-        when=when,
-        previous=format_time(datetime.fromisoformat(previous)) if previous else "",
-    )
-    extra = CRISIS_FOOTER if audience == "patient" else None
-    return Rendered(subject, _body(text, link, extra))
-
-
-def _body(line: str, link: str, extra: str | None = None) -> str:
-    parts = ["Hello,", line, f"Details: {link}"]
-    if extra:
-        parts.append(extra)
-    return "\n\n".join([*parts, SIGNATURE])
+        values = {**_visit_values(params, base), "in_words": _in_words(offset)}
+        if params["visit_type"] != "psychiatric_follow_up":
+            return templates.template(REMINDER_FILE, version).render(values)
+        # an appointment id is a UUID: nothing in it needs escaping in a query string
+        appointment_id = uuid.UUID(str(params["appointment_id"]))
+        values["measure_link"] = f"{outcome_measure_url}?appointment_id={appointment_id}"
+        return templates.template(FOLLOW_UP_REMINDER_FILE, version).render(values)
+    if template in _APPOINTMENT_TEMPLATES:
+        return templates.template(template, version).render(_visit_values(params, base))
+    make_values = _VALUES.get(template)
+    if make_values is None:
+        raise ValueError(f"unknown template {template!r}")
+    return templates.template(template, version).render(make_values(params, base))

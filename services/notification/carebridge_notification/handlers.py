@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from carebridge_contracts import (
@@ -19,8 +20,11 @@ from carebridge_contracts import (
     CareTeamMemberLeft,
     ConsentGranted,
     ConsentRevoked,
+    EarlierFollowUpOffered,
     SafetyRiskFlagged,
+    SymptomsWorsened,
     TherapistMatched,
+    TherapistRequested,
 )
 from carebridge_contracts.events.common import Channel
 from carebridge_notification import domain, store
@@ -118,6 +122,27 @@ async def apply_team_change(
         await apply_plan(ctx, plan, None, cause=plan_change_cause(patient_id, plan_change))
 
 
+async def teach(
+    ctx: EventContext, step: domain.EducationStep, params: Mapping[str, str], now: datetime
+) -> None:
+    """The step's education message to the patient, once per patient and step; the template
+    version they get is recorded with it."""
+    patient_id = ctx.envelope.subject
+    delivery = domain.education_delivery(step, patient_id, params, now)
+    recorded = await store.record_education(
+        ctx.conn,
+        patient_id,
+        step,
+        delivery.template,
+        int(delivery.params["template_version"]),
+        ctx.envelope.event_id,
+    )
+    if not recorded:
+        log.info("education_already_given", event_id=str(ctx.envelope.event_id), step=step)
+        return
+    await apply_plan(ctx, domain.Plan((delivery,)), None)
+
+
 def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
     settings = settings_of(context)
     clock = context.clock
@@ -127,6 +152,9 @@ def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
     async def booked(event: AppointmentBooked, ctx: EventContext) -> None:
         plan = domain.plan_booked(event, clock.now(), settings.reminder_offsets_minutes)
         await apply_plan(ctx, plan, event.appointment_id)
+        step = domain.education_for_booking(event)
+        if step is not None:
+            await teach(ctx, step, {}, clock.now())
 
     @runtime.on(AppointmentRescheduled)
     async def rescheduled(event: AppointmentRescheduled, ctx: EventContext) -> None:
@@ -153,10 +181,35 @@ def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
     @runtime.on(AssessmentCompleted)
     async def assessment(event: AssessmentCompleted, ctx: EventContext) -> None:
         await store.channel_from_assessment(ctx.conn, event.patient_id, event.preferred_channel)
+        bands = {"phq9_band": event.phq9_band, "gad7_band": event.gad7_band}
+        await teach(ctx, "assessment", bands, clock.now())
+
+    @runtime.on(TherapistRequested)
+    async def therapist_requested(event: TherapistRequested, ctx: EventContext) -> None:
+        await teach(ctx, "referral", {"modality": event.modality}, clock.now())
 
     @runtime.on(TherapistMatched)
     async def therapist_matched(event: TherapistMatched, ctx: EventContext) -> None:
         await apply_plan(ctx, domain.plan_therapist_matched(event, clock.now()), None)
+        params = {"modality": event.modality, "referral_id": str(event.referral_id)}
+        await teach(ctx, "match", params, clock.now())
+
+    @runtime.on(SymptomsWorsened)
+    async def symptoms_worsened(event: SymptomsWorsened, ctx: EventContext) -> None:
+        """Each member of the care team is told once (the therapist only while the patient
+        shares the plan with them, where the trend is)."""
+        await store.lock_care_team(ctx.conn, event.patient_id)
+        team = await store.care_team(ctx.conn, event.patient_id)
+        sharing = await store.get_consent(ctx.conn, event.patient_id, domain.CARE_PLAN_SHARING)
+        told = domain.consented(team, sharing)
+        if not told:
+            log.info("symptoms_worsened_no_care_team", event_id=str(ctx.envelope.event_id))
+        await apply_plan(ctx, domain.plan_symptoms_worsened(event, told, clock.now()), None)
+
+    @runtime.on(EarlierFollowUpOffered)
+    async def earlier_follow_up(event: EarlierFollowUpOffered, ctx: EventContext) -> None:
+        plan = domain.plan_earlier_follow_up(event, clock.now())
+        await apply_plan(ctx, plan, event.appointment_id)  # a reschedule cancels it if queued
 
     @runtime.on(CareTeamFormed)
     async def care_team_formed(event: CareTeamFormed, ctx: EventContext) -> None:

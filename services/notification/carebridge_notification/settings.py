@@ -79,6 +79,12 @@ class NotificationSettings(ServiceSettings):
     link_base_url: str = Field(
         default="https://carebridge.invalid", description="Base of the links put in messages."
     )
+    outcome_measure_url: str = Field(
+        default="http://127.0.0.1:8001/v1/outcome-measures",
+        description="Where a patient takes their repeat PHQ-9 / GAD-7 (intake's POST "
+        "/v1/outcome-measures); a psychiatric follow-up's reminder links here with the visit's "
+        "appointment_id.",
+    )
     dev_clock: bool = Field(
         default=False, description="Expose /v1/_dev/clock to move the service's time forward."
     )

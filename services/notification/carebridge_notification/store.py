@@ -15,6 +15,7 @@ import asyncpg
 from carebridge_contracts.events.common import Channel
 from carebridge_notification.domain import (
     CARE_PLAN_UPDATED,
+    EDUCATION_TEMPLATES,
     THERAPIST_MATCHED_PATIENT,
     THERAPIST_MATCHED_THERAPIST,
     Consent,
@@ -71,6 +72,11 @@ PROJECTION = Projection(
             ),
         ),
         Compared("consents", key=("patient_id", "scope"), columns=("granted", "updated_at")),
+        Compared(
+            "education_records",
+            key=("patient_id", "step"),
+            columns=("template", "template_version", "cause_event_id"),
+        ),
     ),
     copied=(Copied("contacts", masked=("email", "phone")),),
 )
@@ -490,8 +496,9 @@ async def remove_member(
 async def cancel_match_notices(
     conn: Connection, patient_id: str, referral_id: uuid.UUID, cancelled_by: uuid.UUID
 ) -> int:
-    """Cancel the still-queued "therapist matched" messages of a referral whose team ended
-    (a revoked referral must not invite the patient to book after the fact)."""
+    """Cancel the still-queued "therapist matched" messages of a referral whose team ended, and
+    the match's education message (a revoked referral must not invite the patient to book after
+    the fact)."""
     result = await conn.execute(
         "UPDATE deliveries SET status = 'cancelled', cancelled_by_event_id = $3,"
         " updated_at = now()"
@@ -500,7 +507,7 @@ async def cancel_match_notices(
         patient_id,
         str(referral_id),
         cancelled_by,
-        [THERAPIST_MATCHED_PATIENT, THERAPIST_MATCHED_THERAPIST],
+        [THERAPIST_MATCHED_PATIENT, THERAPIST_MATCHED_THERAPIST, EDUCATION_TEMPLATES["match"]],
     )
     return int(result.split()[-1])
 
@@ -604,3 +611,47 @@ async def cancel_plan_notices(
         CARE_PLAN_UPDATED,
     )
     return int(result.split()[-1])
+
+
+# --- patient education ---------------------------------------------------------------------
+
+
+async def record_education(
+    conn: Connection,
+    patient_id: str,
+    step: str,
+    template: str,
+    template_version: int,
+    cause_event_id: uuid.UUID,
+) -> bool:
+    """Record that the patient is taught this step with this template version; False when
+    they already were (by this event or an earlier one)."""
+    inserted = await conn.fetchval(
+        "INSERT INTO education_records (patient_id, step, template, template_version,"
+        " cause_event_id) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (patient_id, step) DO NOTHING RETURNING true",
+        patient_id,
+        step,
+        template,
+        template_version,
+        cause_event_id,
+    )
+    return bool(inserted)
+
+
+@dataclass(frozen=True)
+class EducationRecord:
+    step: str
+    template: str
+    template_version: int
+    cause_event_id: uuid.UUID
+    recorded_at: datetime
+
+
+async def education_of(conn: Connection, patient_id: str) -> list[EducationRecord]:
+    rows = await conn.fetch(
+        "SELECT step, template, template_version, cause_event_id, recorded_at"
+        " FROM education_records WHERE patient_id = $1 ORDER BY recorded_at, step",
+        patient_id,
+    )
+    return [EducationRecord(**dict(row)) for row in rows]

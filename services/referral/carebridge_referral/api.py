@@ -22,6 +22,7 @@ from carebridge_referral.models import (
     ConsentList,
     ConsentOut,
     ConsentRequest,
+    OutcomeTrendOut,
     ReferralList,
     ReferralOut,
     ReferralRequest,
@@ -327,7 +328,9 @@ async def revoke_consent(
 # --- care plans ----------------------------------------------------------------------------
 
 
-def _plan_out(plan: domain.CarePlan, response: Response) -> CarePlanOut:
+def _plan_out(
+    plan: domain.CarePlan, response: Response, trend: domain.OutcomeTrend | None = None
+) -> CarePlanOut:
     response.headers["ETag"] = domain.etag(plan.version)
     return CarePlanOut.model_validate(
         {
@@ -337,6 +340,7 @@ def _plan_out(plan: domain.CarePlan, response: Response) -> CarePlanOut:
             "updated_at": plan.updated_at,
             "updated_by": plan.author_id,
             "updated_by_role": plan.author_role,
+            "outcomes": None if trend is None else OutcomeTrendOut.of(trend),
         }
     )
 
@@ -356,9 +360,12 @@ def _expected_version(if_match: str | None, body_version: int | None) -> int | N
 async def get_care_plan(
     ctx: Context, caller: PatientOrClinician, patient_id: PatientPath, response: Response
 ) -> CarePlanOut:
-    """The shared plan (version 0 when nobody wrote it yet), for the patient and their care team
-    (the therapist with the patient's care_plan_sharing consent)."""
-    return _plan_out(await care_plans.read(ctx, patient_id, caller), response)
+    """The shared plan (version 0 when nobody wrote it yet) with the patient's latest PHQ-9 /
+    GAD-7 measures and their trend (scores, bands, change from baseline, response, remission;
+    never the answers), for the patient and their care team (the therapist with the patient's
+    care_plan_sharing consent)."""
+    plan, trend = await care_plans.read(ctx, patient_id, caller)
+    return _plan_out(plan, response, trend)
 
 
 @router.put("/care-plans/{patient_id}")

@@ -34,9 +34,11 @@ async def _authorise(conn: Connection, patient_id: str, caller: Principal) -> Cl
     return access
 
 
-async def read(ctx: ServiceContext, patient_id: str, caller: Principal) -> domain.CarePlan:
-    """The current plan (version 0 and empty when nobody wrote one yet), for the patient and
-    their care team."""
+async def read(
+    ctx: ServiceContext, patient_id: str, caller: Principal
+) -> tuple[domain.CarePlan, domain.OutcomeTrend]:
+    """The current plan (version 0 and empty when nobody wrote one yet) and the patient's
+    outcome trend, for the patient and their care team (each read audited)."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         if caller.role == "patient":
             target = Target("care_plan", patient_id, patient_id)
@@ -44,8 +46,17 @@ async def read(ctx: ServiceContext, patient_id: str, caller: Principal) -> domai
         else:
             await _authorise(conn, patient_id, caller)
         plan = await store.get_plan(conn, patient_id)
-        await audit.record(conn, caller, "read", "care_plan", patient_id, patient_id)
-    return plan or _blank(patient_id)
+        trend = domain.outcome_trend(await store.outcome_trend(conn, patient_id))
+        await audit.record_many(
+            conn,
+            caller,
+            "read",
+            [
+                audit.Access("care_plan", patient_id, patient_id),
+                audit.Access("outcome_trend", patient_id, patient_id),
+            ],
+        )
+    return plan or _blank(patient_id), trend
 
 
 def version_conflict(current: int) -> Refused:

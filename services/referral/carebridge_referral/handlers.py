@@ -1,5 +1,6 @@
-"""Event subscribers of the referral service: intake opens referrals; booking's events say, per
-appointment, who each patient's psychiatrists are (ADR 0015)."""
+"""Event subscribers of the referral service: intake opens referrals and reports the measures of
+the outcome trend shown with the plan; booking's events say, per appointment, who each
+patient's psychiatrists are (ADR 0015)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from carebridge_contracts import (
     AppointmentNoShow,
     AppointmentRescheduled,
     AssessmentCompleted,
+    OutcomeMeasured,
 )
 from carebridge_referral import care_teams, domain, referrals, store
 from carebridge_referral.settings import ReferralSettings
@@ -31,11 +33,16 @@ def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
 
     @runtime.on(AssessmentCompleted)
     async def assessment_completed(event: AssessmentCompleted, ctx: EventContext) -> None:
+        await store.record_intake_measure(ctx.conn, event)  # a baseline of the outcome trend
         if not event.therapy_interest:
             return
         await referrals.open_from_assessment(
             ctx.conn, context.outbox, event, modality=modality, now=context.clock.now()
         )
+
+    @runtime.on(OutcomeMeasured)
+    async def outcome_measured(event: OutcomeMeasured, ctx: EventContext) -> None:
+        await store.record_repeat_measure(ctx.conn, event)
 
     async def visit(event: VisitEvent, ctx: EventContext, status: domain.VisitStatus) -> None:
         if event.visit_type not in domain.PSYCHIATRIC_VISITS:

@@ -16,13 +16,14 @@ from carebridge_contracts.events.common import (
     StateCode,
     Urgency,
 )
+from carebridge_contracts.events.intake import Gad7Band, Phq9Band
 from carebridge_contracts.events.referral import (
     CareTeamEndReason,
     ConsentScope,
     RequestedBy,
     WaitlistReason,
 )
-from carebridge_referral.domain import ReferralStatus
+from carebridge_referral.domain import MeasureKind, OutcomePoint, OutcomeTrend, ReferralStatus
 
 
 class Request(BaseModel):
@@ -174,13 +175,54 @@ class CarePlanContent(Request):
         return self.model_dump(mode="json")
 
 
+class OutcomePointOut(BaseModel):
+    """One measure of the trend: scores and bands; for a repeat measure also the change from
+    baseline (negative is better) and the response / remission verdicts. Never the answers."""
+
+    assessment_id: UUID
+    kind: MeasureKind
+    measured_at: datetime
+    phq9_total: int
+    phq9_band: Phq9Band
+    gad7_total: int
+    gad7_band: Gad7Band
+    phq9_change: int | None
+    gad7_change: int | None
+    phq9_meaningful_change: bool | None
+    gad7_meaningful_change: bool | None
+    phq9_response: bool | None
+    phq9_remission: bool | None
+    gad7_response: bool | None
+    gad7_remission: bool | None
+
+
+class OutcomeTrendOut(BaseModel):
+    baseline: OutcomePointOut | None
+    latest: OutcomePointOut | None
+    trend: list[OutcomePointOut] = Field(description="Every measure, oldest first.")
+
+    @classmethod
+    def of(cls, trend: OutcomeTrend) -> Self:
+        def point(p: OutcomePoint | None) -> OutcomePointOut | None:
+            return None if p is None else OutcomePointOut.model_validate(p, from_attributes=True)
+
+        return cls(
+            baseline=point(trend.baseline),
+            latest=point(trend.latest),
+            trend=[OutcomePointOut.model_validate(p, from_attributes=True) for p in trend.points],
+        )
+
+
 class CarePlanWrite(CarePlanContent):
     """PUT body: the whole plan, and optionally the version it was based on (or If-Match)."""
 
     version: Annotated[int, Field(ge=0)] | None = None
+    # Read-only (the measures are intake's): accepted so that a plan read can be sent back
+    # changed, and ignored.
+    outcomes: OutcomeTrendOut | None = None
 
     def content(self) -> CarePlanContent:
-        return CarePlanContent.model_validate(self.model_dump(exclude={"version"}))
+        return CarePlanContent.model_validate(self.model_dump(exclude={"version", "outcomes"}))
 
 
 class CarePlanOut(CarePlanContent):
@@ -191,3 +233,6 @@ class CarePlanOut(CarePlanContent):
     updated_at: datetime | None
     updated_by: ClinicianId | None
     updated_by_role: ClinicianRole | None
+    outcomes: OutcomeTrendOut | None = Field(
+        default=None, description="Latest measures and the trend (GET only)."
+    )

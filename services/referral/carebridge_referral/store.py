@@ -10,6 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
+from carebridge_contracts import AssessmentCompleted, OutcomeMeasured
 from carebridge_referral import domain
 from carebridge_shared.db import Connection
 from carebridge_shared.projection import Compared, Copied, Projection
@@ -35,6 +36,22 @@ PROJECTION = Projection(
             "psychiatric_visits",
             key=("appointment_id",),
             columns=("patient_id", "psychiatrist_id", "status", "starts_at"),
+        ),
+        # The outcome trend: intake assessments and repeat measures, as intake scored them.
+        Compared(
+            "outcome_measures",
+            key=("assessment_id",),
+            columns=(
+                "patient_id",
+                "kind",
+                "measured_at",
+                "phq9_total",
+                "gad7_total",
+                "phq9_change",
+                "gad7_change",
+                "phq9_response",
+                "phq9_remission",
+            ),
         ),
     ),
     copied=(
@@ -587,3 +604,60 @@ async def treats(conn: Connection, clinician_id: str, patient_id: str) -> bool:
         clinician_id,
     )
     return found
+
+
+# --- outcome trend (from intake's AssessmentCompleted and OutcomeMeasured) ------------------
+
+
+async def record_intake_measure(conn: Connection, event: AssessmentCompleted) -> None:
+    await conn.execute(
+        "INSERT INTO outcome_measures (assessment_id, patient_id, kind, measured_at,"
+        " phq9_total, phq9_band, gad7_total, gad7_band)"
+        " VALUES ($1, $2, 'intake', $3, $4, $5, $6, $7) ON CONFLICT (assessment_id) DO NOTHING",
+        event.assessment_id,
+        event.patient_id,
+        event.completed_at,
+        event.phq9_total,
+        event.phq9_band,
+        event.gad7_total,
+        event.gad7_band,
+    )
+
+
+async def record_repeat_measure(conn: Connection, event: OutcomeMeasured) -> None:
+    await conn.execute(
+        "INSERT INTO outcome_measures (assessment_id, patient_id, kind, measured_at,"
+        " phq9_total, phq9_band, gad7_total, gad7_band, baseline_assessment_id, phq9_change,"
+        " gad7_change, phq9_meaningful_change, gad7_meaningful_change, phq9_response,"
+        " phq9_remission, gad7_response, gad7_remission)"
+        " VALUES ($1, $2, 'repeat', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
+        " $16) ON CONFLICT (assessment_id) DO NOTHING",
+        event.assessment_id,
+        event.patient_id,
+        event.measured_at,
+        event.phq9_total,
+        event.phq9_band,
+        event.gad7_total,
+        event.gad7_band,
+        event.baseline_assessment_id,
+        event.phq9_change,
+        event.gad7_change,
+        event.phq9_meaningful_change,
+        event.gad7_meaningful_change,
+        event.phq9_response,
+        event.phq9_remission,
+        event.gad7_response,
+        event.gad7_remission,
+    )
+
+
+async def outcome_trend(conn: Connection, patient_id: str) -> list[domain.OutcomePoint]:
+    """The patient's measures, oldest first: intake assessments, then repeat measures."""
+    rows = await conn.fetch(
+        "SELECT assessment_id, kind, measured_at, phq9_total, phq9_band, gad7_total, gad7_band,"
+        " baseline_assessment_id, phq9_change, gad7_change, phq9_meaningful_change,"
+        " gad7_meaningful_change, phq9_response, phq9_remission, gad7_response, gad7_remission"
+        " FROM outcome_measures WHERE patient_id = $1 ORDER BY measured_at, assessment_id",
+        patient_id,
+    )
+    return [domain.OutcomePoint(**dict(row)) for row in rows]

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,14 +15,18 @@ import pytest
 from carebridge_contracts import (
     HEADER_TYPE,
     HEADER_VERSION,
+    AppointmentBooked,
     AssessmentCompleted,
     Envelope,
+    OutcomeMeasured,
     SafetyRiskFlagged,
+    SymptomsWorsened,
     Topic,
     parse,
 )
 from carebridge_devstack.dev_auth import DevAuth
-from carebridge_devstack.testing import Record, read_topic
+from carebridge_devstack.testing import Record, bearer, eventually, produce, read_topic, wrap
+from carebridge_intake import store as intake_store
 from carebridge_intake.app import IntakeSettings, build
 from carebridge_shared.service import ServiceContext
 
@@ -420,3 +425,127 @@ async def test_invalid_idempotency_key_is_422(intake: Intake) -> None:
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "header.Idempotency-Key"
     assert await intake.stored(patient) == 0
+
+
+# --- repeat measures (issue 17) ------------------------------------------------------------
+
+
+def repeat_body(patient: str, **overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "patient_id": patient,
+        "state": "NY",
+        "phq9": [0, 1, 0, 1, 0, 1, 0, 1, 0],  # 4: minimal
+        "gad7": [1, 0, 1, 0, 1, 0, 0],  # 3: minimal
+        "cssrs": NO_CSSRS_RISK,
+    }
+    payload.update(overrides)
+    return payload
+
+
+async def booked_visit(intake: Intake, patient: str) -> uuid.UUID:
+    """Booking's AppointmentBooked on its topic; returns once intake learnt of the visit."""
+    appointment = uuid.uuid4()
+    starts = datetime.now(UTC) + timedelta(days=3)
+    event = AppointmentBooked(
+        patient_id=patient,
+        appointment_id=appointment,
+        clinician_id="psy-ny-1",
+        clinician_role="psychiatrist",
+        visit_type="psychiatric_follow_up",
+        state="NY",
+        starts_at=starts,
+        ends_at=starts + timedelta(minutes=30),
+    )
+    await produce(intake.bootstrap, wrap(event, patient))
+
+    async def known() -> bool:
+        async with intake.context.pool.acquire() as conn:
+            return await intake_store.has_visit(conn, patient, appointment)
+
+    await eventually(known, timeout=30)
+    return appointment
+
+
+async def test_repeat_measures_are_scored_as_at_intake_and_trend_events_published(
+    intake: Intake,
+) -> None:
+    patient = new_patient()
+    refused = await intake.client.post("/v1/outcome-measures", json=repeat_body(patient))
+    assert refused.status_code == 409 and refused.json()["code"] == "not_in_care", refused.text
+
+    baseline = await intake.post(body(patient))  # PHQ-9 11 moderate, GAD-7 6 mild
+    assert baseline.status_code == 201
+    appointment = await booked_visit(intake, patient)
+
+    improving = await intake.client.post(
+        "/v1/outcome-measures", json=repeat_body(patient, appointment_id=str(appointment))
+    )
+    assert improving.status_code == 201, improving.text
+    result = improving.json()
+    assert (result["phq9_total"], result["phq9_band"], result["phq9_change"]) == (4, "minimal", -7)
+    assert (result["gad7_total"], result["gad7_change"]) == (3, -3)
+    assert result["phq9_response"] and result["phq9_remission"]
+    assert result["baseline_assessment_id"] == baseline.json()["assessment_id"]
+    assert result["appointment_id"] == str(appointment)
+    assert result["safety"] is None
+    assert "phq9" not in result and "gad7" not in result  # never the answers
+
+    worse = await intake.client.post(
+        "/v1/outcome-measures",
+        json=repeat_body(patient, phq9=[2, 2, 2, 2, 1, 1, 1, 1, 1], gad7=[2, 2, 1, 1, 1, 1, 1]),
+    )
+    assert worse.status_code == 201, worse.text
+    assert worse.json()["safety"]["crisis_message"] == CRISIS  # item 9 = 1: the 988 message
+
+    records = await intake.published(patient, expect=5)
+    assert [(e.sequence, e.type) for e in envelopes(records)] == [
+        (1, "AssessmentCompleted"),
+        (2, "OutcomeMeasured"),
+        (3, "SafetyRiskFlagged"),  # before the trend events: the on-call alert comes first
+        (4, "OutcomeMeasured"),
+        (5, "SymptomsWorsened"),
+    ]
+    _, worsened = parse(envelopes(records)[4].to_bytes())
+    assert isinstance(worsened, SymptomsWorsened)
+    assert worsened.previous_assessment_id == uuid.UUID(result["assessment_id"])
+    assert worsened.reasons == ["phq9_rise", "phq9_band_up", "gad7_rise", "gad7_band_up"]
+    _, measured = parse(envelopes(records)[1].to_bytes())
+    assert isinstance(measured, OutcomeMeasured) and measured.appointment_id == appointment
+    stored = await intake.context.pool.fetchval(
+        "SELECT phq9_answers FROM outcome_measures WHERE assessment_id = $1",
+        uuid.UUID(result["assessment_id"]),
+    )
+    assert stored == [0, 1, 0, 1, 0, 1, 0, 1, 0]
+
+
+async def test_repeat_measure_refusals(intake: Intake) -> None:
+    patient = new_patient()
+    assert (await intake.post(body(patient))).status_code == 201
+    await booked_visit(intake, patient)
+    other = new_patient()
+    as_other = await intake.client.post(
+        "/v1/outcome-measures", json=repeat_body(patient), headers=bearer("patient", other)
+    )
+    assert as_other.status_code == 403
+    as_clinician = await intake.client.post(
+        "/v1/outcome-measures", json=repeat_body(patient), headers=bearer("clinician", "psy-ny-1")
+    )
+    assert as_clinician.status_code == 403
+    strange_visit = await intake.client.post(
+        "/v1/outcome-measures", json=repeat_body(patient, appointment_id=str(uuid.uuid4()))
+    )
+    assert strange_visit.status_code == 422
+    assert strange_visit.json()["code"] == "appointment_unknown"
+    key = {"Idempotency-Key": "repeat-1"}
+    first = await intake.client.post("/v1/outcome-measures", json=repeat_body(patient), headers=key)
+    again = await intake.client.post("/v1/outcome-measures", json=repeat_body(patient), headers=key)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["assessment_id"] == again.json()["assessment_id"]
+    changed = await intake.client.post(
+        "/v1/outcome-measures", json=repeat_body(patient, state="CA"), headers=key
+    )
+    assert changed.status_code == 409
+    count = await intake.context.pool.fetchval(
+        "SELECT count(*) FROM outcome_measures WHERE patient_id = $1", patient
+    )
+    assert count == 1

@@ -139,7 +139,8 @@ async def test_a_match_tells_the_patient_and_the_therapist(start_service: Any) -
         )
         envelope = await service.send(match)
 
-        [to_patient] = await service.wait_mail(people.mail(people.patient), 1)
+        match_link = f"/referrals/{match.referral_id}"
+        [to_patient] = await service.wait_mail(people.mail(people.patient), 1, about=match_link)
         [to_therapist] = await service.wait_mail(people.mail(people.therapist), 1)
         assert to_patient.subject == "A therapist has been matched for you"
         assert "book your first therapy appointment" in to_patient.body
@@ -152,19 +153,21 @@ async def test_a_match_tells_the_patient_and_the_therapist(start_service: Any) -
         for mail in (to_patient, to_therapist):
             assert people.patient not in mail.body and people.therapist not in mail.body
 
-        rows = await service.wait_deliveries(2, status="sent", patient_id=people.patient)
+        rows = await service.wait_deliveries(3, status="sent", patient_id=people.patient)
         assert sorted((r["recipient_kind"], r["recipient_id"], r["template"]) for r in rows) == [
             ("clinician", people.therapist, "therapist_matched_therapist"),
+            ("patient", people.patient, "education_after_match"),  # issue 17: education
             ("patient", people.patient, "therapist_matched_patient"),
         ]
-        events = await service.notification_events(people.patient, expect=2)
+        events = await service.notification_events(people.patient, expect=3)
         assert all(isinstance(e, NotificationSent) for e in events)
         assert {e.cause_event_id for e in events} == {envelope.event_id}
         assert {e.cause_event_type for e in events} == {"TherapistMatched"}
 
         await _settle(service)
         assert people.inbox(people.psychiatrist) == []  # the match is not theirs to hear of
-        assert len(people.inbox(people.patient)) == len(people.inbox(people.therapist)) == 1
+        assert len(people.inbox(people.therapist)) == 1
+        assert len(people.inbox(people.patient)) == 2  # the match and its education message
 
 
 async def test_a_plan_change_goes_to_the_other_member_only(start_service: Any) -> None:
@@ -380,6 +383,7 @@ async def test_a_revoked_referral_cancels_its_queued_match_messages(start_servic
 
         rows = await service.deliveries(patient_id=people.patient)
         assert sorted((r["template"], r["status"]) for r in rows) == [
+            ("education_after_match", "cancelled"),  # issue 17: nor explain a match undone
             ("therapist_matched_patient", "cancelled"),
             ("therapist_matched_therapist", "cancelled"),
         ]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-from carebridge_contracts import CarePlanUpdated, ConsentRevoked, Topic
-from carebridge_devstack.testing import bearer
+from carebridge_contracts import CarePlanUpdated, ConsentRevoked, OutcomeMeasured, Topic
+from carebridge_devstack.testing import bearer, sample_assessment
 
 if TYPE_CHECKING:
     from conftest import Referral
@@ -220,3 +222,57 @@ async def test_only_the_care_team_may_open_the_plan(referral: Referral) -> None:
     gone = await get_plan(referral, patient, therapist)
     assert (gone.status_code, gone.json()["code"]) == (403, "not_in_care_team")
     assert (await get_plan(referral, patient, PSYCHIATRIST)).status_code == 200
+
+
+async def test_the_plan_carries_the_outcome_trend_never_the_answers(referral: Referral) -> None:
+    patient, therapist = await care_team(referral)
+    baseline = sample_assessment(patient, state="WY")  # PHQ-9 12 moderate, GAD-7 6 mild
+    await referral.publish(baseline)
+    better = OutcomeMeasured(
+        patient_id=patient,
+        assessment_id=uuid.uuid4(),
+        baseline_assessment_id=baseline.assessment_id,
+        phq9_total=4,
+        phq9_band="minimal",
+        gad7_total=5,
+        gad7_band="mild",
+        baseline_phq9_total=12,
+        baseline_gad7_total=6,
+        phq9_change=-8,
+        gad7_change=-1,
+        phq9_meaningful_change=True,
+        gad7_meaningful_change=False,
+        phq9_response=True,
+        phq9_remission=True,
+        gad7_response=False,
+        gad7_remission=False,
+        measured_at=baseline.completed_at + timedelta(days=30),
+    )
+    await referral.publish(better)
+
+    async def trend_of(clinician: str) -> dict[str, Any] | None:
+        response = await get_plan(referral, patient, clinician)
+        assert response.status_code == 200, response.text
+        outcomes: dict[str, Any] = response.json()["outcomes"]
+        return outcomes if len(outcomes["trend"]) == 2 else None
+
+    outcomes = await referral.eventually(lambda: trend_of(PSYCHIATRIST), what="the trend")
+    assert [p["kind"] for p in outcomes["trend"]] == ["intake", "repeat"]
+    assert outcomes["baseline"]["assessment_id"] == str(baseline.assessment_id)
+    latest = outcomes["latest"]
+    assert latest["assessment_id"] == str(better.assessment_id)
+    assert (latest["phq9_total"], latest["phq9_change"], latest["phq9_remission"]) == (4, -8, True)
+    assert (latest["gad7_band"], latest["gad7_meaningful_change"]) == ("mild", False)
+    assert not {"phq9", "gad7", "phq9_answers", "answers"} & set(latest)
+    assert await trend_of(therapist) is not None  # the consenting care team
+    mine = await referral.client.get(
+        f"/v1/care-plans/{patient}", headers=bearer("patient", patient)
+    )
+    assert mine.status_code == 200 and len(mine.json()["outcomes"]["trend"]) == 2
+    stranger = await get_plan(referral, patient, "psy-wy-stranger")
+    assert stranger.status_code == 403 and "phq9" not in stranger.text
+    audited = await referral.pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE patient_id = $1 AND resource_type = 'outcome_trend'",
+        patient,
+    )
+    assert audited >= 3
