@@ -8,7 +8,7 @@ from collections.abc import Collection
 
 from carebridge_contracts import BaseEvent, Envelope, kafka_headers
 from carebridge_contracts.registry import topic_for
-from carebridge_shared import tracing
+from carebridge_shared import tracing, wakeup
 from carebridge_shared.correlation import current_causation_id, current_correlation_id
 from carebridge_shared.db import Connection
 
@@ -23,6 +23,7 @@ class UndeclaredEventError(OutboxUsageError):
 
 
 def notify_channel(schema: str) -> str:
+    """The wake-up topic of a schema's relay (`wakeup`; no PostgreSQL NOTIFY any more)."""
     return f"{schema}_outbox"
 
 
@@ -84,11 +85,9 @@ class Outbox:
         )
         headers = {name: value.decode() for name, value in kafka_headers(envelope)}
         tracing.inject(headers)  # the trace of this transaction (HTTP request or consumed event)
-        # The row and the relay's wake-up (delivered at commit) in one round trip.
         await conn.execute(
-            "WITH added AS (INSERT INTO outbox (event_id, topic, message_key, event_type,"
-            " event_version, payload, headers) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)"
-            " RETURNING id) SELECT pg_notify($8, '') FROM added",
+            "INSERT INTO outbox (event_id, topic, message_key, event_type, event_version,"
+            " payload, headers) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
             envelope.event_id,
             topic,
             subject,
@@ -96,6 +95,7 @@ class Outbox:
             envelope.version,
             envelope.to_bytes(),
             json.dumps(headers),
-            self.channel,
         )
+        # The relay of this process is woken when the connection is released (after commit).
+        wakeup.after_release(conn, self.channel)
         return envelope

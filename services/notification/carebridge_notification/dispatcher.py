@@ -11,16 +11,14 @@ SMTP has no way to close that window; keeping the transaction to one message kee
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import datetime, timedelta
 
-import asyncpg
 from prometheus_client import Counter
 
 from carebridge_contracts import NotificationFailed, NotificationSent
 from carebridge_notification import domain, mailer, on_call, store
 from carebridge_notification.settings import NotificationSettings, settings_of
-from carebridge_shared import tracing
+from carebridge_shared import tracing, wakeup
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
 from carebridge_shared.metrics import note_error
@@ -41,7 +39,6 @@ SAFETY_ALERTS_UNDELIVERED = Counter(
     "Safety alert deliveries that failed for good (after every retry)",
     ["recipient", "error_code"],
 )
-LISTEN_TIMEOUT_S = 5.0
 
 
 def retry_policy(settings: NotificationSettings) -> domain.RetryPolicy:
@@ -71,35 +68,32 @@ async def dispatch(ctx: ServiceContext, stop: asyncio.Event) -> None:
     survives SMTP and database outages. Workers claim rows as replicas do (SKIP LOCKED), so
     each delivery is still sent by one of them, in its own transaction.
 
-    A round starts when a transaction that queued deliveries commits (NOTIFY), or after the
-    poll interval (reminders falling due; a notification lost while the LISTEN connection was
-    down).
+    A round starts when a transaction of this process that queued deliveries is over (one
+    worker is woken in-process: a round sends everything due), or after the poll interval
+    (reminders falling due; deliveries another replica queued).
     """
     settings = settings_of(ctx)
-    wakeup = _Wakeup(ctx.settings.database_url)
+    workers = _Workers()
+    wakeup.listen(store.DISPATCH_CHANNEL, workers.wake_one)
     try:
         await asyncio.gather(
             *(
-                _work(ctx, settings, stop, wakeup, wakeup.subscribe())
+                _work(ctx, settings, stop, workers.subscribe())
                 for _ in range(settings.dispatch_concurrency)
             )
         )
     finally:
-        await wakeup.close()
+        wakeup.unlisten(store.DISPATCH_CHANNEL, workers.wake_one)
 
 
 async def _work(
     ctx: ServiceContext,
     settings: NotificationSettings,
     stop: asyncio.Event,
-    wakeup: _Wakeup,
     woken: asyncio.Event,
 ) -> None:
     interval = settings.dispatch_interval_ms / 1000
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):  # the poll interval drives rounds meanwhile
-            async with asyncio.timeout(LISTEN_TIMEOUT_S):
-                await wakeup.listen()
         woken.clear()  # deliveries committed from here on set it again
         handled = 0
         try:
@@ -113,52 +107,27 @@ async def _work(
             await _wait_for_any(stop, woken, interval)
 
 
-class _Wakeup:
-    """Holds one connection, outside the pool, that LISTENs for queued deliveries and wakes
-    every worker; re-opens it after an outage. Outside the pool so that it never competes with
-    the deliveries for a pool connection."""
+class _Workers:
+    """The dispatcher's workers; a wake-up goes to one that is idle (its event not yet set),
+    in turn, so one delivery does not start four rounds that find one row between them."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self) -> None:
         self._events: list[asyncio.Event] = []
-        self._database_url = database_url
-        self._conn: asyncpg.Connection[asyncpg.Record] | None = None
-        self._lock = asyncio.Lock()
+        self._next = 0
 
     def subscribe(self) -> asyncio.Event:
         event = asyncio.Event()
         self._events.append(event)
         return event
 
-    def _notified(self, *_args: object) -> None:
-        for event in self._events:
-            event.set()
-
-    async def listen(self) -> None:
-        async with self._lock:
-            if self._conn is not None and not self._conn.is_closed():
+    def wake_one(self) -> None:
+        count = len(self._events)
+        for step in range(count):
+            event = self._events[(self._next + step) % count]
+            if not event.is_set():
+                event.set()
+                self._next = (self._next + step + 1) % count
                 return
-            await self._close()
-            try:
-                conn = await asyncpg.connect(self._database_url, timeout=LISTEN_TIMEOUT_S)
-            except Exception as exc:  # the poll interval still drives the rounds meanwhile
-                log.warning("dispatch_listen_failed", error=type(exc).__name__)
-                return
-            try:
-                await conn.add_listener(store.DISPATCH_CHANNEL, self._notified)
-            except Exception as exc:
-                log.warning("dispatch_listen_failed", error=type(exc).__name__)
-                conn.terminate()
-                return
-            self._conn = conn
-
-    async def close(self) -> None:
-        async with self._lock:
-            await self._close()
-
-    async def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.terminate()  # never waits on a dead server
 
 
 async def _wait_for_any(stop: asyncio.Event, wake: asyncio.Event, timeout: float) -> None:  # noqa: ASYNC109
