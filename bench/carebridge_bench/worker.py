@@ -21,8 +21,10 @@ import argparse
 import asyncio
 import signal
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
+import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from carebridge_bench.minimal import run_minimal
@@ -123,26 +125,34 @@ async def run_stage(settings: ServiceSettings, group: str, stop: asyncio.Event) 
         security=KafkaSecurity.from_settings(settings),
     )
 
-    @runtime.on(AssessmentCompleted)
-    async def open_referral(event: AssessmentCompleted, ctx: EventContext) -> None:
-        referral_id = uuid.uuid4()
-        await ctx.conn.execute(
+    @runtime.on_batch(AssessmentCompleted)
+    async def open_referrals(batch: Sequence[tuple[AssessmentCompleted, EventContext]]) -> None:
+        # set-based, as the services' busiest handlers: one effect statement, one outbox pair
+        conn = batch[0][1].conn
+        referral_ids = [uuid.uuid4() for _ in batch]
+        await conn.executemany(
             "INSERT INTO stage_effects (referral_id, patient_id, assessment_id)"
             " VALUES ($1, $2, $3)",
-            referral_id,
-            event.patient_id,
-            event.assessment_id,
+            [
+                (referral_id, event.patient_id, event.assessment_id)
+                for referral_id, (event, _) in zip(referral_ids, batch, strict=True)
+            ],
         )
-        await outbox.add(
-            ctx.conn,
-            TherapistRequested(
-                patient_id=event.patient_id,
-                referral_id=referral_id,
-                state=event.state,
-                modality="CBT",
-                urgency="routine",
-                requested_by="intake",
-            ),
+        await outbox.add_many(
+            conn,
+            [
+                ctx.staged(
+                    TherapistRequested(
+                        patient_id=event.patient_id,
+                        referral_id=referral_id,
+                        state=event.state,
+                        modality="CBT",
+                        urgency="routine",
+                        requested_by="intake",
+                    )
+                )
+                for referral_id, (event, ctx) in zip(referral_ids, batch, strict=True)
+            ],
         )
 
     relay_task = asyncio.create_task(relay.run(stop))
@@ -180,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("kind", choices=["baseline", "minimal", "stage"])
     parser.add_argument("--group", required=True, help="consumer group (offsets set by the bench)")
     args = parser.parse_args(argv)
-    asyncio.run(_main(args.kind, args.group))
+    uvloop.run(_main(args.kind, args.group))  # every loop on the services' event loop
 
 
 if __name__ == "__main__":

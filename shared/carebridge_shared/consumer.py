@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -53,6 +54,7 @@ from carebridge_shared.metrics import (
     MESSAGES_PUBLISHED,
     note_error,
 )
+from carebridge_shared.outbox import Staged
 
 log = get_logger(__name__)
 
@@ -114,10 +116,26 @@ class EventContext:
     topic: str
     partition: int
     offset: int
+    headers: Sequence[tuple[str, bytes]] = ()
+
+    def staged(self, event: BaseEvent) -> Staged:
+        """`event` for `Outbox.add_many`, caused by this one: its correlation id, this event
+        as the cause, and the trace this event's record carried."""
+        return Staged(
+            event,
+            correlation_id=self.envelope.correlation_id,
+            causation_id=self.envelope.event_id,
+            trace=tracing.extract(self.headers),
+        )
 
 
 Handler = Callable[[Any, EventContext], Awaitable[None]]
+# A batch handler gets consecutive fresh events of one type, in offset order, all in one
+# transaction: it applies their effects set-based (`unnest`, `executemany`) and stages its
+# events with `Outbox.add_many([ctx.staged(e) for ...])`, each carrying its own ids.
+BatchHandler = Callable[[Sequence[tuple[Any, EventContext]]], Awaitable[None]]
 EffectHook = Callable[[Envelope], Awaitable[None]]
+Prepared = tuple[ConsumerRecord[bytes, bytes], Envelope, BaseEvent]
 
 
 @dataclass(frozen=True)
@@ -195,6 +213,7 @@ class ConsumerRuntime:
         self._dlq_producer: AIOKafkaProducer | None = None
         self._after_effect = after_effect
         self._handlers: dict[tuple[str, str], Handler] = {}
+        self._batch_handlers: dict[tuple[str, str], BatchHandler] = {}
         self._stopping = asyncio.Event()
         self._lag_reported: set[tuple[str, int]] = set()
         self.total_lag: int | None = None  # None until sampled
@@ -272,6 +291,25 @@ class ConsumerRuntime:
 
         return register
 
+    def on_batch(
+        self, event_cls: type[E]
+    ) -> Callable[[Callable[[Sequence[tuple[E, EventContext]]], Awaitable[None]]], BatchHandler]:
+        """Register the batch handler of one event type (see `BatchHandler`). A record that
+        has to be applied on its own (a poison record in its poll, a retry) is handed to it
+        as a batch of one."""
+
+        def register(
+            fn: Callable[[Sequence[tuple[E, EventContext]]], Awaitable[None]],
+        ) -> BatchHandler:
+            async def one(event: E, ctx: EventContext) -> None:
+                await fn([(event, ctx)])
+
+            self.on(event_cls)(one)
+            self._batch_handlers[(str(topic_for(event_cls)), event_cls.event_type)] = fn
+            return fn
+
+        return register
+
     @property
     def topics(self) -> list[str]:
         return sorted({topic for topic, _ in self._handlers})
@@ -334,53 +372,119 @@ class ConsumerRuntime:
             await self.process(record)
 
     async def _apply_together(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> bool:
-        """Each record's inbox claim and effect, in one transaction; False (nothing applied)
-        when a record is poison or any effect fails: the caller then goes one by one."""
+        """The records' inbox claims (one statement) and effects, in one transaction; False
+        (nothing applied) when a record is poison or any effect fails: the caller then goes
+        one by one. Consecutive fresh events of a type with a batch handler go to it at once."""
         started = time.perf_counter()
-        prepared: list[tuple[ConsumerRecord[bytes, bytes], Envelope, BaseEvent]] = []
+        prepared: list[Prepared] = []
         for record in records:
             try:
                 envelope, event = parse_from(record)
             except Exception:
                 return False  # poison or forged: `process` dead-letters it
             prepared.append((record, envelope, event))
-        outcomes: list[tuple[ConsumerRecord[bytes, bytes], Envelope, str]] = []
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                for record, envelope, event in prepared:
-                    handler = self._handlers.get((record.topic, envelope.type))
-                    if handler is None:
-                        outcomes.append((record, envelope, IGNORED))
-                        continue
-                    with (
-                        correlation_scope(envelope.correlation_id, envelope.event_id),
-                        tracing.span(
-                            f"{record.topic} process",
-                            kind=tracing.SpanKind.CONSUMER,
-                            parent=tracing.extract(record.headers or ()),
-                            attributes=self._span_attributes(record),
-                        ),
-                    ):
-                        fresh = await self._claim_and_handle(conn, record, envelope, event, handler)
-                    outcomes.append((record, envelope, APPLIED if fresh else DUPLICATE))
+                outcomes = await self._apply_prepared(conn, prepared)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.info("batch_applied_one_by_one", records=len(records), error=type(exc).__name__)
             return False
-        seconds = (time.perf_counter() - started) / len(records)
-        for record, envelope, outcome in outcomes:
+        await self._account(prepared, outcomes, (time.perf_counter() - started) / len(records))
+        return True
+
+    async def _apply_prepared(self, conn: Connection, prepared: Sequence[Prepared]) -> list[str]:
+        """Inside the transaction: claim, then apply in offset order; each record's outcome."""
+        claims = [
+            inbox.Claim(envelope.event_id, record.topic, record.partition, record.offset)
+            for record, envelope, _ in prepared
+            if (record.topic, envelope.type) in self._handlers
+        ]
+        fresh = await inbox.claim_many(conn, self.group_id, claims)
+        outcomes: list[str] = []
+        run: list[Prepared] = []  # consecutive fresh events for one batch handler
+
+        async def flush() -> None:
+            if run:
+                await self._handle_run(conn, run)
+                run.clear()
+
+        for item in prepared:
+            record, envelope, event = item
+            key = (record.topic, envelope.type)
+            handler = self._handlers.get(key)
+            if handler is None:
+                outcomes.append(IGNORED)
+                continue
+            if envelope.event_id not in fresh:
+                outcomes.append(DUPLICATE)
+                continue
+            fresh.discard(envelope.event_id)  # a second copy in this poll is a duplicate
+            outcomes.append(APPLIED)
+            if key in self._batch_handlers:
+                if run and (run[0][0].topic, run[0][1].type) != key:
+                    await flush()
+                run.append(item)
+                continue
+            await flush()
+            with (
+                correlation_scope(envelope.correlation_id, envelope.event_id),
+                tracing.span(
+                    f"{record.topic} process",
+                    kind=tracing.SpanKind.CONSUMER,
+                    parent=tracing.extract(record.headers or ()),
+                    attributes=self._span_attributes(record),
+                ),
+            ):
+                await handler(event, self._context(conn, record, envelope))
+        await flush()
+        return outcomes
+
+    def _context(
+        self, conn: Connection, record: ConsumerRecord[bytes, bytes], envelope: Envelope
+    ) -> EventContext:
+        return EventContext(
+            envelope, conn, record.topic, record.partition, record.offset, record.headers or ()
+        )
+
+    async def _handle_run(self, conn: Connection, run: Sequence[Prepared]) -> None:
+        first = run[0][0]
+        handler = self._batch_handlers[(first.topic, run[0][1].type)]
+        with tracing.span(
+            f"{first.topic} process",
+            kind=tracing.SpanKind.CONSUMER,
+            parent=tracing.extract(first.headers or ()),
+            attributes={**self._span_attributes(first), "messaging.batch.message_count": len(run)},
+        ):
+            await handler([(event, self._context(conn, r, envelope)) for r, envelope, event in run])
+
+    async def _account(
+        self, prepared: Sequence[Prepared], outcomes: Sequence[str], seconds: float
+    ) -> None:
+        """Metrics and one log line for the batch (duplicates, rare, one line each)."""
+        applied: Counter[str] = Counter()
+        consumed: Counter[tuple[str, str]] = Counter()
+        for (record, envelope, _), outcome in zip(prepared, outcomes, strict=True):
+            consumed[(record.topic, outcome)] += 1
             if outcome == APPLIED:
-                EVENTS_APPLIED.labels(self.group_id, envelope.type).inc()
-                log.info("event_applied", type=envelope.type, event_id=str(envelope.event_id))
+                applied[envelope.type] += 1
             elif outcome == DUPLICATE:
-                EVENTS_DUPLICATE.labels(self.group_id).inc()
                 log.info("event_duplicate", type=envelope.type, event_id=str(envelope.event_id))
             if outcome != IGNORED and self._after_effect is not None:
                 await self._after_effect(envelope)
-            MESSAGES_CONSUMED.labels(self.group_id, record.topic, outcome).inc()
-            HANDLER_DURATION.labels(self.group_id, record.topic, outcome).observe(seconds)
-        return True
+        for event_type, count in applied.items():
+            EVENTS_APPLIED.labels(self.group_id, event_type).inc(count)
+        duplicates = sum(n for (_, outcome), n in consumed.items() if outcome == DUPLICATE)
+        if duplicates:
+            EVENTS_DUPLICATE.labels(self.group_id).inc(duplicates)
+        for (topic, outcome), count in consumed.items():
+            MESSAGES_CONSUMED.labels(self.group_id, topic, outcome).inc(count)
+            histogram = HANDLER_DURATION.labels(self.group_id, topic, outcome)
+            for _ in range(count):
+                histogram.observe(seconds)
+        if applied:
+            log.info("events_applied", count=sum(applied.values()), types=dict(applied))
 
     async def _claim_and_handle(
         self,
@@ -401,8 +505,7 @@ class ConsumerRuntime:
             offset=record.offset,
         )
         if fresh:
-            context = EventContext(envelope, conn, record.topic, record.partition, record.offset)
-            await handler(event, context)
+            await handler(event, self._context(conn, record, envelope))
         return fresh
 
     async def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
