@@ -59,14 +59,24 @@ def confirmed_journeys(report: Report) -> int:
     return sum(s["confirmed"] for s in (report.get("journeys") or {}).get("steps", []))
 
 
-def system_cpu_ms_per_journey(report: Report) -> float | None:
-    """CPU of the services, Kafka and PostgreSQL over the sweep per confirmed journey."""
-    cpu = report.get("cpu_seconds_under_load") or {}
-    confirmed = confirmed_journeys(report)
-    if not cpu or not confirmed:
+def _system_ms(cpu: dict[str, float], journeys: int) -> float | None:
+    if not cpu or not journeys:
         return None
-    system = sum(seconds for name, seconds in cpu.items() if name not in NOT_THE_SYSTEM)
-    return round(float(system) * 1000 / confirmed, 2)
+    system = sum(float(seconds) for name, seconds in cpu.items() if name not in NOT_THE_SYSTEM)
+    return round(system * 1000 / journeys, 2)
+
+
+def system_cpu_ms_per_journey(report: Report) -> float | None:
+    """CPU of the services, Kafka and PostgreSQL per confirmed journey, at the busiest step
+    that kept up (idle CPU weighs least there; the slow first steps would count it per few
+    journeys); the whole sweep when steps carry no CPU figures (older runs)."""
+    journeys = report.get("journeys") or {}
+    steps = [s for s in journeys.get("steps", []) if s.get("cpu_seconds") and s["confirmed"]]
+    within = journeys.get("highest_rate_within_limit")
+    chosen = [s for s in steps if s["offered_per_s"] == within] or steps[-1:]
+    if chosen:
+        return _system_ms(chosen[0]["cpu_seconds"], chosen[0]["confirmed"])
+    return _system_ms(report.get("cpu_seconds_under_load") or {}, confirmed_journeys(report))
 
 
 def _ratio_median(throughput: dict[str, Any] | None, key: str) -> float | None:

@@ -144,6 +144,7 @@ def _journey_phase(
                         database_url=endpoints.database_url,
                         on_step=on_step,
                         on_journey=lambda: progress.advance(task),
+                        cpu_now=sampler.cpu_now,
                     ),
                 )
             )

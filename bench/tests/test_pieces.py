@@ -215,3 +215,21 @@ def test_repeats_alternate_and_ratios_are_taken_within_a_repeat() -> None:
     }  # fmt: skip
     assert section["stage"]["cpu_ms_per_event"] == {"worker": 5.0}
     assert report.headline({"throughput": section})["stage_vs_minimal"] == 0.5
+
+
+def test_system_cpu_per_journey_is_read_at_the_busiest_step_that_kept_up() -> None:
+    def step(rate: float, confirmed: int, cpu: dict[str, float]) -> dict[str, object]:
+        return {"offered_per_s": rate, "confirmed": confirmed, "cpu_seconds": cpu}
+
+    document = {
+        "journeys": {
+            "highest_rate_within_limit": 10,
+            "steps": [
+                step(5, 100, {"booking": 3.0, "kafka": 2.0, "load generator": 9.0}),
+                step(10, 200, {"booking": 3.0, "kafka": 2.0, "smtp sink": 9.0}),
+                step(15, 150, {"booking": 9.0, "kafka": 9.0}),  # saturated
+            ],
+        }
+    }
+    # 5 s of booking and Kafka over the 200 journeys of the 10/s step; not the bench's own
+    assert report.system_cpu_ms_per_journey(document) == 25.0
