@@ -50,16 +50,23 @@ def retry_policy(settings: NotificationSettings) -> domain.RetryPolicy:
 
 
 async def dispatch_once(ctx: ServiceContext, *, limit: int | None = None) -> int:
-    """One round: handle due deliveries one by one, in queue order; returns how many."""
+    """One round: handle due deliveries one by one, in queue order, over one SMTP connection;
+    returns how many."""
     settings = settings_of(ctx)
     handled = 0
-    for _ in range(limit or settings.dispatch_batch_size):
-        # A delivery that hangs (a connection that died without an error, seen after a
-        # PostgreSQL crash) must not hold its worker, and the rows it locked, for ever.
-        async with asyncio.timeout(DELIVERY_TIMEOUT_S):
-            if not await _dispatch_next(ctx, settings):
-                break
-        handled += 1
+    session = mailer.Session(
+        host=settings.smtp_host, port=settings.smtp_port, timeout_s=settings.smtp_timeout_seconds
+    )
+    try:
+        for _ in range(limit or settings.dispatch_batch_size):
+            # A delivery that hangs (a connection that died without an error, seen after a
+            # PostgreSQL crash) must not hold its worker, and the rows it locked, for ever.
+            async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+                if not await _dispatch_next(ctx, settings, session):
+                    break
+            handled += 1
+    finally:
+        await session.close()
     return handled
 
 
@@ -139,7 +146,9 @@ async def _wait_for_any(stop: asyncio.Event, wake: asyncio.Event, timeout: float
             waiter.cancel()
 
 
-async def _dispatch_next(ctx: ServiceContext, settings: NotificationSettings) -> bool:
+async def _dispatch_next(
+    ctx: ServiceContext, settings: NotificationSettings, session: mailer.Session
+) -> bool:
     async with ctx.pool.acquire() as conn, conn.transaction():
         delivery = await store.claim_next(conn, ctx.clock.now())
         if delivery is None:
@@ -156,12 +165,16 @@ async def _dispatch_next(ctx: ServiceContext, settings: NotificationSettings) ->
                 "carebridge.attempt": delivery.attempts + 1,
             },
         ):
-            await _deliver(ctx, settings, conn, delivery)
+            await _deliver(ctx, settings, conn, delivery, session)
         return True
 
 
 async def _deliver(
-    ctx: ServiceContext, settings: NotificationSettings, conn: Connection, delivery: store.Delivery
+    ctx: ServiceContext,
+    settings: NotificationSettings,
+    conn: Connection,
+    delivery: store.Delivery,
+    session: mailer.Session,
 ) -> None:
     """Send one claimed delivery and record its outcome on `conn` (the claim's transaction)."""
     route = domain.route(await _contact(conn, settings, delivery))
@@ -177,7 +190,7 @@ async def _deliver(
         await _fail(ctx, conn, delivery, domain.TEMPLATE_ERROR)
         return
     try:
-        await _send(ctx, settings, delivery, route.address, rendered)
+        await _send(ctx, settings, delivery, route.address, rendered, session)
     except mailer.SendFailed as exc:
         note_error("smtp", exc.error_code)
         await _after_send_failure(ctx, settings, conn, delivery, exc.error_code)
@@ -224,6 +237,7 @@ async def _send(
     delivery: store.Delivery,
     address: str,
     rendered: domain.Rendered,
+    session: mailer.Session,
 ) -> None:
     message = mailer.build_email(
         delivery.id,
@@ -236,12 +250,7 @@ async def _send(
     with tracing.span(
         "smtp send", kind=tracing.SpanKind.CLIENT, attributes={"server.port": settings.smtp_port}
     ):
-        await mailer.send(
-            message,
-            host=settings.smtp_host,
-            port=settings.smtp_port,
-            timeout_s=settings.smtp_timeout_seconds,
-        )
+        await session.send(message)
 
 
 async def _after_send_failure(
