@@ -12,6 +12,7 @@ partition moves on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 import time
@@ -93,6 +94,8 @@ MAX_POLL_RECORDS = 100
 # for up to this many events. Bounded, because the first event of a transaction becomes
 # visible only when the last is done, and handler locks are held as long.
 MAX_RECORDS_PER_TRANSACTION = 25
+# A commit that failed while its partitions stayed assigned is tried again after this long.
+COMMIT_RETRY_S = 0.5
 # An idle poll waits this long for records, then FastStream sleeps as long again: the most an
 # idle consumer delays a record that arrives.
 IDLE_POLL_MS = 10
@@ -218,14 +221,25 @@ class _OffsetCommitter:
                 await consumer.commit(
                     {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()}
                 )
-            except Exception as exc:  # a rebalance took the partition: its records come again
+            except Exception as exc:
                 log.info("offsets_not_committed", group=self._group_id, error=type(exc).__name__)
+                # Tried again while the partitions stay assigned here (Kafka was away): a
+                # partition that went to another member is read again by it from the last
+                # committed offset, and the inbox drops what was applied here.
+                assigned = set(consumer.assignment())
+                for partition, offset in offsets.items():
+                    if partition in assigned:
+                        self._pending[partition] = max(self._pending.get(partition, 0), offset)
+                if self._pending:
+                    await asyncio.sleep(COMMIT_RETRY_S)
 
-    async def flush(self) -> None:
-        """Wait for the commits scheduled so far (e.g. before the consumer closes)."""
+    async def flush(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait for the commits scheduled so far (before the consumer closes), at most
+        `timeout`: what is not committed by then is read again after the restart."""
         task = self._task
         if task is not None:
-            await asyncio.shield(task)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout)
 
 
 class ConsumerRuntime:
