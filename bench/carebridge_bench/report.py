@@ -132,10 +132,14 @@ def evaluate_targets(report: Report) -> list[dict[str, Any]]:
         "met": None if cpu is None else cpu <= SYSTEM_CPU_MS_PER_JOURNEY_TARGET,
     })  # fmt: skip
     saturation = top["saturation_journeys_per_s"]
+    steps = (report.get("journeys") or {}).get("steps") or []
+    below_first = saturation is None and bool(steps)  # not even the first step kept up
     targets.append({
         "name": f"saturation (highest rate with p99 <= {EMAIL_P99_LIMIT_MS:.0f} ms, all done)",
         "target": f">= {SATURATION_TARGET:.0f} journeys/s",
         **_at_least(saturation, SATURATION_TARGET, f"{saturation or 0:g} journeys/s"),
+        **({"measured": f"below {steps[0]['offered_per_s']:g} journeys/s (the first step "
+                        f"saturated)", "met": False} if below_first else {}),
     })  # fmt: skip
     journeys = report.get("journeys")
     step = _step_at(report, EMAIL_P99_TARGET_RATE)
