@@ -58,6 +58,10 @@ class PeakSampler:
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self._cpu_start = self._cpu()
 
+    def cpu_now(self) -> dict[str, float]:
+        """CPU seconds each process used so far (to take differences over a step)."""
+        return self._cpu()
+
     def _cpu(self) -> dict[str, float]:
         times: dict[str, float] = {}
         for name, pid, children in [

@@ -145,6 +145,7 @@ def _journey_phase(
                         database_url=endpoints.database_url,
                         on_step=on_step,
                         on_journey=lambda: progress.advance(task),
+                        cpu_now=sampler.cpu_now,
                     ),
                 )
             )
@@ -176,11 +177,8 @@ def journeys_section(results: list[StepResult], log_dir: Path) -> dict[str, Any]
 def throughput_section(
     baseline: throughput.ThroughputResult, stage: throughput.ThroughputResult
 ) -> dict[str, Any]:
-    return {
-        "baseline": baseline.as_dict(),
-        "stage": stage.as_dict(),
-        "ratio": throughput.ratio(stage, baseline),
-    }
+    """One round of baseline and stage (no minimal loop), summarised like a full run."""
+    return throughput.summarise_repeats([{"baseline": baseline, "stage": stage}])
 
 
 async def _sweep(
@@ -194,27 +192,39 @@ async def _sweep(
 
 
 async def _throughput_phase(
-    config: BenchConfig, endpoints: StackEndpoints, work: Path, run_id: str, console: Console
+    config: BenchConfig,
+    endpoints: StackEndpoints,
+    work: Path,
+    run_id: str,
+    console: Console,
+    servers: dict[str, int],
 ) -> dict[str, Any]:
-    found: dict[str, throughput.ThroughputResult] = {}
-    runs: tuple[tuple[throughput.Kind, int], ...] = (
-        ("baseline", config.baseline_messages),
-        ("stage", config.messages),
-    )
-    for kind, messages in runs:
-        with console.status(f"throughput: {kind}, {messages} messages"):
-            result = await throughput.measure(
-                kind,
-                bootstrap=endpoints.kafka_bootstrap,
-                database_url=endpoints.database_url,
-                messages=messages,
-                run_id=run_id,
-                log_dir=work / "logs",
-            )
-        console.print(f"{kind}: {result.received}/{messages} messages, "
-                      f"{report.fmt(result.per_second)} events/s")  # fmt: skip
-        found[kind] = result
-    return throughput_section(found["baseline"], found["stage"])
+    messages: dict[throughput.Kind, int] = {
+        "baseline": config.baseline_messages,
+        "minimal": config.minimal_messages,
+        "stage": config.messages,
+    }
+    repeats: list[dict[str, throughput.ThroughputResult]] = []
+    for repeat in range(config.repeats):
+        found: dict[str, throughput.ThroughputResult] = {}
+        for kind in throughput.order_of_repeat(repeat):
+            label = f"throughput {repeat + 1}/{config.repeats}: {kind}, {messages[kind]} messages"
+            with console.status(label):
+                result = await throughput.measure(
+                    kind,
+                    bootstrap=endpoints.kafka_bootstrap,
+                    database_url=endpoints.database_url,
+                    messages=messages[kind],
+                    run_id=f"{run_id}{repeat}",
+                    log_dir=work / "logs",
+                    servers=servers,
+                )
+            console.print(f"{label}: {result.received} out, "
+                          f"{report.fmt(result.per_second)} events/s, CPU ms/event "
+                          f"{result.cpu_ms_per_event}")  # fmt: skip
+            found[kind] = result
+        repeats.append(found)
+    return throughput.summarise_repeats(repeats)
 
 
 def base_report(
@@ -244,7 +254,8 @@ def base_report(
 
 
 def finish_report(result: report.Report, results_dir: Path, stamp: str, console: Console) -> Path:
-    """Targets, JSON (the run's and latest.json), the terminal tables and the plot."""
+    """Headline figures, targets, JSON (the run's and latest.json), the tables and the plot."""
+    result["headline"] = report.headline(result)
     result["targets"] = report.evaluate_targets(result)
     run_file, _ = report.write_json(result, results_dir, stamp)
     report.print_report(console, result)
@@ -295,14 +306,14 @@ def run_bench(config: BenchConfig, console: Console) -> report.Report:
                 replication_factor=1,
             )
         )
+        servers = {name: pids[0] for name, pids in stack.pids().items() if pids}
         if config.journeys:
-            servers = {name: pids[0] for name, pids in stack.pids().items() if pids}
             phase = _journey_phase(config, endpoints, work, run_id, console, servers)
             result["startup"]["services_ready_s"] = round(phase.pop("services_ready_s"), 2)
             result.update(phase)
         if config.throughput:
             result["throughput"] = asyncio.run(
-                _throughput_phase(config, endpoints, work, run_id, console)
+                _throughput_phase(config, endpoints, work, run_id, console, servers)
             )
     finally:
         stack.down()

@@ -40,6 +40,8 @@ class StepResult:
     confirmed_per_s: float | None
     booking_tries_per_journey: float
     stop_reason: str | None = None
+    # CPU seconds per process from the step's start to the end of its drain
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def target_p99(self) -> float | None:
@@ -64,6 +66,7 @@ class StepResult:
             "booking_tries_per_journey": round(self.booking_tries_per_journey, 2),
             "stages_ms": {k: v.as_dict() if v else None for k, v in self.stages.items()},
             "stop_reason": self.stop_reason,
+            "cpu_seconds": self.cpu_seconds,
         }
 
 
@@ -144,6 +147,7 @@ class SweepConfig:
     database_url: str | None = None  # to read when notification queued each confirmation
     on_step: Callable[[int, float, int], None] = field(default=lambda *_: None)
     on_journey: Callable[[], None] = field(default=lambda: None)
+    cpu_now: Callable[[], dict[str, float]] = field(default=dict)  # CPU seconds per process
 
 
 async def sweep(
@@ -156,6 +160,7 @@ async def sweep(
         start = {
             str(topic): await kafka_tools.end_offsets(bootstrap, str(topic)) for topic in WATCHED
         }
+        cpu_before = config.cpu_now()
         run = await run_step(
             client,
             step=step,
@@ -179,6 +184,12 @@ async def sweep(
             for patient, at in (await queued_instants(config.database_url, prefix)).items():
                 topics.setdefault(patient, Instants()).first("queued", at)
         result = summarise_step(run, topics, mail)
+        cpu_after = config.cpu_now()
+        result.cpu_seconds = {
+            name: round(cpu_after[name] - cpu_before[name], 3)
+            for name in cpu_after
+            if name in cpu_before
+        }
         results.append(result)
         result.stop_reason = stop_reason(result, config.stop_above_ms)
         if result.stop_reason is not None:

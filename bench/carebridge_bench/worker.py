@@ -1,6 +1,7 @@
 """One consuming process of the throughput comparison: the raw baseline or a carebridge stage.
 
     python -m carebridge_bench.worker baseline --group G
+    python -m carebridge_bench.worker minimal --group G
     python -m carebridge_bench.worker stage --group G
 
 Both read the assessments topic and write to the referrals topic, with the Kafka and database
@@ -9,6 +10,7 @@ endpoints and settings a service reads (``KAFKA_BOOTSTRAP_SERVERS``, ``DATABASE_
 
 * baseline: a plain aiokafka loop (fetch a batch, produce each record to the output topic with
   the services' idempotent acks=all producer, commit the offsets after the acks). No database.
+* minimal: the bar, a hand-written exactly-once stage (``carebridge_bench.minimal``).
 * stage: the services' own plumbing: ``ConsumerRuntime`` (inbox + effect in one transaction,
   offset after commit), a trivial effect writing one row and one outbox event, ``OutboxRelay``.
 """
@@ -19,13 +21,21 @@ import argparse
 import asyncio
 import signal
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
+import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from carebridge_bench.minimal import run_minimal
 from carebridge_contracts import AssessmentCompleted, TherapistRequested
 from carebridge_contracts.registry import Topic, topic_owner
-from carebridge_shared.consumer import ConsumerRuntime, EventContext, RetryPolicy
+from carebridge_shared.consumer import (
+    MAX_POLL_RECORDS,
+    ConsumerRuntime,
+    EventContext,
+    RetryPolicy,
+)
 from carebridge_shared.db import create_pool, migrate
 from carebridge_shared.kafka import KafkaSecurity, bootstrap_list, make_producer
 from carebridge_shared.logging import configure_logging
@@ -59,7 +69,7 @@ async def run_baseline(settings: ServiceSettings, group: str, stop: asyncio.Even
     print(READY, flush=True)
     try:
         while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=200, max_records=500)
+            batches = await consumer.getmany(timeout_ms=200, max_records=MAX_POLL_RECORDS)
             records = [r for partition in batches.values() for r in partition]
             if not records:
                 continue
@@ -114,26 +124,34 @@ async def run_stage(settings: ServiceSettings, group: str, stop: asyncio.Event) 
         security=KafkaSecurity.from_settings(settings),
     )
 
-    @runtime.on(AssessmentCompleted)
-    async def open_referral(event: AssessmentCompleted, ctx: EventContext) -> None:
-        referral_id = uuid.uuid4()
-        await ctx.conn.execute(
+    @runtime.on_batch(AssessmentCompleted)
+    async def open_referrals(batch: Sequence[tuple[AssessmentCompleted, EventContext]]) -> None:
+        # set-based, as the services' busiest handlers: one effect statement, one outbox pair
+        conn = batch[0][1].conn
+        referral_ids = [uuid.uuid4() for _ in batch]
+        await conn.executemany(
             "INSERT INTO stage_effects (referral_id, patient_id, assessment_id)"
             " VALUES ($1, $2, $3)",
-            referral_id,
-            event.patient_id,
-            event.assessment_id,
+            [
+                (referral_id, event.patient_id, event.assessment_id)
+                for referral_id, (event, _) in zip(referral_ids, batch, strict=True)
+            ],
         )
-        await outbox.add(
-            ctx.conn,
-            TherapistRequested(
-                patient_id=event.patient_id,
-                referral_id=referral_id,
-                state=event.state,
-                modality="CBT",
-                urgency="routine",
-                requested_by="intake",
-            ),
+        await outbox.add_many(
+            conn,
+            [
+                ctx.staged(
+                    TherapistRequested(
+                        patient_id=event.patient_id,
+                        referral_id=referral_id,
+                        state=event.state,
+                        modality="CBT",
+                        urgency="routine",
+                        requested_by="intake",
+                    )
+                )
+                for referral_id, (event, ctx) in zip(referral_ids, batch, strict=True)
+            ],
         )
 
     relay_task = asyncio.create_task(relay.run(stop))
@@ -157,16 +175,21 @@ async def _main(kind: str, group: str) -> None:
     settings = ServiceSettings()
     if kind == "baseline":
         await run_baseline(settings, group, stop)
+    elif kind == "minimal":
+        await run_minimal(
+            settings, group, stop, input_topic=INPUT_TOPIC, output_topic=OUTPUT_TOPIC,
+            migrations=MIGRATIONS, ready=READY,
+        )  # fmt: skip
     else:
         await run_stage(settings, group, stop)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m carebridge_bench.worker")
-    parser.add_argument("kind", choices=["baseline", "stage"])
+    parser.add_argument("kind", choices=["baseline", "minimal", "stage"])
     parser.add_argument("--group", required=True, help="consumer group (offsets set by the bench)")
     args = parser.parse_args(argv)
-    asyncio.run(_main(args.kind, args.group))
+    uvloop.run(_main(args.kind, args.group))  # every loop on the services' event loop
 
 
 if __name__ == "__main__":

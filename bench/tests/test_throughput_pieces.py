@@ -1,6 +1,7 @@
-"""The throughput comparison in miniature on the real Kafka and PostgreSQL: both worker
-processes start, carry every back-filled message to the output topic, and the stage does so
-through the services' plumbing (inbox, effect, outbox, relay). No speed is asserted."""
+"""The throughput comparison in miniature on the real Kafka and PostgreSQL: the three worker
+processes start and carry every back-filled message to the output topic; the stage does so
+through the services' plumbing (inbox, effect, outbox, relay), the minimal loop through its
+own set-based transaction. No speed is asserted."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import asyncpg
 import pytest
 
 from carebridge_bench import throughput
+from carebridge_bench.minimal import MINIMAL_SCHEMA
 from carebridge_bench.worker import STAGE_SCHEMA
 
 pytestmark = pytest.mark.integration
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.integration
 MESSAGES = 12
 
 
-@pytest.mark.parametrize("kind", ["baseline", "stage"])
+@pytest.mark.parametrize("kind", ["baseline", "minimal", "stage"])
 async def test_a_tiny_backlog_goes_through(
     kind: throughput.Kind, stack_endpoints: Any, fresh_database_url: str, tmp_path: Path
 ) -> None:
@@ -35,6 +37,20 @@ async def test_a_tiny_backlog_goes_through(
     assert (result.messages, result.received) == (MESSAGES, MESSAGES)
     assert result.input_bytes > 0 and result.output_bytes > 0
     assert result.first_to_last_s is not None  # (a dozen records may share one millisecond)
+    assert result.cpu_seconds.get("worker") is not None
+    if kind == "minimal":
+        conn = await asyncpg.connect(fresh_database_url)
+        try:
+            counts = await conn.fetchrow(
+                f"SELECT (SELECT count(*) FROM {MINIMAL_SCHEMA}.stage_effects) AS effects,"
+                f" (SELECT count(*) FROM {MINIMAL_SCHEMA}.inbox) AS inbox,"
+                f" (SELECT count(*) FROM {MINIMAL_SCHEMA}.outbox) AS outbox,"
+                f" (SELECT max(last_sequence) FROM {MINIMAL_SCHEMA}.stream_sequences) AS top"
+            )
+        finally:
+            await conn.close()
+        # 12 messages over 3 patients: 4 each, numbered 1..4
+        assert tuple(counts) == (MESSAGES, MESSAGES, MESSAGES, 4)
     if kind == "stage":
         conn = await asyncpg.connect(fresh_database_url)
         try:

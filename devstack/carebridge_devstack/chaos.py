@@ -145,6 +145,9 @@ def print_summary(console: Console, result: ChaosResult) -> None:
         ("per-patient order violations", f.get("order_violations")),
         ("DLQ (distinct) / expected = poison x subscribed groups",
          f"{s['dlq']} / {s['dlq_expected']}"),
+        ("referrals opened / consents / care-plan versions / care teams",
+         f"{f.get('referrals_opened')} / {f.get('consents_granted_events')} / "
+         f"{f.get('plan_updated_events')} / {f.get('care_teams_formed')}"),
         ("confirmations sent / SMTP re-sends (same Message-ID)",
          f"{f.get('confirmations_sent')} / {f.get('smtp_resends_same_message_id')}"),
         ("client retries / unknown booking outcomes",

@@ -1,12 +1,16 @@
 """Load driver of the chaos run: patient journeys over the HTTP APIs, as a careful client.
 
-A journey: contact details -> assessment -> wait until booking knows it -> free slot -> book.
-The client behaves as a real one would while services die under it:
+A journey: contact details -> assessment (with therapy interest, so referral opens a referral)
+-> wait until booking knows it -> free slot -> book -> the patient grants care-plan consent
+(referral matches a therapist and forms a care team) -> the psychiatrist writes the care plan
+twice (versions 1 and 2). The client behaves as a real one would while services die under it:
 
 * reads, PUTs and the assessment POST (with an ``Idempotency-Key``) are retried on another
   replica after a connection error or a 5xx, with backoff;
 * a booking whose outcome is unknown (connection lost, 5xx) is looked up by patient before it
-  is tried again, and a 409 ``initial_evaluation_already_booked`` is resolved the same way.
+  is tried again, and a 409 ``initial_evaluation_already_booked`` is resolved the same way;
+* a care-plan write whose outcome is unknown is sent again with the same ``If-Match``: a 409
+  whose ETag is the next version says the first one committed (the load is the only writer).
 
 Only *accepted* requests (a 2xx, or a booking found by the lookup) count as promises. Every
 loop is bounded in attempts and in time; only 127.0.0.1 is ever contacted.
@@ -30,6 +34,8 @@ import httpx
 from .dev_auth import DevAuth
 
 VISIT_TYPE = "initial_psychiatric_evaluation"
+CONSENT_SCOPE = "care_plan_sharing"
+PLAN_VERSIONS = 2  # care-plan writes per journey (versions 1..PLAN_VERSIONS)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -47,11 +53,15 @@ class LoadConfig:
     journey_timeout_s: float = 300.0
     state: str = "WY"
     clinicians: int = 10
+    therapists: int = 4
     horizon_days: int = 55
     seed: int = 0
 
     def clinician_ids(self) -> list[str]:
         return [f"cz{self.run_id}-psy-{i}" for i in range(1, self.clinicians + 1)]
+
+    def therapist_ids(self) -> list[str]:
+        return [f"cz{self.run_id}-thr-{i}" for i in range(1, self.therapists + 1)]
 
     def patient_id(self, index: int) -> str:
         return f"cz{self.run_id}-p{index:05d}"
@@ -66,6 +76,8 @@ class Journey:
     booked_clinician: str | None = None
     starts_at: str | None = None
     booked_via_lookup: bool = False
+    consent_granted: bool = False
+    plan_versions: list[int] = field(default_factory=list)  # care-plan versions accepted
     error: str | None = None
     seconds: float = 0.0
 
@@ -77,6 +89,7 @@ class LoadStats:
     transport_errors: int = 0
     server_errors: int = 0
     unknown_bookings: int = 0
+    unknown_plan_writes: int = 0
     slot_conflicts: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
 
@@ -87,6 +100,7 @@ class LoadStats:
             "transport_errors": self.transport_errors,
             "server_errors": self.server_errors,
             "unknown_booking_outcomes": self.unknown_bookings,
+            "unknown_plan_write_outcomes": self.unknown_plan_writes,
             "slot_conflicts": self.slot_conflicts,
             "statuses": dict(self.statuses),
         }
@@ -166,8 +180,19 @@ def clinician_body(state: str) -> dict[str, Any]:
     }
 
 
+def therapist_body(state: str) -> dict[str, Any]:
+    """A CBT therapist licensed in `state` with room for every patient of the load."""
+    return {"licence_states": [state], "modalities": ["CBT"], "capacity": 10_000, "active": True}
+
+
 async def set_up(client: Client, config: LoadConfig) -> None:
-    """The load's own clinicians and their contact details (idempotent PUTs)."""
+    """The load's own clinicians, therapists and contact details (idempotent PUTs)."""
+    for therapist_id in config.therapist_ids():
+        await client.ok("referral", "PUT", f"/v1/therapists/{therapist_id}",
+                        json=therapist_body(config.state))  # fmt: skip
+        await client.ok("notification", "PUT", f"/v1/contacts/clinician/{therapist_id}",
+                        json={"email": f"{therapist_id}@clinicians.example",
+                              "preferred_channel": "email"})  # fmt: skip
     for clinician_id in config.clinician_ids():
         await client.ok("booking", "PUT", f"/v1/clinicians/{clinician_id}",
                         json=clinician_body(config.state))  # fmt: skip
@@ -182,7 +207,7 @@ def assessment_body(patient_id: str, state: str) -> dict[str, Any]:
         "state": state,
         "phq9": [2, 2, 1, 2, 1, 1, 1, 1, 0],
         "gad7": [1, 2, 1, 1, 1, 0, 1],
-        "therapy_interest": False,
+        "therapy_interest": True,
         "preferred_channel": "email",
     }
 
@@ -265,6 +290,58 @@ async def _book(client: Client, config: LoadConfig, journey: Journey, rng: rando
     raise JourneyFailed("no slot could be booked in 25 attempts")
 
 
+def plan_body(version: int) -> dict[str, Any]:
+    """The plan as of `version` + 1: each version differs (an identical plan keeps its version)."""
+    return {"therapy_modality": "CBT", "therapy_frequency": {"sessions_per_month": version + 1}}
+
+
+def _etag_version(response: httpx.Response) -> int | None:
+    try:
+        return int(response.headers.get("ETag", "").strip('W/"'))
+    except ValueError:
+        return None
+
+
+async def _write_plan(client: Client, journey: Journey, version: int, budget_s: float) -> None:
+    """The psychiatrist replaces the plan at `version`; records `version + 1` once accepted.
+
+    Until referral learned of the booking (AppointmentBooked) the psychiatrist is refused with
+    403 ``not_in_care_team``: that, a lost connection and a 5xx are tried again."""
+    path = f"/v1/care-plans/{journey.patient_id}"
+    headers = {"If-Match": f'"{version}"', "X-Clinician-Id": str(journey.booked_clinician)}
+    started = time.monotonic()
+    delay = 0.3
+    while time.monotonic() - started < budget_s:
+        response = await client.once("referral", "PUT", path, json=plan_body(version),
+                                     headers=headers)  # fmt: skip
+        if response is not None and response.status_code == 200:
+            journey.plan_versions.append(version + 1)
+            return
+        if response is not None and response.status_code == 409:
+            if _etag_version(response) == version + 1:  # an earlier try committed
+                journey.plan_versions.append(version + 1)
+                return
+            raise JourneyFailed(f"care plan v{version}: 409 {response.text[:300]}")
+        if response is None or response.status_code >= 500:
+            client.stats.unknown_plan_writes += 1
+        elif not (response.status_code == 403 and "not_in_care_team" in response.text):
+            raise JourneyFailed(f"care plan v{version}: {response.status_code} "
+                                f"{response.text[:300]}")  # fmt: skip
+        client.stats.retries += 1
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+    raise JourneyFailed(f"care plan v{version} not accepted in {budget_s:.0f}s")
+
+
+async def _collaborate(client: Client, config: LoadConfig, journey: Journey) -> None:
+    """Consent (referral matches a therapist), then the psychiatrist's care-plan versions."""
+    await client.ok("referral", "POST", f"/v1/patients/{journey.patient_id}/consents",
+                    json={"scope": CONSENT_SCOPE})  # fmt: skip
+    journey.consent_granted = True
+    for version in range(PLAN_VERSIONS):
+        await _write_plan(client, journey, version, budget_s=config.journey_timeout_s / 3)
+
+
 async def journey(client: Client, config: LoadConfig, index: int) -> Journey:
     rng = random.Random(f"{config.seed}-{index}")
     clinicians = config.clinician_ids()
@@ -284,6 +361,7 @@ async def journey(client: Client, config: LoadConfig, index: int) -> Journey:
             state.assessment_id = str(result["assessment_id"])
             await _wait_eligible(client, pid, budget_s=config.journey_timeout_s / 2)
             await _book(client, config, state, rng)
+            await _collaborate(client, config, state)
     except JourneyFailed as exc:
         state.error = str(exc)
     except TimeoutError:

@@ -169,6 +169,62 @@ def check_order(topic: str, view: TopicView, verdict: Verdict) -> int:
     return broken
 
 
+def _by_subject(view: TopicView, event_type: str, prefix: str) -> dict[str, list[Envelope]]:
+    """One envelope per distinct event of `event_type` about a load patient, by patient."""
+    found: dict[str, list[Envelope]] = defaultdict(list)
+    for copies in view.events.values():
+        envelope = copies[0]
+        if envelope.type == event_type and envelope.subject.startswith(prefix):
+            found[envelope.subject].append(envelope)
+    return found
+
+
+def check_referral(
+    views: dict[str, TopicView], journeys: list[Journey], prefix: str, verdict: Verdict
+) -> int:
+    """Referrals, consents and care-plan versions against what the load was told; returns the
+    duplicated effects found."""
+    duplicated = 0
+    requested = _by_subject(views[str(Topic.REFERRALS)], "TherapistRequested", prefix)
+    granted = _by_subject(views[str(Topic.CONSENTS)], "ConsentGranted", prefix)
+    updated = _by_subject(views[str(Topic.CARE_PLANS)], "CarePlanUpdated", prefix)
+    formed = _by_subject(views[str(Topic.REFERRALS)], "CareTeamFormed", prefix)
+    for journey in journeys:
+        patient = journey.patient_id
+        # a request whose answer was lost may have committed although the journey then failed:
+        # without an acceptance, at most one event is right
+        n = len(requested.get(patient, ()))
+        if (journey.assessment_id and n != 1) or n > 1:
+            duplicated += max(0, n - 1)
+            verdict.fail(f"{patient}: {n} TherapistRequested events for one assessment")
+        n = len(granted.get(patient, ()))
+        if (journey.consent_granted and n != 1) or n > 1:
+            duplicated += max(0, n - 1)
+            verdict.fail(f"{patient}: {n} ConsentGranted events (consent accepted: "
+                         f"{journey.consent_granted})")  # fmt: skip
+        versions = Counter(int(e.data["plan_version"]) for e in updated.get(patient, ()))
+        for version in journey.plan_versions:
+            if versions.get(version, 0) != 1:
+                duplicated += max(0, versions.get(version, 0) - 1)
+                verdict.fail(f"{patient}: care plan v{version} accepted, "
+                             f"{versions.get(version, 0)} CarePlanUpdated events")  # fmt: skip
+        beyond = set(versions) - set(journey.plan_versions)
+        if beyond and journey.error is None:
+            verdict.fail(f"{patient}: CarePlanUpdated for versions never accepted {beyond}")
+        n = len(formed.get(patient, ()))
+        if n > 1:
+            duplicated += n - 1
+            verdict.fail(f"{patient}: {n} CareTeamFormed events")
+    f = verdict.figures
+    f["referrals_opened"] = sum(len(v) for v in requested.values())
+    f["consents_accepted"] = sum(j.consent_granted for j in journeys)
+    f["consents_granted_events"] = sum(len(v) for v in granted.values())
+    f["plan_versions_accepted"] = sum(len(j.plan_versions) for j in journeys)
+    f["plan_updated_events"] = sum(len(v) for v in updated.values())
+    f["care_teams_formed"] = sum(len(v) for v in formed.values())
+    return duplicated
+
+
 async def _db(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(database_url, timeout=10)
     try:
@@ -259,6 +315,10 @@ async def check(
             verdict.fail(f"{patient}: {n} booked appointments")
     f["bookings_accepted"] = len(booked)
     f["bookings_found_by_lookup"] = sum(j.booked_via_lookup for j in booked)
+
+    # -- referral: one referral per accepted assessment (all have therapy interest), one
+    # ConsentGranted per accepted consent, one CarePlanUpdated per accepted plan version
+    duplicated += check_referral(views, journeys, patient_prefix, verdict)
 
     # -- no slot double booked
     rows = await _db(database_url, """

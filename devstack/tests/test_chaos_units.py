@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
 
-from carebridge_contracts import ContractError, Envelope, parse
+from carebridge_contracts import (
+    BaseEvent,
+    CarePlanUpdated,
+    ConsentGranted,
+    ContractError,
+    Envelope,
+    TherapistRequested,
+    parse,
+)
 from carebridge_contracts.registry import Topic
 from carebridge_devstack.chaos_backlog import consumer_groups, wait_until_quiet
-from carebridge_devstack.chaos_oracle import Verdict, _view, check_order
+from carebridge_devstack.chaos_load import Journey
+from carebridge_devstack.chaos_oracle import TopicView, Verdict, _view, check_order, check_referral
 from carebridge_devstack.chaos_poison import KINDS, poison_set, poison_value
 from carebridge_devstack.endpoints import StackEndpoints
 from carebridge_devstack.system import LocalSystem, SystemPorts, instance_names
@@ -103,3 +113,40 @@ async def test_an_unreadable_backlog_is_not_quiet_and_time_runs_out() -> None:
 
     last = await wait_until_quiet(broker_down, within_s=0.05, interval_s=0.01)
     assert last == {"unreadable: ConnectionError": 1}
+
+
+def _referral_views(*events: tuple[Topic, BaseEvent]) -> dict[str, TopicView]:
+    records: dict[str, list[Record]] = {str(t): [] for t in Topic}
+    for offset, (topic, event) in enumerate(events):
+        envelope = wrap(event, event.patient_id, offset + 1)
+        records[str(topic)].append(
+            Record(str(topic), 0, offset, event.patient_id.encode(), envelope.to_bytes(), {})
+        )
+    return {name: _view(found) for name, found in records.items()}
+
+
+def test_the_oracle_counts_referrals_consents_and_care_plan_versions() -> None:
+    patient = "cz1-p00001"
+    journey = Journey(patient, "cz1-psy-1", assessment_id="a1", appointment_id="b1",
+                      booked_clinician="cz1-psy-1", consent_granted=True, plan_versions=[1, 2])  # fmt: skip
+    requested = TherapistRequested(patient_id=patient, referral_id=uuid.uuid4(), state="WY",
+                                   modality="CBT", urgency="routine", requested_by="intake")  # fmt: skip
+    granted = ConsentGranted(patient_id=patient, consent_id=uuid.uuid4(), scope="care_plan_sharing")
+
+    def plan(version: int) -> CarePlanUpdated:
+        return CarePlanUpdated(patient_id=patient, plan_version=version,
+                               changed_sections=["therapy_frequency"], author_id="cz1-psy-1",
+                               author_role="psychiatrist")  # fmt: skip
+
+    whole = _referral_views((Topic.REFERRALS, requested), (Topic.CONSENTS, granted),
+                            (Topic.CARE_PLANS, plan(1)), (Topic.CARE_PLANS, plan(2)))  # fmt: skip
+    verdict = Verdict()
+    assert check_referral(whole, [journey], "cz1-", verdict) == 0
+    assert verdict.ok and verdict.figures["plan_versions_accepted"] == 2
+
+    # version 2 applied twice (two events), the consent event lost, no referral opened
+    broken = _referral_views((Topic.CARE_PLANS, plan(1)), (Topic.CARE_PLANS, plan(2)),
+                             (Topic.CARE_PLANS, plan(2)))  # fmt: skip
+    verdict = Verdict()
+    assert check_referral(broken, [journey], "cz1-", verdict) == 1
+    assert len(verdict.violations) == 3

@@ -1,17 +1,22 @@
 """Consumer runtime on FastStream: effect and inbox in one transaction, then the offset.
 
-FastStream's Kafka default (ack first, auto commit) is at-most-once; every subscriber here uses
-NACK_ON_ERROR, so the offset is committed only after the handler returned, i.e. after the
-effect's transaction committed. A failing event is retried with backoff, then parked on
-`<topic>.dlq` and the partition moves on.
+FastStream's Kafka default (ack first, auto commit) is at-most-once; every subscriber here
+commits offsets itself (AckPolicy.MANUAL), only of records whose effects' transaction
+committed. The commit runs in the background while the next poll is applied (issue 16: an
+awaited commit cost ~7 ms per poll); a commit that is lost (crash, rebalance) only means the
+records come again, and the inbox drops them. A failure rewinds the partitions to the poll's
+first records. A failing event is retried with backoff, then parked on `<topic>.dlq` and the
+partition moves on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -19,7 +24,7 @@ from typing import Any, Literal, TypeVar
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -53,6 +58,7 @@ from carebridge_shared.metrics import (
     MESSAGES_PUBLISHED,
     note_error,
 )
+from carebridge_shared.outbox import Staged
 
 log = get_logger(__name__)
 
@@ -88,6 +94,8 @@ MAX_POLL_RECORDS = 100
 # for up to this many events. Bounded, because the first event of a transaction becomes
 # visible only when the last is done, and handler locks are held as long.
 MAX_RECORDS_PER_TRANSACTION = 25
+# A commit that failed while its partitions stayed assigned is tried again after this long.
+COMMIT_RETRY_S = 0.5
 # An idle poll waits this long for records, then FastStream sleeps as long again: the most an
 # idle consumer delays a record that arrives.
 IDLE_POLL_MS = 10
@@ -114,10 +122,26 @@ class EventContext:
     topic: str
     partition: int
     offset: int
+    headers: Sequence[tuple[str, bytes]] = ()
+
+    def staged(self, event: BaseEvent) -> Staged:
+        """`event` for `Outbox.add_many`, caused by this one: its correlation id, this event
+        as the cause, and the trace this event's record carried."""
+        return Staged(
+            event,
+            correlation_id=self.envelope.correlation_id,
+            causation_id=self.envelope.event_id,
+            trace=tracing.extract(self.headers),
+        )
 
 
 Handler = Callable[[Any, EventContext], Awaitable[None]]
+# A batch handler gets consecutive fresh events of one type, in offset order, all in one
+# transaction: it applies their effects set-based (`unnest`, `executemany`) and stages its
+# events with `Outbox.add_many([ctx.staged(e) for ...])`, each carrying its own ids.
+BatchHandler = Callable[[Sequence[tuple[Any, EventContext]]], Awaitable[None]]
 EffectHook = Callable[[Envelope], Awaitable[None]]
+Prepared = tuple[ConsumerRecord[bytes, bytes], Envelope, BaseEvent]
 
 
 @dataclass(frozen=True)
@@ -170,6 +194,54 @@ class _AssignmentTracker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.joined.set()
 
 
+class _OffsetCommitter:
+    """Commits processed offsets in the background: the highest per partition, one commit at
+    a time, so commits never go backwards and never hold up the next poll."""
+
+    def __init__(self, consumer: Callable[[], Any], group_id: str) -> None:
+        self._consumer = consumer
+        self._group_id = group_id
+        self._pending: dict[TopicPartition, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def schedule(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        for record in records:
+            partition = TopicPartition(record.topic, record.partition)
+            self._pending[partition] = max(self._pending.get(partition, 0), record.offset + 1)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._pending:
+            offsets, self._pending = self._pending, {}
+            consumer = self._consumer()
+            if consumer is None:
+                return
+            try:
+                await consumer.commit(
+                    {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()}
+                )
+            except Exception as exc:
+                log.info("offsets_not_committed", group=self._group_id, error=type(exc).__name__)
+                # Tried again while the partitions stay assigned here (Kafka was away): a
+                # partition that went to another member is read again by it from the last
+                # committed offset, and the inbox drops what was applied here.
+                assigned = set(consumer.assignment())
+                for partition, offset in offsets.items():
+                    if partition in assigned:
+                        self._pending[partition] = max(self._pending.get(partition, 0), offset)
+                if self._pending:
+                    await asyncio.sleep(COMMIT_RETRY_S)
+
+    async def flush(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait for the commits scheduled so far (before the consumer closes), at most
+        `timeout`: what is not committed by then is read again after the restart."""
+        task = self._task
+        if task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+
+
 class ConsumerRuntime:
     """Subscribes one consumer group to the topics of the events it registered handlers for."""
 
@@ -189,12 +261,14 @@ class ConsumerRuntime:
         self.group_id = group_id
         self._auto_offset_reset = auto_offset_reset
         self._trackers: list[_AssignmentTracker] = []
+        self._committers: list[_OffsetCommitter] = []
         self._pool = pool
         self._retry = retry or RetryPolicy()
         self._producer_factory = producer_factory
         self._dlq_producer: AIOKafkaProducer | None = None
         self._after_effect = after_effect
         self._handlers: dict[tuple[str, str], Handler] = {}
+        self._batch_handlers: dict[tuple[str, str], BatchHandler] = {}
         self._stopping = asyncio.Event()
         self._lag_reported: set[tuple[str, int]] = set()
         self.total_lag: int | None = None  # None until sampled
@@ -272,6 +346,25 @@ class ConsumerRuntime:
 
         return register
 
+    def on_batch(
+        self, event_cls: type[E]
+    ) -> Callable[[Callable[[Sequence[tuple[E, EventContext]]], Awaitable[None]]], BatchHandler]:
+        """Register the batch handler of one event type (see `BatchHandler`). A record that
+        has to be applied on its own (a poison record in its poll, a retry) is handed to it
+        as a batch of one."""
+
+        def register(
+            fn: Callable[[Sequence[tuple[E, EventContext]]], Awaitable[None]],
+        ) -> BatchHandler:
+            async def one(event: E, ctx: EventContext) -> None:
+                await fn([(event, ctx)])
+
+            self.on(event_cls)(one)
+            self._batch_handlers[(str(topic_for(event_cls)), event_cls.event_type)] = fn
+            return fn
+
+        return register
+
     @property
     def topics(self) -> list[str]:
         return sorted({topic for topic, _ in self._handlers})
@@ -289,6 +382,8 @@ class ConsumerRuntime:
         """Let the in-flight event finish and commit (bounded by graceful_timeout), then close."""
         self._stopping.set()
         self.started = False
+        for committer in self._committers:
+            await committer.flush()
         await self.broker.stop()
         if self._dlq_producer is not None:
             await self._dlq_producer.stop()
@@ -304,7 +399,7 @@ class ConsumerRuntime:
             *topics,
             group_id=self.group_id,
             auto_offset_reset=self._auto_offset_reset,
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            ack_policy=AckPolicy.MANUAL,  # the offsets are committed by `committer`
             listener=tracker,
             batch=True,
             max_records=MAX_POLL_RECORDS,
@@ -313,14 +408,23 @@ class ConsumerRuntime:
             decoder=undecoded,
         )
         tracker.consumer = lambda: subscriber.consumer
+        committer = _OffsetCommitter(tracker.consumer, self.group_id)
+        self._committers.append(committer)
 
         async def consume(message: KafkaMessage) -> None:
             # Each partition's records in offset order; the offsets are committed once, after
             # the last record's transaction (a failure rewinds the whole poll).
             records = message.raw_message
             batch = records if isinstance(records, tuple) else (records,)
-            for start in range(0, len(batch), MAX_RECORDS_PER_TRANSACTION):
-                await self.process_batch(batch[start : start + MAX_RECORDS_PER_TRANSACTION])
+            try:
+                for start in range(0, len(batch), MAX_RECORDS_PER_TRANSACTION):
+                    await self.process_batch(batch[start : start + MAX_RECORDS_PER_TRANSACTION])
+            except BaseException:
+                await message.nack()  # back to the poll's first records: none is skipped
+                raise
+            committer.schedule(batch)
+            if self._stopping.is_set():
+                await committer.flush()  # the consumer closes next: commit before it does
 
         subscriber(consume)
 
@@ -334,53 +438,119 @@ class ConsumerRuntime:
             await self.process(record)
 
     async def _apply_together(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> bool:
-        """Each record's inbox claim and effect, in one transaction; False (nothing applied)
-        when a record is poison or any effect fails: the caller then goes one by one."""
+        """The records' inbox claims (one statement) and effects, in one transaction; False
+        (nothing applied) when a record is poison or any effect fails: the caller then goes
+        one by one. Consecutive fresh events of a type with a batch handler go to it at once."""
         started = time.perf_counter()
-        prepared: list[tuple[ConsumerRecord[bytes, bytes], Envelope, BaseEvent]] = []
+        prepared: list[Prepared] = []
         for record in records:
             try:
                 envelope, event = parse_from(record)
             except Exception:
                 return False  # poison or forged: `process` dead-letters it
             prepared.append((record, envelope, event))
-        outcomes: list[tuple[ConsumerRecord[bytes, bytes], Envelope, str]] = []
         try:
             async with self._pool.acquire() as conn, conn.transaction():
-                for record, envelope, event in prepared:
-                    handler = self._handlers.get((record.topic, envelope.type))
-                    if handler is None:
-                        outcomes.append((record, envelope, IGNORED))
-                        continue
-                    with (
-                        correlation_scope(envelope.correlation_id, envelope.event_id),
-                        tracing.span(
-                            f"{record.topic} process",
-                            kind=tracing.SpanKind.CONSUMER,
-                            parent=tracing.extract(record.headers or ()),
-                            attributes=self._span_attributes(record),
-                        ),
-                    ):
-                        fresh = await self._claim_and_handle(conn, record, envelope, event, handler)
-                    outcomes.append((record, envelope, APPLIED if fresh else DUPLICATE))
+                outcomes = await self._apply_prepared(conn, prepared)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.info("batch_applied_one_by_one", records=len(records), error=type(exc).__name__)
             return False
-        seconds = (time.perf_counter() - started) / len(records)
-        for record, envelope, outcome in outcomes:
+        await self._account(prepared, outcomes, (time.perf_counter() - started) / len(records))
+        return True
+
+    async def _apply_prepared(self, conn: Connection, prepared: Sequence[Prepared]) -> list[str]:
+        """Inside the transaction: claim, then apply in offset order; each record's outcome."""
+        claims = [
+            inbox.Claim(envelope.event_id, record.topic, record.partition, record.offset)
+            for record, envelope, _ in prepared
+            if (record.topic, envelope.type) in self._handlers
+        ]
+        fresh = await inbox.claim_many(conn, self.group_id, claims)
+        outcomes: list[str] = []
+        run: list[Prepared] = []  # consecutive fresh events for one batch handler
+
+        async def flush() -> None:
+            if run:
+                await self._handle_run(conn, run)
+                run.clear()
+
+        for item in prepared:
+            record, envelope, event = item
+            key = (record.topic, envelope.type)
+            handler = self._handlers.get(key)
+            if handler is None:
+                outcomes.append(IGNORED)
+                continue
+            if envelope.event_id not in fresh:
+                outcomes.append(DUPLICATE)
+                continue
+            fresh.discard(envelope.event_id)  # a second copy in this poll is a duplicate
+            outcomes.append(APPLIED)
+            if key in self._batch_handlers:
+                if run and (run[0][0].topic, run[0][1].type) != key:
+                    await flush()
+                run.append(item)
+                continue
+            await flush()
+            with (
+                correlation_scope(envelope.correlation_id, envelope.event_id),
+                tracing.span(
+                    f"{record.topic} process",
+                    kind=tracing.SpanKind.CONSUMER,
+                    parent=tracing.extract(record.headers or ()),
+                    attributes=self._span_attributes(record),
+                ),
+            ):
+                await handler(event, self._context(conn, record, envelope))
+        await flush()
+        return outcomes
+
+    def _context(
+        self, conn: Connection, record: ConsumerRecord[bytes, bytes], envelope: Envelope
+    ) -> EventContext:
+        return EventContext(
+            envelope, conn, record.topic, record.partition, record.offset, record.headers or ()
+        )
+
+    async def _handle_run(self, conn: Connection, run: Sequence[Prepared]) -> None:
+        first = run[0][0]
+        handler = self._batch_handlers[(first.topic, run[0][1].type)]
+        with tracing.span(
+            f"{first.topic} process",
+            kind=tracing.SpanKind.CONSUMER,
+            parent=tracing.extract(first.headers or ()),
+            attributes={**self._span_attributes(first), "messaging.batch.message_count": len(run)},
+        ):
+            await handler([(event, self._context(conn, r, envelope)) for r, envelope, event in run])
+
+    async def _account(
+        self, prepared: Sequence[Prepared], outcomes: Sequence[str], seconds: float
+    ) -> None:
+        """Metrics and one log line for the batch (duplicates, rare, one line each)."""
+        applied: Counter[str] = Counter()
+        consumed: Counter[tuple[str, str]] = Counter()
+        for (record, envelope, _), outcome in zip(prepared, outcomes, strict=True):
+            consumed[(record.topic, outcome)] += 1
             if outcome == APPLIED:
-                EVENTS_APPLIED.labels(self.group_id, envelope.type).inc()
-                log.info("event_applied", type=envelope.type, event_id=str(envelope.event_id))
+                applied[envelope.type] += 1
             elif outcome == DUPLICATE:
-                EVENTS_DUPLICATE.labels(self.group_id).inc()
                 log.info("event_duplicate", type=envelope.type, event_id=str(envelope.event_id))
             if outcome != IGNORED and self._after_effect is not None:
                 await self._after_effect(envelope)
-            MESSAGES_CONSUMED.labels(self.group_id, record.topic, outcome).inc()
-            HANDLER_DURATION.labels(self.group_id, record.topic, outcome).observe(seconds)
-        return True
+        for event_type, count in applied.items():
+            EVENTS_APPLIED.labels(self.group_id, event_type).inc(count)
+        duplicates = sum(n for (_, outcome), n in consumed.items() if outcome == DUPLICATE)
+        if duplicates:
+            EVENTS_DUPLICATE.labels(self.group_id).inc(duplicates)
+        for (topic, outcome), count in consumed.items():
+            MESSAGES_CONSUMED.labels(self.group_id, topic, outcome).inc(count)
+            histogram = HANDLER_DURATION.labels(self.group_id, topic, outcome)
+            for _ in range(count):
+                histogram.observe(seconds)
+        if applied:
+            log.info("events_applied", count=sum(applied.values()), types=dict(applied))
 
     async def _claim_and_handle(
         self,
@@ -401,8 +571,7 @@ class ConsumerRuntime:
             offset=record.offset,
         )
         if fresh:
-            context = EventContext(envelope, conn, record.topic, record.partition, record.offset)
-            await handler(event, context)
+            await handler(event, self._context(conn, record, envelope))
         return fresh
 
     async def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -569,9 +738,13 @@ async def lenient_header_parser(
     It gets copies with such values replaced; the handler still sees the records as received."""
     batch = records if isinstance(records, tuple) else (records,)
     readable = tuple(
-        dataclasses.replace(record, headers=[(k, _readable(v)) for k, v in record.headers or ()])
+        record
+        if all(_is_text(v) for _, v in record.headers or ())
+        else dataclasses.replace(
+            record, headers=[(k, _readable(v)) for k, v in record.headers or ()]
+        )
         for record in batch
-    )
+    )  # a copy only of a record that needs one (issue 16: not of every record)
     message = await original(readable if isinstance(records, tuple) else readable[0])
     message.raw_message = records
     return message
@@ -581,6 +754,16 @@ async def undecoded(message: Any) -> Any:
     """The handler reads the records themselves: FastStream's own decoding of the batch would
     parse every record's headers again, as strictly as its parser does."""
     return message.body
+
+
+def _is_text(value: bytes | None) -> bool:
+    if value is None:
+        return False
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _readable(value: bytes | None) -> bytes:

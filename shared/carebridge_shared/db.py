@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
 
+from carebridge_shared import wakeup
 from carebridge_shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -45,6 +46,7 @@ async def create_pool(
         max_size=max_size,
         server_settings={"search_path": f"{schema},public", "application_name": schema},
         command_timeout=60,
+        reset=wakeup.pool_reset,  # in-process wake-ups once a transaction is over
     )
     if pool is None:  # pragma: no cover - asyncpg returns None only when not awaited
         raise RuntimeError("asyncpg.create_pool returned no pool")

@@ -14,7 +14,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import Span
 
-from carebridge_shared import tracing
+from carebridge_shared import tracing, wakeup
 from carebridge_shared.logging import get_logger
 from carebridge_shared.metrics import (
     MESSAGES_PUBLISHED,
@@ -189,7 +189,8 @@ class OutboxRelay:
             else:
                 return
             self.is_leader = True
-            await conn.add_listener(notify_channel(self._schema), self._on_notify)
+            # Woken in-process by this process's commits; other replicas' rows are polled for.
+            wakeup.listen(notify_channel(self._schema), self._on_notify)
             try:
                 while not stop.is_set():
                     self._wake.clear()
@@ -198,8 +199,7 @@ class OutboxRelay:
                     if published < self._batch_size:
                         await self._wait_for_work(stop)
             finally:
-                with contextlib.suppress(Exception):
-                    await conn.remove_listener(notify_channel(self._schema), self._on_notify)
+                wakeup.unlisten(notify_channel(self._schema), self._on_notify)
                 with contextlib.suppress(Exception):
                     await conn.execute("SELECT pg_advisory_unlock($1)", self._lock_key)
         finally:

@@ -258,6 +258,8 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         port=settings.http_port,
         log_config=None,
         access_log=False,
+        loop="uvloop",  # issue 16: the event loop and HTTP parser in C
+        http="httptools",
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
 

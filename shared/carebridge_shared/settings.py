@@ -106,7 +106,9 @@ class ServiceSettings(BaseSettings):
     )
     consumer_backoff_max_ms: int = Field(default=5000, description="Ceiling of the retry delay.")
     relay_poll_interval_ms: int = Field(
-        default=500, description="Outbox relay poll interval when no NOTIFY arrives."
+        default=200,
+        description="Outbox relay poll interval: how late it finds rows another replica "
+        "committed (its own process's commits wake it at once).",
     )
     relay_batch_size: int = Field(default=200, description="Outbox rows published per batch.")
     db_pool_max_size: int = Field(default=10, description="Largest asyncpg pool size.")

@@ -38,7 +38,7 @@ def _free_pair() -> int:
     raise RuntimeError("no free pair of ports")
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)  # journeys also drive referral (issue 16): more requests each
 def test_short_chaos_run_loses_nothing_and_does_nothing_twice(tmp_path: Path) -> None:
     config = ChaosConfig(
         journeys=100,

@@ -4,6 +4,8 @@ therapist treats the patient: until the care team ends or the therapist leaves i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from carebridge_booking import domain, store
 from carebridge_booking.config import BookingSettings
 from carebridge_contracts import (
@@ -74,14 +76,18 @@ def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
             offered_starts_at=slot.start.isoformat(),
         )
 
-    @runtime.on(AssessmentCompleted)
-    async def assessment_completed(event: AssessmentCompleted, ctx: EventContext) -> None:
-        await store.record_assessment(
-            ctx.conn,
-            event.patient_id,
-            event.assessment_id,
-            event.completed_at,
-            imminent_risk=event.cssrs_imminent_risk,
+    @runtime.on_batch(AssessmentCompleted)  # every journey's first event: set-based
+    async def assessments_completed(
+        batch: Sequence[tuple[AssessmentCompleted, EventContext]],
+    ) -> None:
+        await store.record_assessments(
+            batch[0][1].conn,
+            [
+                store.AssessmentSeen(
+                    e.patient_id, e.assessment_id, e.completed_at, e.cssrs_imminent_risk
+                )
+                for e, _ in batch
+            ],
         )
 
     @runtime.on(SafetyRiskFlagged)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any, cast
 from uuid import UUID
@@ -177,6 +178,31 @@ async def lock_clinician_directory(conn: Connection) -> None:
 # --- eligibility ---------------------------------------------------------------------------
 
 
+RECORD_ASSESSMENT = (
+    "INSERT INTO patient_eligibility AS e (patient_id, assessment_id,"
+    " assessment_completed_at, urgent_review_required, risk_flagged_at)"
+    " VALUES ($1, $2, $3::timestamptz, $4::boolean,"
+    "  CASE WHEN $4::boolean THEN $3::timestamptz END)"
+    " ON CONFLICT (patient_id) DO UPDATE SET"
+    "  assessment_id = CASE WHEN e.assessment_completed_at IS NULL"
+    "    OR e.assessment_completed_at <= EXCLUDED.assessment_completed_at"
+    "    THEN EXCLUDED.assessment_id ELSE e.assessment_id END,"
+    "  assessment_completed_at = greatest(e.assessment_completed_at,"
+    "    EXCLUDED.assessment_completed_at),"
+    "  urgent_review_required = e.urgent_review_required OR EXCLUDED.urgent_review_required,"
+    "  risk_flagged_at = coalesce(e.risk_flagged_at, EXCLUDED.risk_flagged_at),"
+    "  updated_at = now()"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AssessmentSeen:
+    patient_id: str
+    assessment_id: UUID
+    completed_at: datetime
+    imminent_risk: bool
+
+
 async def record_assessment(
     conn: Connection,
     patient_id: str,
@@ -185,24 +211,16 @@ async def record_assessment(
     imminent_risk: bool,
 ) -> None:
     """Keep the latest assessment; imminent risk, once seen, stays until a clinician clears it."""
-    await conn.execute(
-        "INSERT INTO patient_eligibility AS e (patient_id, assessment_id,"
-        " assessment_completed_at, urgent_review_required, risk_flagged_at)"
-        " VALUES ($1, $2, $3::timestamptz, $4::boolean,"
-        "  CASE WHEN $4::boolean THEN $3::timestamptz END)"
-        " ON CONFLICT (patient_id) DO UPDATE SET"
-        "  assessment_id = CASE WHEN e.assessment_completed_at IS NULL"
-        "    OR e.assessment_completed_at <= EXCLUDED.assessment_completed_at"
-        "    THEN EXCLUDED.assessment_id ELSE e.assessment_id END,"
-        "  assessment_completed_at = greatest(e.assessment_completed_at,"
-        "    EXCLUDED.assessment_completed_at),"
-        "  urgent_review_required = e.urgent_review_required OR EXCLUDED.urgent_review_required,"
-        "  risk_flagged_at = coalesce(e.risk_flagged_at, EXCLUDED.risk_flagged_at),"
-        "  updated_at = now()",
-        patient_id,
-        assessment_id,
-        completed_at,
-        imminent_risk,
+    await record_assessments(
+        conn, [AssessmentSeen(patient_id, assessment_id, completed_at, imminent_risk)]
+    )
+
+
+async def record_assessments(conn: Connection, seen: Sequence[AssessmentSeen]) -> None:
+    """`record_assessment` for several, in order, in one pipelined round trip (executemany)."""
+    await conn.executemany(
+        RECORD_ASSESSMENT,
+        [(a.patient_id, a.assessment_id, a.completed_at, a.imminent_risk) for a in seen],
     )
 
 

@@ -11,16 +11,14 @@ SMTP has no way to close that window; keeping the transaction to one message kee
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import datetime, timedelta
 
-import asyncpg
 from prometheus_client import Counter
 
 from carebridge_contracts import NotificationFailed, NotificationSent
 from carebridge_notification import domain, mailer, on_call, store
 from carebridge_notification.settings import NotificationSettings, settings_of
-from carebridge_shared import tracing
+from carebridge_shared import tracing, wakeup
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
 from carebridge_shared.metrics import note_error
@@ -41,7 +39,6 @@ SAFETY_ALERTS_UNDELIVERED = Counter(
     "Safety alert deliveries that failed for good (after every retry)",
     ["recipient", "error_code"],
 )
-LISTEN_TIMEOUT_S = 5.0
 
 
 def retry_policy(settings: NotificationSettings) -> domain.RetryPolicy:
@@ -53,16 +50,23 @@ def retry_policy(settings: NotificationSettings) -> domain.RetryPolicy:
 
 
 async def dispatch_once(ctx: ServiceContext, *, limit: int | None = None) -> int:
-    """One round: handle due deliveries one by one, in queue order; returns how many."""
+    """One round: handle due deliveries one by one, in queue order, over one SMTP connection;
+    returns how many."""
     settings = settings_of(ctx)
     handled = 0
-    for _ in range(limit or settings.dispatch_batch_size):
-        # A delivery that hangs (a connection that died without an error, seen after a
-        # PostgreSQL crash) must not hold its worker, and the rows it locked, for ever.
-        async with asyncio.timeout(DELIVERY_TIMEOUT_S):
-            if not await _dispatch_next(ctx, settings):
-                break
-        handled += 1
+    session = mailer.Session(
+        host=settings.smtp_host, port=settings.smtp_port, timeout_s=settings.smtp_timeout_seconds
+    )
+    try:
+        for _ in range(limit or settings.dispatch_batch_size):
+            # A delivery that hangs (a connection that died without an error, seen after a
+            # PostgreSQL crash) must not hold its worker, and the rows it locked, for ever.
+            async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+                if not await _dispatch_next(ctx, settings, session):
+                    break
+            handled += 1
+    finally:
+        await session.close()
     return handled
 
 
@@ -71,35 +75,32 @@ async def dispatch(ctx: ServiceContext, stop: asyncio.Event) -> None:
     survives SMTP and database outages. Workers claim rows as replicas do (SKIP LOCKED), so
     each delivery is still sent by one of them, in its own transaction.
 
-    A round starts when a transaction that queued deliveries commits (NOTIFY), or after the
-    poll interval (reminders falling due; a notification lost while the LISTEN connection was
-    down).
+    A round starts when a transaction of this process that queued deliveries is over (one
+    worker is woken in-process: a round sends everything due), or after the poll interval
+    (reminders falling due; deliveries another replica queued).
     """
     settings = settings_of(ctx)
-    wakeup = _Wakeup(ctx.settings.database_url)
+    workers = _Workers()
+    wakeup.listen(store.DISPATCH_CHANNEL, workers.wake_one)
     try:
         await asyncio.gather(
             *(
-                _work(ctx, settings, stop, wakeup, wakeup.subscribe())
+                _work(ctx, settings, stop, workers.subscribe())
                 for _ in range(settings.dispatch_concurrency)
             )
         )
     finally:
-        await wakeup.close()
+        wakeup.unlisten(store.DISPATCH_CHANNEL, workers.wake_one)
 
 
 async def _work(
     ctx: ServiceContext,
     settings: NotificationSettings,
     stop: asyncio.Event,
-    wakeup: _Wakeup,
     woken: asyncio.Event,
 ) -> None:
     interval = settings.dispatch_interval_ms / 1000
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):  # the poll interval drives rounds meanwhile
-            async with asyncio.timeout(LISTEN_TIMEOUT_S):
-                await wakeup.listen()
         woken.clear()  # deliveries committed from here on set it again
         handled = 0
         try:
@@ -113,52 +114,27 @@ async def _work(
             await _wait_for_any(stop, woken, interval)
 
 
-class _Wakeup:
-    """Holds one connection, outside the pool, that LISTENs for queued deliveries and wakes
-    every worker; re-opens it after an outage. Outside the pool so that it never competes with
-    the deliveries for a pool connection."""
+class _Workers:
+    """The dispatcher's workers; a wake-up goes to one that is idle (its event not yet set),
+    in turn, so one delivery does not start four rounds that find one row between them."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self) -> None:
         self._events: list[asyncio.Event] = []
-        self._database_url = database_url
-        self._conn: asyncpg.Connection[asyncpg.Record] | None = None
-        self._lock = asyncio.Lock()
+        self._next = 0
 
     def subscribe(self) -> asyncio.Event:
         event = asyncio.Event()
         self._events.append(event)
         return event
 
-    def _notified(self, *_args: object) -> None:
-        for event in self._events:
-            event.set()
-
-    async def listen(self) -> None:
-        async with self._lock:
-            if self._conn is not None and not self._conn.is_closed():
+    def wake_one(self) -> None:
+        count = len(self._events)
+        for step in range(count):
+            event = self._events[(self._next + step) % count]
+            if not event.is_set():
+                event.set()
+                self._next = (self._next + step + 1) % count
                 return
-            await self._close()
-            try:
-                conn = await asyncpg.connect(self._database_url, timeout=LISTEN_TIMEOUT_S)
-            except Exception as exc:  # the poll interval still drives the rounds meanwhile
-                log.warning("dispatch_listen_failed", error=type(exc).__name__)
-                return
-            try:
-                await conn.add_listener(store.DISPATCH_CHANNEL, self._notified)
-            except Exception as exc:
-                log.warning("dispatch_listen_failed", error=type(exc).__name__)
-                conn.terminate()
-                return
-            self._conn = conn
-
-    async def close(self) -> None:
-        async with self._lock:
-            await self._close()
-
-    async def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.terminate()  # never waits on a dead server
 
 
 async def _wait_for_any(stop: asyncio.Event, wake: asyncio.Event, timeout: float) -> None:  # noqa: ASYNC109
@@ -170,7 +146,9 @@ async def _wait_for_any(stop: asyncio.Event, wake: asyncio.Event, timeout: float
             waiter.cancel()
 
 
-async def _dispatch_next(ctx: ServiceContext, settings: NotificationSettings) -> bool:
+async def _dispatch_next(
+    ctx: ServiceContext, settings: NotificationSettings, session: mailer.Session
+) -> bool:
     async with ctx.pool.acquire() as conn, conn.transaction():
         delivery = await store.claim_next(conn, ctx.clock.now())
         if delivery is None:
@@ -187,12 +165,16 @@ async def _dispatch_next(ctx: ServiceContext, settings: NotificationSettings) ->
                 "carebridge.attempt": delivery.attempts + 1,
             },
         ):
-            await _deliver(ctx, settings, conn, delivery)
+            await _deliver(ctx, settings, conn, delivery, session)
         return True
 
 
 async def _deliver(
-    ctx: ServiceContext, settings: NotificationSettings, conn: Connection, delivery: store.Delivery
+    ctx: ServiceContext,
+    settings: NotificationSettings,
+    conn: Connection,
+    delivery: store.Delivery,
+    session: mailer.Session,
 ) -> None:
     """Send one claimed delivery and record its outcome on `conn` (the claim's transaction)."""
     route = domain.route(await _contact(conn, settings, delivery))
@@ -213,7 +195,7 @@ async def _deliver(
         await _fail(ctx, conn, delivery, domain.TEMPLATE_ERROR)
         return
     try:
-        await _send(ctx, settings, delivery, route.address, rendered)
+        await _send(ctx, settings, delivery, route.address, rendered, session)
     except mailer.SendFailed as exc:
         note_error("smtp", exc.error_code)
         await _after_send_failure(ctx, settings, conn, delivery, exc.error_code)
@@ -260,6 +242,7 @@ async def _send(
     delivery: store.Delivery,
     address: str,
     rendered: domain.Rendered,
+    session: mailer.Session,
 ) -> None:
     message = mailer.build_email(
         delivery.id,
@@ -272,12 +255,7 @@ async def _send(
     with tracing.span(
         "smtp send", kind=tracing.SpanKind.CLIENT, attributes={"server.port": settings.smtp_port}
     ):
-        await mailer.send(
-            message,
-            host=settings.smtp_host,
-            port=settings.smtp_port,
-            timeout_s=settings.smtp_timeout_seconds,
-        )
+        await session.send(message)
 
 
 async def _after_send_failure(

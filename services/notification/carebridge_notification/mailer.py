@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import datetime
 from email.message import EmailMessage
@@ -67,3 +68,51 @@ async def send(message: EmailMessage, *, host: str, port: int, timeout_s: float)
         await aiosmtplib.send(message, hostname=host, port=port, timeout=timeout_s)
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         raise SendFailed(error_code(exc)) from None
+
+
+class Session:
+    """One SMTP connection for a dispatch round (issue 16: not one per e-mail): opened by the
+    first message, reused by the next ones, dropped after any failure. A reused connection the
+    server closed meanwhile is opened again once for the message."""
+
+    def __init__(self, *, host: str, port: int, timeout_s: float) -> None:
+        self._host, self._port, self._timeout_s = host, port, timeout_s
+        self._smtp: aiosmtplib.SMTP | None = None
+
+    async def send(self, message: EmailMessage) -> None:
+        """Hand `message` to the SMTP server; raises SendFailed with a code when refused."""
+        reused = self._smtp is not None
+        try:
+            try:
+                await (await self._connection()).send_message(message)
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+                self.drop()
+                if not reused:
+                    raise
+                await (await self._connection()).send_message(message)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            self.drop()
+            raise SendFailed(error_code(exc)) from None
+        except BaseException:  # cancelled mid-conversation: the connection's state is unknown
+            self.drop()
+            raise
+
+    async def _connection(self) -> aiosmtplib.SMTP:
+        if self._smtp is None:
+            smtp = aiosmtplib.SMTP(hostname=self._host, port=self._port, timeout=self._timeout_s)
+            await smtp.connect()
+            self._smtp = smtp
+        return self._smtp
+
+    def drop(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            smtp.close()
+
+    async def close(self) -> None:
+        """QUIT politely; a server that does not answer is simply dropped."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            with contextlib.suppress(Exception):
+                await smtp.quit()
+            smtp.close()

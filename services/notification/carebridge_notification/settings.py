@@ -35,8 +35,8 @@ class NotificationSettings(ServiceSettings):
     dispatch_interval_ms: int = Field(
         default=500,
         ge=1,
-        description="Dispatcher poll interval (reminders falling due); a commit that queues "
-        "deliveries wakes it at once (NOTIFY).",
+        description="Dispatcher poll interval (reminders falling due, deliveries another "
+        "replica queued); a commit in this process that queues deliveries wakes a worker at once.",
     )
     dispatch_concurrency: int = Field(
         default=4,

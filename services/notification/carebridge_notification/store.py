@@ -27,7 +27,7 @@ from carebridge_notification.domain import (
     PlannedDelivery,
     RecipientKind,
 )
-from carebridge_shared import tracing
+from carebridge_shared import tracing, wakeup
 from carebridge_shared.db import Connection
 from carebridge_shared.projection import Compared, Copied, Projection
 
@@ -319,14 +319,15 @@ async def add_deliveries(
     return added
 
 
-# Dispatchers LISTEN here: a commit that queued deliveries wakes them at once instead of after
-# their poll interval (which still runs, for reminders falling due and lost notifications).
+# A commit that queued deliveries wakes a dispatcher worker of this process at once (an
+# in-process wake-up, not a NOTIFY: that serialised commits cluster-wide); the poll interval
+# still runs, for reminders falling due and deliveries another replica queued.
 DISPATCH_CHANNEL = "notification_deliveries"
 
 
 async def notify_dispatchers(conn: Connection) -> None:
-    """Wake every replica's dispatcher when the current transaction commits."""
-    await conn.execute("SELECT pg_notify($1, '')", DISPATCH_CHANNEL)
+    """Wake one of this process's dispatcher workers once the current transaction is over."""
+    wakeup.after_release(conn, DISPATCH_CHANNEL)
 
 
 async def cancel_pending(

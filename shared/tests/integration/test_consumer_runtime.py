@@ -6,9 +6,11 @@ import asyncio
 import subprocess
 import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from aiokafka.structs import ConsumerRecord
 
 from carebridge_contracts import AssessmentCompleted, Envelope, Topic, dlq_topic
 from carebridge_devstack.testing import (
@@ -33,6 +35,7 @@ from carebridge_shared.consumer import (
     RetryPolicy,
 )
 from carebridge_shared.kafka import make_producer
+from carebridge_shared.outbox import Outbox
 
 pytestmark = pytest.mark.integration
 
@@ -494,3 +497,65 @@ async def test_an_event_from_a_producer_that_does_not_own_the_topic_is_dead_lett
         "SELECT event_id FROM effects WHERE subject = $1 ORDER BY sequence", patient
     )
     assert [r["event_id"] for r in rows] == [failing_once.event_id, healthy.event_id]
+
+
+def _record(envelope: Envelope | None, offset: int, value: bytes | None = None) -> ConsumerRecord:  # type: ignore[type-arg]
+    body = envelope.to_bytes() if envelope is not None else value
+    return ConsumerRecord(
+        topic=TOPIC, partition=0, offset=offset, timestamp=0, timestamp_type=0,
+        key=b"k", value=body, checksum=None, serialized_key_size=1,
+        serialized_value_size=len(body or b""),
+        headers=[("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")],
+    )  # fmt: skip
+
+
+async def test_a_batch_handler_gets_a_polls_fresh_events_at_once_and_a_poison_one_alone(
+    pool, stack_endpoints
+) -> None:
+    """Issue 16: one set-based inbox claim per poll; a copy of an event in the same poll or a
+    redelivery never reaches the handler; the outbox rows of a batch carry per-subject
+    sequences, the cause and the trace of each event; a poll with a poison record is applied
+    one by one, the poison dead-lettered, the others handed over as batches of one."""
+    bootstrap = stack_endpoints.kafka_bootstrap
+    patient = f"p-{uuid.uuid4()}"
+    group = f"batch-{uuid.uuid4().hex[:8]}"
+    outbox = Outbox("intake", SCHEMA)
+    calls: list[list[uuid.UUID]] = []
+    runtime = _runtime(pool, bootstrap, group)
+
+    @runtime.on_batch(AssessmentCompleted)
+    async def apply(batch: Sequence[tuple[AssessmentCompleted, EventContext]]) -> None:
+        calls.append([ctx.envelope.event_id for _, ctx in batch])
+        conn = batch[0][1].conn
+        await conn.executemany(
+            "INSERT INTO effects (event_id, subject, sequence) VALUES ($1, $2, $3)",
+            [(ctx.envelope.event_id, patient, ctx.envelope.sequence) for _, ctx in batch],
+        )
+        await outbox.add_many(conn, [ctx.staged(event) for event, ctx in batch])
+
+    events = [wrap(sample_assessment(patient), patient, sequence=i) for i in range(1, 7)]
+    await _start(runtime)
+    try:
+        e1, e2, e3, e4, e5, e6 = events
+        await runtime.process_batch([_record(e1, 0), _record(e2, 1), _record(e1, 2),
+                                     _record(e3, 3)])  # fmt: skip
+        await runtime.process_batch([_record(e2, 4), _record(e4, 5)])  # e2 redelivered
+        await runtime.process_batch([_record(e5, 6), _record(None, 7, b"{not json"),
+                                     _record(e6, 8)])  # fmt: skip
+    finally:
+        await runtime.stop()
+    ids = [e.event_id for e in events]
+    assert calls == [[ids[0], ids[1], ids[2]], [ids[3]], [ids[4]], [ids[5]]]
+    rows = await pool.fetch("SELECT event_id FROM effects WHERE subject = $1", patient)
+    assert sorted(r["event_id"] for r in rows) == sorted(ids)
+    staged = await pool.fetch(
+        "SELECT payload, headers FROM outbox WHERE message_key = $1 ORDER BY id", patient
+    )
+    published = [Envelope.from_bytes(bytes(r["payload"])) for r in staged]
+    assert [e.sequence for e in published] == [1, 2, 3, 4, 5, 6]
+    assert [e.causation_id for e in published] == ids
+    assert [e.correlation_id for e in published] == [e.correlation_id for e in events]
+    assert all("0af7651916cd43dd8448eb211c80319c" in r["headers"] for r in staged)
+    letters = await read_topic(bootstrap, dlq_topic(TOPIC), where=lambda r: r.headers.get(
+        DLQ_CONSUMER_GROUP) == group.encode())  # fmt: skip
+    assert [int(r.headers[DLQ_ORIGINAL_OFFSET]) for r in letters] == [7]

@@ -1,0 +1,62 @@
+"""Background offset commits: highest offset per partition, retried while still assigned."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+
+from carebridge_shared import consumer as runtime
+
+
+def _record(partition: int, offset: int) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord("t", partition, offset, 0, 0, b"k", b"v", None, 1, 1, [])
+
+
+class FlakyConsumer:
+    """Refuses the first `failures` commits; owns partitions 0 and 1 until `lose` is set."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.committed: list[dict[TopicPartition, OffsetAndMetadata]] = []
+        self.lose_partition_1 = False
+
+    def assignment(self) -> set[TopicPartition]:
+        owned = {TopicPartition("t", 0), TopicPartition("t", 1)}
+        return owned - {TopicPartition("t", 1)} if self.lose_partition_1 else owned
+
+    async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("coordinator away")
+        self.committed.append(offsets)
+
+
+async def test_commits_never_go_backwards_and_a_failed_one_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime, "COMMIT_RETRY_S", 0.0)
+    kafka = FlakyConsumer(failures=1)
+    committer = runtime._OffsetCommitter(lambda: kafka, "g")
+    committer.schedule([_record(0, 5), _record(0, 3), _record(1, 9)])
+    await committer.flush()
+    assert kafka.committed == [
+        {
+            TopicPartition("t", 0): OffsetAndMetadata(6, ""),
+            TopicPartition("t", 1): OffsetAndMetadata(10, ""),
+        }
+    ]
+
+
+async def test_a_partition_taken_by_a_rebalance_is_not_committed_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime, "COMMIT_RETRY_S", 0.0)
+    kafka = FlakyConsumer(failures=1)
+    kafka.lose_partition_1 = True
+    committer = runtime._OffsetCommitter(lambda: kafka, "g")
+    committer.schedule([_record(0, 1), _record(1, 1)])
+    await committer.flush()
+    committed: list[Any] = kafka.committed
+    assert committed == [{TopicPartition("t", 0): OffsetAndMetadata(2, "")}]
