@@ -194,14 +194,17 @@ async def _poison_during_load(bootstrap: str, poisons: list[Poison], window: flo
 
 async def _deliveries_owed(database_url: str) -> int:
     """Deliveries still to send: every pending confirmation (the oracle checks each was sent),
-    and anything else due now (reminders weeks ahead are not)."""
+    anything else due now, and what falls due within a minute: a care-plan notice waits
+    `care_plan_notice_delay_seconds` (10 s) before it goes out, and its NotificationSent row
+    must not appear while the oracle reads (reminders weeks ahead are not owed)."""
     import asyncpg
 
     conn = await asyncpg.connect(database_url, timeout=10)
     try:
         value = await conn.fetchval(
             "SELECT count(*) FROM notification.deliveries WHERE status = 'pending'"
-            " AND (kind = 'confirmation' OR (due_at <= now() AND next_attempt_at <= now()))"
+            " AND (kind = 'confirmation' OR (due_at <= now() AND next_attempt_at <= now())"
+            "      OR due_at BETWEEN now() AND now() + interval '1 minute')"
         )
         return int(value)
     finally:
