@@ -90,8 +90,9 @@ def test_documented_envelope_is_what_goes_on_the_wire() -> None:
 
 
 def _handled_in_source(service: str) -> set[str]:
-    """Event class names in `@runtime.on(Name)` decorators of the service's handlers.py:
-    read from the source, independently of the recording runtime the catalog uses."""
+    """Event class names in `@runtime.on(Name)` / `@runtime.on_batch(Name)` decorators of the
+    service's handlers.py: read from the source, independently of the recording runtime the
+    catalog uses."""
     module = importlib.import_module(f"carebridge_{service}.handlers")
     tree = ast.parse(Path(str(module.__file__)).read_text())
     return {
@@ -101,7 +102,7 @@ def _handled_in_source(service: str) -> set[str]:
         for decorator in node.decorator_list
         if isinstance(decorator, ast.Call)
         and isinstance(decorator.func, ast.Attribute)
-        and decorator.func.attr == "on"
+        and decorator.func.attr in ("on", "on_batch")
         and decorator.args
         and isinstance(decorator.args[0], ast.Name)
     }
