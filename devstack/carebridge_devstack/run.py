@@ -15,10 +15,12 @@ from carebridge_contracts.services import SERVICES
 from carebridge_devstack.signer import dev_signer
 from carebridge_ops.hints import carebridge, devstack
 from carebridge_shared.auth import Role
+from carebridge_shared.kafka import env_security
 
-from ._util import DevstackError
+from ._util import DevstackError, run_async
 from .demo import CareClient, DemoCast, walk_demo_patient
 from .kafka_auth import adopt_stack_login
+from .kafka_ready import wait_for_group_coordinator
 from .processes import SUPERVISOR_PREFIX
 from .stack import Stack, default_stack_dir
 from .system import LocalSystem
@@ -57,6 +59,9 @@ def run(
     )
     endpoints = info.endpoints
     adopt_stack_login(info.kafka_env)  # the demo's timeline reads topics as the admin
+    # A fresh Kafka makes its consumer-offsets topic when a group first asks; asking now keeps
+    # GroupCoordinatorNotAvailableError out of the services' first seconds.
+    run_async(lambda: wait_for_group_coordinator(info.kafka_bootstrap, env_security(), 60.0))
     system = LocalSystem(
         endpoints,
         default_stack_dir() / "run",

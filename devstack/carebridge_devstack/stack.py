@@ -36,14 +36,12 @@ from ._util import (
     pid_alive,
     proc_cmdline,
     processes_mentioning,
-    run_async,
     terminate,
     write_private,
 )
 from .endpoints import StackEndpoints
 from .kafka import KAFKA_VERSION, KafkaCluster, SaslScram
 from .kafka_auth import MECHANISM, KafkaAuth, StackLogins, kafka_auth_mode
-from .kafka_ready import wait_for_group_coordinator
 from .postgres import PostgresServer
 
 # Seconds Kafka and PostgreSQL get to become ready: seconds on a quiet machine, but a broker
@@ -271,16 +269,6 @@ class Stack:
                 f"{report.acls_removed} removed, {len(report.topics_created)} topics created)"
             )
 
-    def _warm_group_coordinator(self, timeout_s: float = 60.0) -> None:
-        """Wait until the brokers have a group coordinator. A fresh cluster makes its
-        consumer-offsets topic when a group first asks, and until then every consumer logs
-        GroupCoordinatorNotAvailableError and "Marking the coordinator dead"; asking here
-        keeps that out of the services' first seconds."""
-        from carebridge_ops.kafka_access import ADMIN
-
-        security = self.logins.security(ADMIN) if self.logins is not None else None
-        run_async(lambda: wait_for_group_coordinator(self.kafka_bootstrap, security, timeout_s))
-
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -336,8 +324,6 @@ class Stack:
                 ) from errors[0]
             raise errors[0]
         self._provision_kafka(restarted=not kafka_reused)
-        if not kafka_reused:
-            self._warm_group_coordinator()
         self._write_env_file()
         return StackInfo(
             kafka_bootstrap=self.kafka_bootstrap,
