@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Self
 
@@ -76,6 +77,19 @@ class CssrsIn(BaseModel):
         )
 
 
+def questionnaire_answers(
+    phq9: Sequence[int], gad7: Sequence[int], cssrs: CssrsIn | None
+) -> Answers:
+    """The domain's answers from a request's PHQ-9, GAD-7 and optional C-SSRS screener."""
+    return Answers(phq9=tuple(phq9), gad7=tuple(gad7), cssrs=cssrs.to_domain() if cssrs else None)
+
+
+def fingerprint(body: BaseModel) -> str:
+    """A request body's canonical hash: an idempotent replay must carry the same body."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class AssessmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -88,15 +102,10 @@ class AssessmentIn(BaseModel):
     preferred_channel: Channel
 
     def answers(self) -> Answers:
-        return Answers(
-            phq9=tuple(self.phq9),
-            gad7=tuple(self.gad7),
-            cssrs=self.cssrs.to_domain() if self.cssrs else None,
-        )
+        return questionnaire_answers(self.phq9, self.gad7, self.cssrs)
 
     def fingerprint(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return fingerprint(self)
 
 
 class SafetyOut(BaseModel):
@@ -293,15 +302,10 @@ class RepeatMeasureIn(BaseModel):
     cssrs: CssrsIn | None = None
 
     def answers(self) -> Answers:
-        return Answers(
-            phq9=tuple(self.phq9),
-            gad7=tuple(self.gad7),
-            cssrs=self.cssrs.to_domain() if self.cssrs else None,
-        )
+        return questionnaire_answers(self.phq9, self.gad7, self.cssrs)
 
     def fingerprint(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return fingerprint(self)
 
 
 class RepeatMeasureOut(BaseModel):
