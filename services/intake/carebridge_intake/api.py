@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Self
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Response
+from fastapi import APIRouter, Depends, Header, Response
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, model_validator
 
 from carebridge_contracts.events.common import Channel, PatientId, StateCode
@@ -20,6 +20,7 @@ from carebridge_intake.store import IdempotentRequest
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, allow, require_patient_access
 from carebridge_shared.logging import get_logger
+from carebridge_shared.refusals import not_found, refuse
 from carebridge_shared.service import ServiceContext, service_context
 
 if TYPE_CHECKING:
@@ -253,9 +254,11 @@ async def _replay(
     if idempotency is None or existing is None:  # pragma: no cover - only a taken key conflicts
         raise RuntimeError("assessment insert was a no-op without an idempotency conflict")
     if existing.fingerprint != idempotency.fingerprint:
-        raise HTTPException(
-            status_code=409,
-            detail="Idempotency-Key was already used for a different assessment of this patient",
+        raise refuse(
+            "idempotency_key_reused",
+            "Idempotency-Key was already used for a different assessment of this patient; send "
+            "a new key.",
+            409,
         )
     log.info("assessment_replayed", assessment_id=str(existing.assessment.assessment_id))
     response.status_code = 200
@@ -272,7 +275,7 @@ async def get_assessment(
     async with ctx.pool.acquire() as conn, conn.transaction():
         assessment = await store.get_assessment(conn, assessment_id)
         if assessment is None:
-            raise HTTPException(status_code=404, detail=f"assessment {assessment_id} not found")
+            raise not_found("assessment")
 
         async def treats(clinician_id: str, patient_id: str) -> bool:
             return await store.treats(conn, clinician_id, patient_id)

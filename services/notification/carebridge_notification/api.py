@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Self
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from carebridge_contracts.events.common import Channel, OpaqueId
@@ -17,6 +17,7 @@ from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, allow, forbidden
 from carebridge_shared.clock import OffsetClock
 from carebridge_shared.db import Connection
+from carebridge_shared.refusals import not_found, refuse
 from carebridge_shared.service import ServiceContext, service_context
 
 router = APIRouter(prefix="/v1", tags=["notification"])
@@ -141,7 +142,7 @@ async def get_contact(
     async with ctx.pool.acquire() as conn, conn.transaction():
         contact = await store.get_contact(conn, recipient_kind, recipient_id)
         if contact is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "contact not found")
+            raise not_found("contact")
         await _audit_contact(conn, caller, "read", recipient_kind, recipient_id)
     return _contact_out(contact)
 
@@ -153,7 +154,7 @@ async def delete_contact(
     _may_reach_contact(ctx, caller, recipient_kind, recipient_id)
     async with ctx.pool.acquire() as conn, conn.transaction():
         if not await store.delete_contact(conn, recipient_kind, recipient_id):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "contact not found")
+            raise not_found("contact")
         await _audit_contact(conn, caller, "delete", recipient_kind, recipient_id)
     return Response(status_code=204)
 
@@ -190,9 +191,7 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[DeliveryOut]:
     if patient_id is None and appointment_id is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "give patient_id or appointment_id"
-        )
+        raise refuse("patient_or_appointment_required", "Give patient_id or appointment_id.", 422)
     async with ctx.pool.acquire() as conn:
         deliveries = await store.list_deliveries(
             conn, patient_id=patient_id, appointment_id=appointment_id, limit=limit
@@ -235,7 +234,7 @@ class ClockOut(BaseModel):
 
 def _dev_clock(ctx: ServiceContext) -> OffsetClock:
     if not isinstance(ctx.clock, OffsetClock):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no dev clock")
+        raise not_found("dev_clock")
     return ctx.clock
 
 

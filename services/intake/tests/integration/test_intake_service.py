@@ -369,7 +369,7 @@ async def test_get_returns_stored_scores_and_404_when_unknown(intake: Intake) ->
     unknown = uuid.uuid4()
     missing = await intake.client.get(f"/v1/assessments/{unknown}")
     assert missing.status_code == 404
-    assert missing.json() == {"detail": f"assessment {unknown} not found"}
+    assert missing.json()["code"] == "assessment_not_found"
 
     malformed = await intake.client.get("/v1/assessments/not-a-uuid")
     assert malformed.status_code == 422
@@ -391,7 +391,8 @@ async def test_idempotency_key_replays_the_original_and_emits_nothing_new(
 
     changed = await intake.post(body(patient, phq9=[1] * 9), key=key)
     assert changed.status_code == 409, changed.text
-    assert "Idempotency-Key" in changed.json()["detail"]
+    assert changed.json()["code"] == "idempotency_key_reused"
+    assert "Idempotency-Key" in changed.json()["message"]
 
     assert await intake.stored(patient) == 1
     records = await intake.published(patient, expect=2)  # AssessmentCompleted + SafetyRiskFlagged
