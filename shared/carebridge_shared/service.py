@@ -10,13 +10,14 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic
 
 import asyncpg
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from typing_extensions import TypeVar
 
 from carebridge_contracts import BaseEvent
 from carebridge_contracts.registry import dlq_topic, topic_for
@@ -37,40 +38,45 @@ from carebridge_shared.tracing import configure_tracing, flush_tracing
 log = get_logger(__name__)
 
 
+# The settings class of one service; a bare ServiceContext is one of ServiceSettings.
+S = TypeVar("S", bound=ServiceSettings, default=ServiceSettings)
+
+
 @dataclass
-class ServiceContext:
-    """What handlers, API routes and background tasks of one service share."""
+class ServiceContext(Generic[S]):
+    """What handlers, API routes and background tasks of one service share; `settings` is the
+    service's own settings class (``ServiceContext[BookingSettings]``), so nothing downcasts."""
 
     name: str
-    settings: ServiceSettings
+    settings: S
     pool: asyncpg.Pool
     outbox: Outbox
     clock: Clock
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-RegisterHandlers = Callable[[ConsumerRuntime, ServiceContext], None]
-StartupHook = Callable[[ServiceContext], Awaitable[None]]
+RegisterHandlers = Callable[[ConsumerRuntime, ServiceContext[S]], None]
+StartupHook = Callable[[ServiceContext[S]], Awaitable[None]]
 # A service's own readiness condition: (check name, probe); the probe returns None when it
 # holds, else why not. /readyz is 503 and names the check while it fails.
-ReadinessCheck = tuple[str, Callable[[ServiceContext], Awaitable[str | None]]]
-BackgroundTask = Callable[[ServiceContext, asyncio.Event], Coroutine[Any, Any, None]]
+ReadinessCheck = tuple[str, Callable[[ServiceContext[S]], Awaitable[str | None]]]
+BackgroundTask = Callable[[ServiceContext[S], asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @dataclass
-class ServiceDefinition:
+class ServiceDefinition(Generic[S]):
     """One service's wiring. `publishes` lists every event class its outbox may write: the
     outbox refuses any other, and the event catalog (docs/catalog) is generated from it."""
 
     name: str
-    settings: ServiceSettings
+    settings: S
     migrations: Path
     routers: Sequence[APIRouter] = ()
-    register_handlers: RegisterHandlers | None = None
+    register_handlers: RegisterHandlers[S] | None = None
     publishes: Sequence[type[BaseEvent]] = ()
-    on_startup: Sequence[StartupHook] = ()
-    background: Sequence[BackgroundTask] = ()
-    readiness_checks: Sequence[ReadinessCheck] = ()
+    on_startup: Sequence[StartupHook[S]] = ()
+    background: Sequence[BackgroundTask[S]] = ()
+    readiness_checks: Sequence[ReadinessCheck[S]] = ()
     clock: Clock = field(default_factory=SystemClock)
 
 
@@ -91,7 +97,7 @@ def topics_used(publishes: Sequence[type[BaseEvent]], consumed: Sequence[str]) -
     return sorted(written | set(consumed) | {dlq_topic(topic) for topic in consumed})
 
 
-def create_app(definition: ServiceDefinition) -> FastAPI:
+def create_app(definition: ServiceDefinition[S]) -> FastAPI:
     settings = definition.settings
     configure_logging(definition.name, settings.log_level)
     configure_tracing(

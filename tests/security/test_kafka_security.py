@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaConnectionError
 from fastapi import FastAPI
 
 from carebridge_booking.app import build as build_booking
-from carebridge_booking.config import BookingSettings
+from carebridge_booking.settings import BookingSettings
 from carebridge_contracts import Topic, parse
 from carebridge_devstack._util import port_in_use
 from carebridge_devstack.kafka import KafkaCluster, SaslScram

@@ -10,7 +10,6 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from carebridge_booking import appointments, domain, store
-from carebridge_booking.config import BookingSettings
 from carebridge_booking.models import (
     AppointmentList,
     AppointmentOut,
@@ -26,6 +25,7 @@ from carebridge_booking.models import (
     SlotList,
     SlotOut,
 )
+from carebridge_booking.settings import BookingSettings
 from carebridge_contracts.events.common import (
     ClinicianId,
     ClinicianRole,
@@ -41,7 +41,7 @@ from carebridge_shared.service import ServiceContext, service_context
 router = APIRouter(prefix="/v1", tags=["booking"])
 router.include_router(audit.router)
 
-Context = Annotated[ServiceContext, Depends(service_context)]
+Context = Annotated[ServiceContext[BookingSettings], Depends(service_context)]
 # Who may call what (docs/security.md); which patients' records is decided per request below.
 Directory = Annotated[Principal, Depends(allow("patient", "clinician", "coordinator"))]
 Coordinator = Annotated[Principal, Depends(allow("coordinator"))]
@@ -51,8 +51,7 @@ PatientPath = Annotated[PatientId, Path(description="Opaque patient id")]
 
 
 def booking_rules(ctx: Context) -> domain.BookingRules:
-    settings = ctx.settings
-    return settings.rules() if isinstance(settings, BookingSettings) else domain.BookingRules()
+    return ctx.settings.rules()
 
 
 Rules = Annotated[domain.BookingRules, Depends(booking_rules)]

@@ -7,8 +7,8 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from carebridge_booking import api, handlers
-from carebridge_booking.config import SERVICE, BookingSettings
 from carebridge_booking.seed import seed_clinicians
+from carebridge_booking.settings import SERVICE, BookingSettings
 from carebridge_contracts import (
     AppointmentBooked,
     AppointmentCancelled,

@@ -11,6 +11,7 @@ import asyncpg
 
 from carebridge_booking import domain, store
 from carebridge_booking.models import BookRequest, CancelRequest, RescheduleRequest
+from carebridge_booking.settings import BookingSettings
 from carebridge_contracts import (
     AppointmentBooked,
     AppointmentCancelled,
@@ -98,7 +99,10 @@ async def _audit(
 
 
 async def book(
-    ctx: ServiceContext, rules: domain.BookingRules, request: BookRequest, caller: Principal
+    ctx: ServiceContext[BookingSettings],
+    rules: domain.BookingRules,
+    request: BookRequest,
+    caller: Principal,
 ) -> domain.Appointment:
     now = ctx.clock.now()
     length = rules.lengths.of(request.visit_type)
@@ -170,7 +174,7 @@ async def book(
 
 
 async def reschedule(
-    ctx: ServiceContext,
+    ctx: ServiceContext[BookingSettings],
     rules: domain.BookingRules,
     appointment_id: UUID,
     request: RescheduleRequest,
@@ -231,7 +235,7 @@ async def reschedule(
 
 
 async def cancel(
-    ctx: ServiceContext,
+    ctx: ServiceContext[BookingSettings],
     rules: domain.BookingRules,
     appointment_id: UUID,
     request: CancelRequest,
@@ -269,7 +273,10 @@ async def cancel(
 
 
 async def complete(
-    ctx: ServiceContext, rules: domain.BookingRules, appointment_id: UUID, caller: Principal
+    ctx: ServiceContext[BookingSettings],
+    rules: domain.BookingRules,
+    appointment_id: UUID,
+    caller: Principal,
 ) -> domain.Appointment:
     async def apply(conn: Connection, current: domain.Appointment) -> domain.Appointment:
         return await store.update_appointment(conn, current.id, status="fulfilled")
@@ -288,7 +295,10 @@ async def complete(
 
 
 async def no_show(
-    ctx: ServiceContext, rules: domain.BookingRules, appointment_id: UUID, caller: Principal
+    ctx: ServiceContext[BookingSettings],
+    rules: domain.BookingRules,
+    appointment_id: UUID,
+    caller: Principal,
 ) -> domain.Appointment:
     async def apply(conn: Connection, current: domain.Appointment) -> domain.Appointment:
         return await store.update_appointment(conn, current.id, status="noshow")
@@ -306,7 +316,7 @@ async def no_show(
 
 
 async def _transition(
-    ctx: ServiceContext,
+    ctx: ServiceContext[BookingSettings],
     rules: domain.BookingRules,
     appointment_id: UUID,
     action: domain.Action,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from carebridge_booking import domain, store
-from carebridge_booking.config import BookingSettings
+from carebridge_booking.settings import BookingSettings
 from carebridge_contracts import (
     AssessmentCompleted,
     CareTeamEnded,
@@ -24,9 +24,8 @@ from carebridge_shared.service import ServiceContext
 log = get_logger(__name__)
 
 
-def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
-    settings = context.settings
-    rules = settings.rules() if isinstance(settings, BookingSettings) else domain.BookingRules()
+def register(runtime: ConsumerRuntime, context: ServiceContext[BookingSettings]) -> None:
+    rules = context.settings.rules()
 
     @runtime.on(SymptomsWorsened)
     async def symptoms_worsened(event: SymptomsWorsened, ctx: EventContext) -> None:

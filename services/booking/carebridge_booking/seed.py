@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from carebridge_booking import store
-from carebridge_booking.config import BookingSettings
 from carebridge_booking.models import SeedFile
+from carebridge_booking.settings import BookingSettings
 from carebridge_shared.logging import get_logger
 from carebridge_shared.service import ServiceContext
 
@@ -18,9 +18,9 @@ def load_seed(path: Path) -> SeedFile:
     return SeedFile.model_validate_json(path.read_bytes())
 
 
-async def seed_clinicians(ctx: ServiceContext) -> None:
+async def seed_clinicians(ctx: ServiceContext[BookingSettings]) -> None:
     settings = ctx.settings
-    if not isinstance(settings, BookingSettings) or not settings.clinician_seed_file:
+    if not settings.clinician_seed_file:
         return
     seed = load_seed(Path(settings.clinician_seed_file))
     async with ctx.pool.acquire() as conn, conn.transaction():

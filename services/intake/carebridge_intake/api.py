@@ -16,6 +16,7 @@ from carebridge_contracts.events.common import Channel, PatientId, StateCode
 from carebridge_contracts.events.intake import Gad7Band, Phq9Band, SafetyReason
 from carebridge_intake import domain, outcomes, repeat_measures, store
 from carebridge_intake.domain import Answers, Assessment, Cssrs
+from carebridge_intake.settings import IntakeSettings
 from carebridge_intake.store import IdempotentRequest
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, allow, require_patient_access
@@ -167,7 +168,7 @@ class AssessmentOut(BaseModel):
         )
 
 
-Context = Annotated[ServiceContext, Depends(service_context)]
+Context = Annotated[ServiceContext[IntakeSettings], Depends(service_context)]
 Patient = Annotated[Principal, Depends(allow("patient"))]
 PatientOrClinician = Annotated[Principal, Depends(allow("patient", "clinician"))]
 

@@ -13,12 +13,12 @@ from carebridge_contracts import (
     SafetyRiskFlagged,
     SymptomsWorsened,
 )
-from carebridge_contracts.services import service_port
 from carebridge_intake import api, handlers
+from carebridge_intake.settings import SERVICE, IntakeSettings
 from carebridge_shared.service import ServiceDefinition, create_app, serve, service_main
-from carebridge_shared.settings import ServiceSettings, database_url_field
 
-SERVICE = "intake"
+__all__ = ["PUBLISHES", "SERVICE", "IntakeSettings", "build", "main"]
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Every event this service's outbox writes; the outbox refuses others, the catalog reads it.
 PUBLISHES: tuple[type[BaseEvent], ...] = (
@@ -27,11 +27,6 @@ PUBLISHES: tuple[type[BaseEvent], ...] = (
     OutcomeMeasured,
     SymptomsWorsened,
 )
-
-
-class IntakeSettings(ServiceSettings):
-    http_port: int = service_port(SERVICE)
-    database_url: str = database_url_field(SERVICE)
 
 
 def build(settings: IntakeSettings | None = None) -> FastAPI:

@@ -19,13 +19,14 @@ from carebridge_contracts import (
     CareTeamMemberLeft,
 )
 from carebridge_intake import store
+from carebridge_intake.settings import IntakeSettings
 from carebridge_shared.consumer import ConsumerRuntime, EventContext
 from carebridge_shared.service import ServiceContext
 
 VisitGoesOn = AppointmentBooked | AppointmentRescheduled | AppointmentCompleted | AppointmentNoShow
 
 
-def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
+def register(runtime: ConsumerRuntime, context: ServiceContext[IntakeSettings]) -> None:
     async def visit(event: VisitGoesOn, ctx: EventContext) -> None:
         await store.relate(
             ctx.conn, event.patient_id, event.clinician_id, "appointment", str(event.appointment_id)

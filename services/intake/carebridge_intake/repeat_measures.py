@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from carebridge_intake import domain, outcomes, store
 from carebridge_intake.domain import Answers
+from carebridge_intake.settings import IntakeSettings
 from carebridge_intake.store import IdempotentRequest, RepeatMeasure
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal
@@ -27,7 +28,7 @@ class Recorded:
 
 
 async def record(
-    ctx: ServiceContext,
+    ctx: ServiceContext[IntakeSettings],
     caller: Principal,
     *,
     patient_id: str,

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from carebridge_contracts.events.common import Channel, OpaqueId
 from carebridge_notification import store
 from carebridge_notification.domain import DeliveryKind, DeliveryStatus, RecipientKind
-from carebridge_notification.settings import settings_of
+from carebridge_notification.settings import NotificationSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, allow, forbidden
 from carebridge_shared.clock import OffsetClock
@@ -23,19 +23,22 @@ from carebridge_shared.service import ServiceContext, service_context
 router = APIRouter(prefix="/v1", tags=["notification"])
 dev_router = APIRouter(prefix="/v1/_dev", tags=["dev"], dependencies=[Depends(allow("ops"))])
 
-Context = Annotated[ServiceContext, Depends(service_context)]
+Context = Annotated[ServiceContext[NotificationSettings], Depends(service_context)]
 ContactCaller = Annotated[Principal, Depends(allow("patient", "clinician", "coordinator"))]
 Ops = Annotated[Principal, Depends(allow("ops"))]
 
 
 def _may_reach_contact(
-    ctx: ServiceContext, caller: Principal, kind: RecipientKind, recipient_id: str
+    ctx: ServiceContext[NotificationSettings],
+    caller: Principal,
+    kind: RecipientKind,
+    recipient_id: str,
 ) -> None:
     """Contact details are PHI: a person reaches only their own; a coordinator keeps the
     clinicians' (the practice's staff directory). The on-call recipients are nobody's to
     change here: only ops set them, through /v1/on-call-route (ADR 0015)."""
     target = Target(f"{kind}_contact", recipient_id, recipient_id if kind == "patient" else None)
-    if kind == "clinician" and recipient_id in settings_of(ctx).on_call_ids:
+    if kind == "clinician" and recipient_id in ctx.settings.on_call_ids:
         raise forbidden(
             "on_call_route_ops_only",
             "Urgent safety alerts go to the on-call route: ops set it with PUT /v1/on-call-route.",
@@ -232,7 +235,7 @@ class ClockOut(BaseModel):
     offset_seconds: float
 
 
-def _dev_clock(ctx: ServiceContext) -> OffsetClock:
+def _dev_clock(ctx: ServiceContext[NotificationSettings]) -> OffsetClock:
     if not isinstance(ctx.clock, OffsetClock):
         raise not_found("dev_clock")
     return ctx.clock

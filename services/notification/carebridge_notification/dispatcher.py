@@ -17,7 +17,7 @@ from prometheus_client import Counter
 
 from carebridge_contracts import NotificationFailed, NotificationSent
 from carebridge_notification import domain, mailer, on_call, store
-from carebridge_notification.settings import NotificationSettings, settings_of
+from carebridge_notification.settings import NotificationSettings
 from carebridge_shared import tracing, wakeup
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
@@ -49,10 +49,12 @@ def retry_policy(settings: NotificationSettings) -> domain.RetryPolicy:
     )
 
 
-async def dispatch_once(ctx: ServiceContext, *, limit: int | None = None) -> int:
+async def dispatch_once(
+    ctx: ServiceContext[NotificationSettings], *, limit: int | None = None
+) -> int:
     """One round: handle due deliveries one by one, in queue order, over one SMTP connection;
     returns how many."""
-    settings = settings_of(ctx)
+    settings = ctx.settings
     handled = 0
     session = mailer.Session(
         host=settings.smtp_host, port=settings.smtp_port, timeout_s=settings.smtp_timeout_seconds
@@ -70,7 +72,7 @@ async def dispatch_once(ctx: ServiceContext, *, limit: int | None = None) -> int
     return handled
 
 
-async def dispatch(ctx: ServiceContext, stop: asyncio.Event) -> None:
+async def dispatch(ctx: ServiceContext[NotificationSettings], stop: asyncio.Event) -> None:
     """Background task: `dispatch_concurrency` workers run dispatch rounds until `stop`;
     survives SMTP and database outages. Workers claim rows as replicas do (SKIP LOCKED), so
     each delivery is still sent by one of them, in its own transaction.
@@ -79,7 +81,7 @@ async def dispatch(ctx: ServiceContext, stop: asyncio.Event) -> None:
     worker is woken in-process: a round sends everything due), or after the poll interval
     (reminders falling due; deliveries another replica queued).
     """
-    settings = settings_of(ctx)
+    settings = ctx.settings
     workers = _Workers()
     wakeup.listen(store.DISPATCH_CHANNEL, workers.wake_one)
     try:
@@ -94,7 +96,7 @@ async def dispatch(ctx: ServiceContext, stop: asyncio.Event) -> None:
 
 
 async def _work(
-    ctx: ServiceContext,
+    ctx: ServiceContext[NotificationSettings],
     settings: NotificationSettings,
     stop: asyncio.Event,
     woken: asyncio.Event,
@@ -147,7 +149,9 @@ async def _wait_for_any(stop: asyncio.Event, wake: asyncio.Event, timeout: float
 
 
 async def _dispatch_next(
-    ctx: ServiceContext, settings: NotificationSettings, session: mailer.Session
+    ctx: ServiceContext[NotificationSettings],
+    settings: NotificationSettings,
+    session: mailer.Session,
 ) -> bool:
     async with ctx.pool.acquire() as conn, conn.transaction():
         delivery = await store.claim_next(conn, ctx.clock.now())
@@ -170,7 +174,7 @@ async def _dispatch_next(
 
 
 async def _deliver(
-    ctx: ServiceContext,
+    ctx: ServiceContext[NotificationSettings],
     settings: NotificationSettings,
     conn: Connection,
     delivery: store.Delivery,
@@ -237,7 +241,7 @@ async def _contact(
 
 
 async def _send(
-    ctx: ServiceContext,
+    ctx: ServiceContext[NotificationSettings],
     settings: NotificationSettings,
     delivery: store.Delivery,
     address: str,
@@ -259,7 +263,7 @@ async def _send(
 
 
 async def _after_send_failure(
-    ctx: ServiceContext,
+    ctx: ServiceContext[NotificationSettings],
     settings: NotificationSettings,
     conn: Connection,
     delivery: store.Delivery,
@@ -293,7 +297,7 @@ async def _after_send_failure(
 
 
 async def _escalate(
-    ctx: ServiceContext,
+    ctx: ServiceContext[NotificationSettings],
     settings: NotificationSettings,
     conn: Connection,
     delivery: store.Delivery,
@@ -337,7 +341,10 @@ def _on_call_role(settings: NotificationSettings, delivery: store.Delivery) -> s
 
 
 async def _fail(
-    ctx: ServiceContext, conn: Connection, delivery: store.Delivery, error_code: str
+    ctx: ServiceContext[NotificationSettings],
+    conn: Connection,
+    delivery: store.Delivery,
+    error_code: str,
 ) -> None:
     now: datetime = ctx.clock.now()
     await store.mark_failed(conn, delivery.id, error_code, now)

@@ -28,7 +28,7 @@ from carebridge_contracts import (
 )
 from carebridge_contracts.events.common import Channel
 from carebridge_notification import domain, store
-from carebridge_notification.settings import settings_of
+from carebridge_notification.settings import NotificationSettings
 from carebridge_shared.consumer import ConsumerRuntime, EventContext
 from carebridge_shared.logging import get_logger
 from carebridge_shared.service import ServiceContext
@@ -143,8 +143,8 @@ async def teach(
     await apply_plan(ctx, domain.Plan((delivery,)), None)
 
 
-def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
-    settings = settings_of(context)
+def register(runtime: ConsumerRuntime, context: ServiceContext[NotificationSettings]) -> None:
+    settings = context.settings
     clock = context.clock
     plan_notice_delay = timedelta(seconds=settings.care_plan_notice_delay_seconds)
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from carebridge_notification import store
 from carebridge_notification.api import EmailAddress
 from carebridge_notification.domain import ContactInfo
-from carebridge_notification.settings import NotificationSettings, settings_of
+from carebridge_notification.settings import NotificationSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, allow
 from carebridge_shared.db import Connection
@@ -34,7 +34,7 @@ READINESS_CHECK = "on_call_route"
 BOOTSTRAP = Principal(sub="notification-bootstrap", role="ops")
 
 router = APIRouter(prefix="/v1", tags=["on-call"])
-Context = Annotated[ServiceContext, Depends(service_context)]
+Context = Annotated[ServiceContext[NotificationSettings], Depends(service_context)]
 Ops = Annotated[Principal, Depends(allow("ops"))]
 
 
@@ -83,7 +83,7 @@ def _route_ids(settings: NotificationSettings) -> str:
 @router.put("/on-call-route")
 async def put_route(ctx: Context, caller: Ops, body: OnCallRouteIn) -> OnCallRouteOut:
     """Set where urgent safety alerts go (ops only; audited)."""
-    settings = settings_of(ctx)
+    settings = ctx.settings
     primary, escalation = body.primary.email, body.escalation.email
     async with ctx.pool.acquire() as conn, conn.transaction():
         existed = await store.get_on_call_route(conn, lock=True) is not None
@@ -103,7 +103,7 @@ async def get_route(ctx: Context, caller: Ops) -> OnCallRouteOut:
         route = await store.get_on_call_route(conn)
         if route is None:
             raise not_found("on_call_route")
-        await _audit(conn, caller, "read", _route_ids(settings_of(ctx)))
+        await _audit(conn, caller, "read", _route_ids(ctx.settings))
     return _out(route)
 
 
@@ -114,12 +114,12 @@ async def delete_route(ctx: Context, caller: Ops) -> Response:
     async with ctx.pool.acquire() as conn, conn.transaction():
         if not await store.delete_on_call_route(conn):
             raise not_found("on_call_route")
-        await _audit(conn, caller, "delete", _route_ids(settings_of(ctx)))
+        await _audit(conn, caller, "delete", _route_ids(ctx.settings))
     log.warning("on_call_route_deleted", set_by_sub=caller.sub)
     return Response(status_code=204)
 
 
-async def route_problem(ctx: ServiceContext) -> str | None:
+async def route_problem(ctx: ServiceContext[NotificationSettings]) -> str | None:
     """Readiness: None while a route exists."""
     async with ctx.pool.acquire() as conn:
         if await store.get_on_call_route(conn) is None:
@@ -127,9 +127,9 @@ async def route_problem(ctx: ServiceContext) -> str | None:
     return None
 
 
-async def bootstrap_route(ctx: ServiceContext) -> None:
+async def bootstrap_route(ctx: ServiceContext[NotificationSettings]) -> None:
     """Startup: set the route from the bootstrap settings when none exists (audited)."""
-    settings = settings_of(ctx)
+    settings = ctx.settings
     primary = settings.on_call_bootstrap_primary_email
     if not primary:
         return

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from carebridge_contracts.services import service_port
-from carebridge_shared.service import ServiceContext
 from carebridge_shared.settings import ServiceSettings, database_url_field
 
 SERVICE = "notification"
@@ -100,10 +99,3 @@ class NotificationSettings(ServiceSettings):
         if any(offset <= 0 for offset in value):
             raise ValueError("reminder offsets must be positive minutes")
         return value
-
-
-def settings_of(context: ServiceContext) -> NotificationSettings:
-    settings = context.settings
-    if not isinstance(settings, NotificationSettings):
-        raise TypeError("the notification service runs with NotificationSettings")
-    return settings

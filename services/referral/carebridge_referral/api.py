@@ -30,6 +30,7 @@ from carebridge_referral.models import (
     TherapistList,
     TherapistOut,
 )
+from carebridge_referral.settings import ReferralSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import (
     Principal,
@@ -47,7 +48,7 @@ from carebridge_shared.service import ServiceContext, service_context
 router = APIRouter(prefix="/v1", tags=["referral"])
 router.include_router(audit.router)
 
-Context = Annotated[ServiceContext, Depends(service_context)]
+Context = Annotated[ServiceContext[ReferralSettings], Depends(service_context)]
 # Who may call what (docs/security.md); which patients' records is decided per request below.
 Staff = Annotated[Principal, Depends(allow("clinician", "coordinator"))]
 Coordinator = Annotated[Principal, Depends(allow("coordinator"))]

@@ -10,6 +10,7 @@ from carebridge_contracts import CarePlanUpdated
 from carebridge_contracts.events.common import ClinicianRole
 from carebridge_referral import domain, store
 from carebridge_referral.models import CarePlanContent
+from carebridge_referral.settings import ReferralSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, log_refusal, require_patient_access
 from carebridge_shared.db import Connection
@@ -35,7 +36,7 @@ async def _authorise(conn: Connection, patient_id: str, caller: Principal) -> Cl
 
 
 async def read(
-    ctx: ServiceContext, patient_id: str, caller: Principal
+    ctx: ServiceContext[ReferralSettings], patient_id: str, caller: Principal
 ) -> tuple[domain.CarePlan, domain.OutcomeTrend]:
     """The current plan (version 0 and empty when nobody wrote one yet) and the patient's
     outcome trend, for the patient and their care team (each read audited)."""
@@ -70,7 +71,7 @@ def version_conflict(current: int) -> Refused:
 
 
 async def write(
-    ctx: ServiceContext,
+    ctx: ServiceContext[ReferralSettings],
     patient_id: str,
     caller: Principal,
     expected_version: int | None,

@@ -8,6 +8,7 @@ from uuid import uuid4
 from carebridge_contracts import ConsentGranted, ConsentRevoked
 from carebridge_contracts.events.referral import ConsentScope
 from carebridge_referral import domain, matching, store
+from carebridge_referral.settings import ReferralSettings
 from carebridge_shared.logging import get_logger
 from carebridge_shared.refusals import not_found
 from carebridge_shared.service import ServiceContext
@@ -16,7 +17,7 @@ log = get_logger(__name__)
 
 
 async def grant(
-    ctx: ServiceContext, patient_id: str, scope: ConsentScope
+    ctx: ServiceContext[ReferralSettings], patient_id: str, scope: ConsentScope
 ) -> tuple[domain.Consent, bool]:
     """Grant (True), or return the consent already granted (False: nothing is emitted)."""
     now = ctx.clock.now()
@@ -42,7 +43,9 @@ async def grant(
     return consent, True
 
 
-async def revoke(ctx: ServiceContext, patient_id: str, scope: ConsentScope) -> domain.Consent:
+async def revoke(
+    ctx: ServiceContext[ReferralSettings], patient_id: str, scope: ConsentScope
+) -> domain.Consent:
     """Revoke the current consent; revoking a revoked one changes nothing."""
     now = ctx.clock.now()
     async with ctx.pool.acquire() as conn, conn.transaction():

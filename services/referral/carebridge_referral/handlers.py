@@ -27,9 +27,9 @@ VisitEvent = (
 )
 
 
-def register(runtime: ConsumerRuntime, context: ServiceContext) -> None:
+def register(runtime: ConsumerRuntime, context: ServiceContext[ReferralSettings]) -> None:
     settings = context.settings
-    modality = settings.default_modality if isinstance(settings, ReferralSettings) else "CBT"
+    modality = settings.default_modality
 
     @runtime.on(AssessmentCompleted)
     async def assessment_completed(event: AssessmentCompleted, ctx: EventContext) -> None:

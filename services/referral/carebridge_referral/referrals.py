@@ -10,6 +10,7 @@ from carebridge_contracts.events.common import Modality, Urgency
 from carebridge_contracts.events.referral import CareTeamEndReason, RequestedBy
 from carebridge_referral import domain, matching, store
 from carebridge_referral.models import ReferralRequest
+from carebridge_referral.settings import ReferralSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, forbidden, require_patient_access
 from carebridge_shared.db import Connection
@@ -31,7 +32,7 @@ def _already_open(existing: domain.Referral) -> Refused:
 
 
 async def open_for_psychiatrist(
-    ctx: ServiceContext, caller: Principal, request: ReferralRequest
+    ctx: ServiceContext[ReferralSettings], caller: Principal, request: ReferralRequest
 ) -> tuple[domain.Referral, bool]:
     """Open a referral (True) or, for a retried identical request, return the open one.
 
@@ -152,7 +153,10 @@ async def open_from_assessment(
 
 
 async def close(
-    ctx: ServiceContext, caller: Principal, referral_id: UUID, action: domain.Action
+    ctx: ServiceContext[ReferralSettings],
+    caller: Principal,
+    referral_id: UUID,
+    action: domain.Action,
 ) -> domain.Referral:
     """Revoke, or complete, a referral; its care team ends and its place goes to the queue.
 

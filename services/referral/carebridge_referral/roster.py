@@ -24,7 +24,7 @@ def to_domain(therapist_id: str, body: TherapistBody) -> domain.Therapist:
 
 
 async def put_therapist(
-    ctx: ServiceContext, therapist_id: str, body: TherapistBody
+    ctx: ServiceContext[ReferralSettings], therapist_id: str, body: TherapistBody
 ) -> tuple[domain.Therapist, int, bool]:
     """Create or replace; a new licence, modality or place goes to the waitlist at once.
 
@@ -48,11 +48,11 @@ def load_seed(path: Path) -> SeedFile:
     return SeedFile.model_validate_json(path.read_bytes())
 
 
-async def seed_therapists(ctx: ServiceContext) -> None:
+async def seed_therapists(ctx: ServiceContext[ReferralSettings]) -> None:
     """Startup hook: add the seed's therapists that are missing; ones already stored keep
     their values, so a capacity changed through the API survives a restart."""
     settings = ctx.settings
-    if not isinstance(settings, ReferralSettings) or not settings.therapist_seed_file:
+    if not settings.therapist_seed_file:
         return
     seed = load_seed(Path(settings.therapist_seed_file))
     now = ctx.clock.now()

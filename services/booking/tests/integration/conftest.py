@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from carebridge_booking.app import build
-from carebridge_booking.config import DEFAULT_SEED_FILE, BookingSettings
+from carebridge_booking.settings import DEFAULT_SEED_FILE, BookingSettings
 from carebridge_contracts import (
     AssessmentCompleted,
     BaseEvent,

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from carebridge_booking.config import DEFAULT_SEED_FILE
 from carebridge_booking.seed import seed_clinicians
+from carebridge_booking.settings import DEFAULT_SEED_FILE
 
 if TYPE_CHECKING:
     from conftest import Harness

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from carebridge_booking.config import DEFAULT_SEED_FILE
 from carebridge_booking.domain import TimeWindow
 from carebridge_booking.models import ClinicianBody, ClinicianOut
 from carebridge_booking.seed import load_seed
+from carebridge_booking.settings import DEFAULT_SEED_FILE
 from carebridge_booking.store import _hours_from_json, _hours_to_json
 
 VALID: dict[str, Any] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from carebridge_booking.config import DEFAULT_SEED_FILE as BOOKING_SEED
+from carebridge_booking.settings import DEFAULT_SEED_FILE as BOOKING_SEED
 from carebridge_referral.roster import load_seed
 from carebridge_referral.settings import DEFAULT_SEED_FILE, ReferralSettings
 
