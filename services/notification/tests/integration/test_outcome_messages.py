@@ -5,7 +5,6 @@ reaches the patient once, with the template version recorded."""
 from __future__ import annotations
 
 import re
-
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
