@@ -33,6 +33,10 @@ class BenchConfig:
     drain_seconds: float = 60.0  # wait at most this long after a step for its emails
     stop_above_ms: float = EMAIL_P99_LIMIT_MS  # stop raising the rate once p99 exceeds this
     clinicians: int = 40
+    # CPU of every process with the services up and no load, before the first step: what the
+    # system costs per second whether or not patients arrive (reported beside the per-journey
+    # figure, which at low rates it dominates)
+    idle_seconds: float = 20.0
     # what to run
     throughput: bool = True
     journeys: bool = True
@@ -54,6 +58,7 @@ class BenchConfig:
             rates=[5, 10, 15],
             step_seconds=12.0,
             drain_seconds=30.0,
+            idle_seconds=10.0,
             quick=True,
         )
 

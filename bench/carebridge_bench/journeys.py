@@ -13,24 +13,16 @@ not consumed the AssessmentCompleted yet: the patient books as soon as booking a
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import httpx
-
+from carebridge_bench.lean_http import HttpError, LeanHttp, Response
 from carebridge_devstack.chaos_load import assessment_body, clinician_body
 from carebridge_devstack.dev_auth import infer_actor
 from carebridge_devstack.signer import TokenCache
-
-# httpcore asks `import sniffio` on every request; sniffio is not installed (anyio 4 needs it
-# no more), so each request paid for a failed search of sys.path (~12% of the generator's CPU).
-# Recording the module as absent makes that import fail at once; httpcore then assumes
-# asyncio, as it did before.
-sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 STATE = "NY"
 VISIT_TYPE = "initial_psychiatric_evaluation"
@@ -87,7 +79,8 @@ class JourneyRunner(Protocol):
 
 
 class JourneyClient:
-    """The generator's HTTP side: one connection pool, a dev token for whoever acts.
+    """The generator's HTTP side: kept-alive connections (`LeanHttp`), a dev token for whoever
+    acts.
 
     Tokens are chosen by the dev stack's rules (`infer_actor`) and cached per person; unlike
     `DevAuth` it does not read every response body again, to keep the generator's own CPU (it
@@ -99,13 +92,10 @@ class JourneyClient:
         self.run_id = run_id
         self.clinician_ids = [f"bn{run_id}-psy-{i:03d}" for i in range(clinicians)]
         self.tokens = TokenCache()
-        self.http = httpx.AsyncClient(
-            timeout=30.0,
-            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=400),
-        )
+        self.http = LeanHttp(timeout=30.0)
 
     async def close(self) -> None:
-        await self.http.aclose()
+        await self.http.close()
 
     async def call(
         self,
@@ -115,11 +105,15 @@ class JourneyClient:
         *,
         json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> Response:
         role, subject = infer_actor(method, path, params or {}, json or {}, {})
-        headers = {"Authorization": f"Bearer {self.tokens.token(role, subject)}"}
         return await self.http.request(
-            method, self.urls[service] + path, json=json, params=params, headers=headers
+            method,
+            self.urls[service],
+            path,
+            json_body=json,
+            params=params,
+            headers=f"Authorization: Bearer {self.tokens.token(role, subject)}\r\n",
         )
 
     async def ok(
@@ -170,7 +164,7 @@ class JourneyClient:
             journey.error = str(exc)
         except TimeoutError:
             journey.error = f"no booking after {timeout:.0f}s"
-        except httpx.HTTPError as exc:
+        except HttpError as exc:
             journey.error = f"{type(exc).__name__}: {exc}"
 
     async def _walk(self, journey: Journey) -> None:

@@ -29,7 +29,8 @@ README_END = "<!-- bench-table:end -->"
 
 Report = dict[str, Any]
 # Processes whose CPU is not the system's: the bench's own load generator and the SMTP sink.
-NOT_THE_SYSTEM = frozenset({"load generator", "smtp sink"})
+GENERATOR = "load generator"
+NOT_THE_SYSTEM = frozenset({GENERATOR, "smtp sink"})
 PIPELINES = {
     "baseline": "raw aiokafka loop",
     "minimal": "minimal exactly-once loop",
@@ -66,17 +67,53 @@ def _system_ms(cpu: dict[str, float], journeys: int) -> float | None:
     return round(system * 1000 / journeys, 2)
 
 
-def system_cpu_ms_per_journey(report: Report) -> float | None:
-    """CPU of the services, Kafka and PostgreSQL per confirmed journey, at the busiest step
-    that kept up (idle CPU weighs least there; the slow first steps would count it per few
-    journeys); the whole sweep when steps carry no CPU figures (older runs)."""
+def _cpu_step(report: Report) -> dict[str, Any] | None:
+    """The step CPU per journey is read at: the busiest that kept up (idle CPU weighs least
+    there; the slow first steps would count it per few journeys), else the last."""
     journeys = report.get("journeys") or {}
     steps = [s for s in journeys.get("steps", []) if s.get("cpu_seconds") and s["confirmed"]]
     within = journeys.get("highest_rate_within_limit")
     chosen = [s for s in steps if s["offered_per_s"] == within] or steps[-1:]
-    if chosen:
-        return _system_ms(chosen[0]["cpu_seconds"], chosen[0]["confirmed"])
+    return chosen[0] if chosen else None
+
+
+def system_cpu_ms_per_journey(report: Report) -> float | None:
+    """CPU of the services, Kafka and PostgreSQL per confirmed journey at `_cpu_step`, idle
+    cost included; the whole sweep when steps carry no CPU figures (older runs)."""
+    step = _cpu_step(report)
+    if step is not None:
+        return _system_ms(step["cpu_seconds"], step["confirmed"])
     return _system_ms(report.get("cpu_seconds_under_load") or {}, confirmed_journeys(report))
+
+
+def cpu_per_journey(report: Report) -> dict[str, Any] | None:
+    """The CPU per journey at `_cpu_step`, split: what the system burns per second with no load
+    (measured before the sweep) times the step's window, spread over its journeys, and the
+    rest, which the journeys themselves cost; the load generator's beside them."""
+    step = _cpu_step(report)
+    if step is None:
+        return None
+    cpu, confirmed = step["cpu_seconds"], step["confirmed"]
+    idle = {k: v for k, v in (report.get("idle_cpu_ms_per_s") or {}).items() if k in cpu}
+    window = float(step.get("cpu_window_s") or 0.0)
+    system_idle_per_s = sum(v for k, v in idle.items() if k not in NOT_THE_SYSTEM)
+    total = _system_ms(cpu, confirmed)
+    idle_share = round(system_idle_per_s * window / confirmed, 2) if idle and window else None
+    generator = cpu.get(GENERATOR)
+    return {
+        "offered_per_s": step["offered_per_s"],
+        "confirmed": confirmed,
+        "window_s": window or None,
+        "system_ms": total,
+        "system_idle_ms_per_s": round(system_idle_per_s, 1) if idle else None,
+        "system_idle_share_ms": idle_share,
+        "system_less_idle_ms": (
+            None if total is None or idle_share is None else round(total - idle_share, 2)
+        ),
+        "load_generator_ms": None if generator is None else round(generator * 1000 / confirmed, 2),
+        "by_process_ms": {k: round(v * 1000 / confirmed, 2) for k, v in sorted(cpu.items())},
+        "idle_ms_per_s": idle or None,
+    }
 
 
 def _ratio_median(throughput: dict[str, Any] | None, key: str) -> float | None:
@@ -173,6 +210,22 @@ def evaluate_targets(report: Report) -> list[dict[str, Any]]:
         "met": None if worst is None else worst[1] < RSS_TARGET_MB,
     })  # fmt: skip
     return targets
+
+
+def cpu_split_line(split: dict[str, Any]) -> str:
+    """One sentence: the CPU per journey at its step, what of it is idle cost, the generator."""
+    idle = (
+        f"; idle cost {fmt(split['system_idle_ms_per_s'], 0)} ms/s with no load, i.e. "
+        f"{fmt(split['system_idle_share_ms'], 1)} ms of it, leaving "
+        f"{fmt(split['system_less_idle_ms'], 1)} ms for the journey itself"
+        if split.get("system_idle_share_ms") is not None
+        else ""
+    )
+    return (
+        f"CPU per journey at {split['offered_per_s']:g} journeys/s ({split['confirmed']} "
+        f"confirmed): system {fmt(split['system_ms'], 1)} ms{idle}; load generator "
+        f"{fmt(split['load_generator_ms'], 1)} ms."
+    )
 
 
 def _met(value: bool | None) -> str:
@@ -279,6 +332,10 @@ def print_report(console: Console, report: Report) -> None:
             table.add_row(name, fmt(seconds, 1), fmt(seconds * 1000 / confirmed, 1))
         console.print(table)
 
+    split = cpu_per_journey(report)
+    if split:
+        console.print(cpu_split_line(split))
+
     table = Table(title="targets (2 cores)")
     for column in ("target", "wanted", "measured", ""):
         table.add_column(column)
@@ -311,6 +368,9 @@ def markdown(report: Report) -> str:
             if kind in throughput
         )
         lines += ["", f"Throughput (events/s, median of the repeats): {rates}."]
+    split = cpu_per_journey(report)
+    if split:
+        lines += ["", cpu_split_line(split)]
     journeys = report.get("journeys")
     if journeys:
         lines += [

@@ -40,7 +40,6 @@ from carebridge_shared import consumer
 from carebridge_shared.settings import ServiceSettings
 
 IDLE_SETTLE_SECONDS = 3.0
-GENERATOR = "load generator"  # this process: it shares the 2 cores with what it measures
 
 
 def _default(model: type[ServiceSettings], name: str) -> Any:
@@ -65,7 +64,7 @@ def settings_used(config: BenchConfig) -> dict[str, Any]:
         "db_pool_max_size": _default(ServiceSettings, "db_pool_max_size"),
         "kafka_topic_partitions": _default(ServiceSettings, "kafka_topic_partitions"),
         "consumer_max_poll_records": consumer.MAX_POLL_RECORDS,
-        "consumer_idle_poll_ms": consumer.IDLE_POLL_MS,
+        "consumer_idle_wait_ms": consumer.IDLE_POLL_MS,
         "dispatch_interval_ms": _default(NotificationSettings, "dispatch_interval_ms"),
         "dispatch_batch_size": _default(NotificationSettings, "dispatch_batch_size"),
         "dispatch_concurrency": _default(NotificationSettings, "dispatch_concurrency"),
@@ -119,13 +118,15 @@ def _journey_phase(
         urls = {name: system.url(name) for name in SERVICES}
         client = JourneyClient(urls, run_id=run_id, clinicians=config.clinicians)
         mail = MailReader(system.mail_dir)
-        with (
-            _progress(console) as progress,
-            PeakSampler(
-                {**process_ids, GENERATOR: os.getpid()},
-                cpu_only={**stack_pids, **_sink_pid(system)},
-            ) as sampler,
-        ):
+        sampler = PeakSampler(
+            {**process_ids, report.GENERATOR: os.getpid()},  # it shares the cores
+            cpu_only={**stack_pids, **_sink_pid(system)},
+        )
+        with console.status(f"idle CPU: {config.idle_seconds:g}s with no load"):
+            idle_cpu = idle_cpu_ms_per_s(sampler, config.idle_seconds)
+        console.print("idle CPU (ms per second): "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in idle_cpu.items()))  # fmt: skip
+        with _progress(console) as progress, sampler:
             task = progress.add_task("journeys", total=None)
 
             def on_step(step: int, rate: float, count: int) -> None:
@@ -156,7 +157,20 @@ def _journey_phase(
         "ready_by_process_s": ready,
         "memory_mb": {"idle": idle, "peak_under_load": sampler.peaks},
         "cpu_seconds_under_load": sampler.cpu_seconds,
+        "idle_cpu_ms_per_s": idle_cpu,
         "journeys": journeys_section(results, system.log_dir),
+    }
+
+
+def idle_cpu_ms_per_s(sampler: PeakSampler, seconds: float) -> dict[str, float]:
+    """CPU milliseconds per second of each process over `seconds` of no load."""
+    before, started = sampler.cpu_now(), time.monotonic()
+    time.sleep(seconds)
+    after, elapsed = sampler.cpu_now(), time.monotonic() - started
+    return {
+        name: round((after[name] - before[name]) * 1000 / elapsed, 2)
+        for name in after
+        if name in before
     }
 
 
@@ -256,6 +270,7 @@ def base_report(
 def finish_report(result: report.Report, results_dir: Path, stamp: str, console: Console) -> Path:
     """Headline figures, targets, JSON (the run's and latest.json), the tables and the plot."""
     result["headline"] = report.headline(result)
+    result["cpu_per_journey"] = report.cpu_per_journey(result)
     result["targets"] = report.evaluate_targets(result)
     run_file, _ = report.write_json(result, results_dir, stamp)
     report.print_report(console, result)

@@ -40,8 +40,9 @@ class StepResult:
     confirmed_per_s: float | None
     booking_tries_per_journey: float
     stop_reason: str | None = None
-    # CPU seconds per process from the step's start to the end of its drain
+    # CPU seconds per process from the step's start to the end of its drain, and that window
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    cpu_window_s: float = 0.0
 
     @property
     def target_p99(self) -> float | None:
@@ -67,6 +68,7 @@ class StepResult:
             "stages_ms": {k: v.as_dict() if v else None for k, v in self.stages.items()},
             "stop_reason": self.stop_reason,
             "cpu_seconds": self.cpu_seconds,
+            "cpu_window_s": round(self.cpu_window_s, 2),
         }
 
 
@@ -160,7 +162,7 @@ async def sweep(
         start = {
             str(topic): await kafka_tools.end_offsets(bootstrap, str(topic)) for topic in WATCHED
         }
-        cpu_before = config.cpu_now()
+        cpu_before, window_start = config.cpu_now(), time.monotonic()
         run = await run_step(
             client,
             step=step,
@@ -185,6 +187,7 @@ async def sweep(
                 topics.setdefault(patient, Instants()).first("queued", at)
         result = summarise_step(run, topics, mail)
         cpu_after = config.cpu_now()
+        result.cpu_window_s = time.monotonic() - window_start
         result.cpu_seconds = {
             name: round(cpu_after[name] - cpu_before[name], 3)
             for name in cpu_after

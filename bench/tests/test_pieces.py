@@ -233,3 +233,29 @@ def test_system_cpu_per_journey_is_read_at_the_busiest_step_that_kept_up() -> No
     }
     # 5 s of booking and Kafka over the 200 journeys of the 10/s step; not the bench's own
     assert report.system_cpu_ms_per_journey(document) == 25.0
+
+
+def test_cpu_per_journey_splits_off_the_idle_cost_and_names_the_generator() -> None:
+    document = {
+        "idle_cpu_ms_per_s": {"kafka": 30.0, "booking": 10.0, "load generator": 1.0},
+        "journeys": {
+            "highest_rate_within_limit": 10,
+            "steps": [
+                {
+                    "offered_per_s": 10,
+                    "confirmed": 200,
+                    "cpu_window_s": 25.0,
+                    "cpu_seconds": {"kafka": 3.0, "booking": 5.0, "load generator": 4.0},
+                }
+            ],
+        },
+    }
+    split = report.cpu_per_journey(document)
+    assert split is not None
+    assert split["system_ms"] == 40.0  # 8 s over 200 journeys
+    assert split["system_idle_ms_per_s"] == 40.0  # kafka + booking, not the generator
+    assert split["system_idle_share_ms"] == 5.0  # 40 ms/s x 25 s over 200 journeys
+    assert split["system_less_idle_ms"] == 35.0
+    assert split["load_generator_ms"] == 20.0
+    assert "idle cost 40 ms/s" in report.cpu_split_line(split)
+    assert report.cpu_per_journey({"journeys": {"steps": []}}) is None

@@ -45,7 +45,7 @@ from carebridge_shared.clock import Clock
 from carebridge_shared.context import S, ServiceContext
 from carebridge_shared.correlation import correlation_scope
 from carebridge_shared.db import Connection
-from carebridge_shared.kafka import KafkaSecurity, bootstrap_list, env_security
+from carebridge_shared.kafka import KafkaSecurity, bootstrap_list, env_security, wait_for_records
 from carebridge_shared.logging import get_logger
 from carebridge_shared.metrics import (
     CONSUMER_LAG,
@@ -98,9 +98,9 @@ MAX_POLL_RECORDS = 100
 MAX_RECORDS_PER_TRANSACTION = 25
 # A commit that failed while its partitions stayed assigned is tried again after this long.
 COMMIT_RETRY_S = 0.5
-# An idle poll waits this long for records, then FastStream sleeps as long again: the most an
-# idle consumer delays a record that arrives.
-IDLE_POLL_MS = 10
+# An idle poll waits up to this long for records; one that arrives ends the wait at once
+# (`kafka.wait_for_records`), so this bounds only how often an idle consumer wakes up.
+IDLE_POLL_MS = 1000
 
 # Connection trouble is not the event's fault: retry it without spending attempts.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -476,6 +476,7 @@ class ConsumerRuntime:
             parser=lenient_header_parser,
             decoder=undecoded,
         )
+        wait_for_records(subscriber, max_records=MAX_POLL_RECORDS, wait_ms=IDLE_POLL_MS)
         tracker.consumer = lambda: subscriber.consumer
         committer = _OffsetCommitter(tracker.consumer, self.group_id)
         self._committers.append(committer)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Literal
 
-from aiokafka import AIOKafkaClient, AIOKafkaProducer
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
@@ -318,3 +319,21 @@ async def connection_problem(bootstrap_servers: str, security: KafkaSecurity) ->
 def _why(exc: BaseException) -> str:
     text, name = str(exc), type(exc).__name__
     return text if name in text else f"{name}: {text}"
+
+
+def wait_for_records(subscriber: Any, *, max_records: int, wait_ms: int) -> None:
+    """Make a FastStream batch subscriber wait for records instead of spinning.
+
+    FastStream 0.7 polls with `batch_timeout_ms` and, after an empty poll, sleeps as long
+    again: a short timeout keeps latency low but wakes every idle consumer ~50 times a second
+    (most of an idle service's CPU, issue 16), a long one delays a record by up to the sleep.
+    aiokafka's `getmany` already returns as soon as its background fetch (a broker long poll,
+    `fetch_max_wait_ms`) brings records, so waiting up to `wait_ms` in it, with no sleep after,
+    costs no latency; stopping the consumer wakes it too.
+    """
+
+    async def get_msg(consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[Any, Any], ...]:
+        polled = await consumer.getmany(timeout_ms=wait_ms, max_records=max_records)
+        return tuple(chain.from_iterable(polled.values()))
+
+    subscriber.get_msg = get_msg

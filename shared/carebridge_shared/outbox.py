@@ -36,8 +36,24 @@ NEXT_SEQUENCES = (
 ADD_ROWS = (
     "INSERT INTO outbox (event_id, topic, message_key, event_type, event_version, payload,"
     " headers) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],"
-    " $5::int[], $6::bytea[], $7::jsonb[])"
+    " $5::int[], $6::bytea[], $7::jsonb[]) RETURNING event_id, id"
 )
+ADD_ROW = (
+    "INSERT INTO outbox (event_id, topic, message_key, event_type, event_version, payload,"
+    " headers) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) RETURNING id"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """An outbox row as the relay publishes it: handed over in memory by the transaction that
+    wrote it (`wakeup.hand_over`, after commit), or read from the table."""
+
+    id: int
+    topic: str
+    key: str
+    payload: bytes
+    headers: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +122,8 @@ class Outbox:
         )
         following = {(r[0], r[1]): r[2] - counts[(r[0], r[1])] + 1 for r in rows}
         envelopes: list[Envelope] = []
+        headers_of: list[dict[str, str]] = []
+        payloads: list[bytes] = []
         columns: tuple[list[object], ...] = ([], [], [], [], [], [], [])
         for item, (topic, subject) in zip(staged, keys, strict=True):
             sequence = following[(topic, subject)]
@@ -120,16 +138,28 @@ class Outbox:
             )
             headers = {name: value.decode() for name, value in kafka_headers(envelope)}
             tracing.inject(headers, item.trace)
+            payload = envelope.to_bytes()
             for column, value in zip(
                 columns,
                 (envelope.event_id, topic, subject, envelope.type, envelope.version,
-                 envelope.to_bytes(), json.dumps(headers)),
+                 payload, json.dumps(headers)),
                 strict=True,
             ):  # fmt: skip
                 column.append(value)
             envelopes.append(envelope)
-        await conn.execute(ADD_ROWS, *columns)
-        wakeup.after_release(conn, self.channel)
+            headers_of.append(headers)
+            payloads.append(payload)
+        ids = {event_id: row_id for event_id, row_id in await conn.fetch(ADD_ROWS, *columns)}
+        wakeup.hand_over(
+            conn,
+            self.channel,
+            (
+                OutboxRow(ids[envelope.event_id], topic, subject, payload, headers)
+                for envelope, (topic, subject), payload, headers in zip(
+                    envelopes, keys, payloads, headers_of, strict=True
+                )
+            ),
+        )
         return envelopes
 
     async def add(
@@ -163,17 +193,17 @@ class Outbox:
         )
         headers = {name: value.decode() for name, value in kafka_headers(envelope)}
         tracing.inject(headers)  # the trace of this transaction (HTTP request or consumed event)
-        await conn.execute(
-            "INSERT INTO outbox (event_id, topic, message_key, event_type, event_version,"
-            " payload, headers) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
+        payload = envelope.to_bytes()
+        row_id: int = await conn.fetchval(
+            ADD_ROW,
             envelope.event_id,
             topic,
             subject,
             envelope.type,
             envelope.version,
-            envelope.to_bytes(),
+            payload,
             json.dumps(headers),
         )
-        # The relay of this process is woken when the connection is released (after commit).
-        wakeup.after_release(conn, self.channel)
+        # This process's relay gets the row when the connection is released (after commit).
+        wakeup.hand_over(conn, self.channel, [OutboxRow(row_id, topic, subject, payload, headers)])
         return envelope

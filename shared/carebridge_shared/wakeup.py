@@ -11,15 +11,20 @@ replica finds the work by polling.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import asyncpg
 
 Callback = Callable[[], None]
+Receiver = Callable[[list[Any]], None]
 
 _listeners: dict[str, set[Callback]] = defaultdict(set)
+_receivers: dict[str, Receiver] = {}
 # server process id of a checked-out connection -> topics to announce when it is released
 _pending: dict[int, set[str]] = defaultdict(set)
+# server process id of a checked-out connection -> topic -> what its transaction handed over
+_handed: dict[int, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
 
 
 def listen(topic: str, callback: Callback) -> None:
@@ -35,13 +40,37 @@ def after_release(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, t
     _pending[conn.get_server_pid()].add(topic)
 
 
+def receive(topic: str, receiver: Receiver) -> None:
+    """`receiver` gets what transactions hand over on `topic` (one receiver per topic)."""
+    _receivers[topic] = receiver
+
+
+def stop_receiving(topic: str, receiver: Receiver) -> None:
+    if _receivers.get(topic) == receiver:
+        del _receivers[topic]
+
+
+def hand_over(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, topic: str, items: Iterable[Any]
+) -> None:
+    """Give `items` to `topic`'s receiver once `conn` is released, whether its transaction
+    committed or rolled back (the receiver must tell the two apart; the outbox relay does by
+    claiming rows in the table). With no receiver in this process they are dropped."""
+    _handed[conn.get_server_pid()][topic].extend(items)
+
+
 def wake(topic: str) -> None:
     for callback in list(_listeners.get(topic, ())):
         callback()
 
 
 def released(conn: asyncpg.Connection) -> None:
-    for topic in _pending.pop(conn.get_server_pid(), ()):
+    pid = conn.get_server_pid()
+    for topic, items in _handed.pop(pid, {}).items():
+        receiver = _receivers.get(topic)
+        if receiver is not None:
+            receiver(items)
+    for topic in _pending.pop(pid, ()):
         wake(topic)
 
 

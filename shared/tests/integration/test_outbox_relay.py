@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from carebridge_contracts import Envelope, Topic
@@ -142,3 +146,90 @@ async def test_relay_killed_after_publish_republishes_and_consumer_applies_once(
         == 1
     )
     assert b'"event_duplicate"' in output, "the second copy must reach the consumer and be dropped"
+
+
+@contextlib.asynccontextmanager
+async def _running(relay: OutboxRelay) -> AsyncIterator[None]:
+    """The relay's own loop (as a service runs it), leading, until the block ends."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await eventually(lambda: relay.is_leader and relay.healthy, what="the relay leading")
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_committed_rows_are_handed_over_in_memory_not_read_back(
+    pool, stack_endpoints
+) -> None:
+    bootstrap = stack_endpoints.kafka_bootstrap
+    patient = f"p-{uuid.uuid4()}"
+    outbox = Outbox("intake", SCHEMA)
+    relay = OutboxRelay(
+        pool, SCHEMA, lambda: make_producer(bootstrap, "test-relay"), poll_interval=60.0
+    )
+    async with _running(relay):  # woken only by hand-overs: its poll is a minute away
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                first = await outbox.add(conn, sample_assessment(patient), subject=patient)
+            # Committed, not yet released (so not yet handed over): a relay that read the row
+            # back would publish this instead of what the transaction wrote.
+            await pool.execute("UPDATE outbox SET payload = 'read back' WHERE published_at IS NULL")
+        with pytest.raises(RuntimeError, match="rollback"):
+            async with pool.acquire() as conn, conn.transaction():
+                await outbox.add(conn, sample_assessment(patient), subject=patient)
+                raise RuntimeError("rollback")  # handed over as well, and never published
+        async with pool.acquire() as conn, conn.transaction():
+            second = await outbox.add(conn, sample_assessment(patient), subject=patient)
+        records = await read_topic(
+            bootstrap,
+            str(Topic.ASSESSMENTS),
+            where=lambda r: r.key == patient.encode(),
+            expect=2,
+            settle=2.0,
+            timeout=20.0,  # well before the relay's poll
+        )
+    await relay.close()
+    published = [Envelope.from_bytes(r.value) for r in records]
+    assert [e.event_id for e in published] == [first.event_id, second.event_id]
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+
+
+async def test_a_handed_over_row_waits_for_an_older_row_of_its_subject_from_another_replica(
+    pool, stack_endpoints, fresh_database_url: str
+) -> None:
+    """Another replica's row (which only the table shows) goes out before this process's
+    later row of the same subject, though only the later one woke the relay."""
+    bootstrap = stack_endpoints.kafka_bootstrap
+    patient = f"p-{uuid.uuid4()}"
+    outbox = Outbox("intake", SCHEMA)
+    relay = OutboxRelay(
+        pool, SCHEMA, lambda: make_producer(bootstrap, "test-relay"), poll_interval=60.0
+    )
+    # a pool without the release hook: its transactions hand nothing over, as in a replica
+    replica = await asyncpg.create_pool(
+        fresh_database_url, min_size=1, max_size=1,
+        server_settings={"search_path": f"{SCHEMA},public"},
+    )  # fmt: skip
+    try:
+        async with _running(relay):
+            async with replica.acquire() as conn, conn.transaction():
+                older = await outbox.add(conn, sample_assessment(patient), subject=patient)
+            async with pool.acquire() as conn, conn.transaction():
+                newer = await outbox.add(conn, sample_assessment(patient), subject=patient)
+            records = await read_topic(
+                bootstrap,
+                str(Topic.ASSESSMENTS),
+                where=lambda r: r.key == patient.encode(),
+                expect=2,
+                settle=1.0,
+                timeout=20.0,  # well before the relay's 60 s poll
+            )
+    finally:
+        await replica.close()
+        await relay.close()
+    published = [Envelope.from_bytes(r.value) for r in records]
+    assert [e.event_id for e in published] == [older.event_id, newer.event_id]
+    assert [e.sequence for e in published] == [1, 2]
