@@ -16,7 +16,16 @@ from datetime import datetime, timedelta
 from prometheus_client import Counter
 
 from carebridge_contracts import NotificationFailed, NotificationSent
-from carebridge_notification import domain, mailer, on_call, store
+from carebridge_notification import (
+    mailer,
+    on_call,
+    planning,
+    rendering,
+    retry,
+    routing,
+    store,
+    templates,
+)
 from carebridge_notification.settings import NotificationSettings
 from carebridge_shared import tracing, wakeup
 from carebridge_shared.db import Connection
@@ -41,8 +50,8 @@ SAFETY_ALERTS_UNDELIVERED = Counter(
 )
 
 
-def retry_policy(settings: NotificationSettings) -> domain.RetryPolicy:
-    return domain.RetryPolicy(
+def retry_policy(settings: NotificationSettings) -> retry.RetryPolicy:
+    return retry.RetryPolicy(
         max_attempts=settings.delivery_max_attempts,
         initial_backoff=timedelta(seconds=settings.delivery_backoff_initial_seconds),
         max_backoff=timedelta(seconds=settings.delivery_backoff_max_seconds),
@@ -181,22 +190,22 @@ async def _deliver(
     session: mailer.Session,
 ) -> None:
     """Send one claimed delivery and record its outcome on `conn` (the claim's transaction)."""
-    route = domain.route(await _contact(conn, settings, delivery))
-    if isinstance(route, domain.Undeliverable):
+    route = routing.route(await _contact(conn, settings, delivery))
+    if isinstance(route, routing.Undeliverable):
         if delivery.kind == "alert":  # never dropped: retried and escalated like an SMTP failure
             await _after_send_failure(ctx, settings, conn, delivery, route.error_code)
         else:
             await _fail(ctx, conn, delivery, route.error_code)
         return
     try:
-        rendered = domain.render(
+        rendered = rendering.render(
             delivery.template,
             delivery.params,
             settings.link_base_url,
             outcome_measure_url=settings.outcome_measure_url,
         )
     except (KeyError, ValueError):
-        await _fail(ctx, conn, delivery, domain.TEMPLATE_ERROR)
+        await _fail(ctx, conn, delivery, rendering.TEMPLATE_ERROR)
         return
     try:
         await _send(ctx, settings, delivery, route.address, rendered, session)
@@ -232,7 +241,7 @@ async def _deliver(
 
 async def _contact(
     conn: Connection, settings: NotificationSettings, delivery: store.Delivery
-) -> domain.ContactInfo | None:
+) -> routing.ContactInfo | None:
     """The recipient's address as it is now: the on-call route's for the on-call ids."""
     if delivery.recipient_kind == "clinician" and delivery.recipient_id in settings.on_call_ids:
         return await on_call.contact_of(conn, settings, delivery.recipient_id)
@@ -245,7 +254,7 @@ async def _send(
     settings: NotificationSettings,
     delivery: store.Delivery,
     address: str,
-    rendered: domain.Rendered,
+    rendered: templates.Rendered,
     session: mailer.Session,
 ) -> None:
     message = mailer.build_email(
@@ -273,8 +282,8 @@ async def _after_send_failure(
     attempts = delivery.attempts + 1
     if delivery.kind == "alert" and delivery.recipient_id == settings.on_call_clinician_id:
         await _escalate(ctx, settings, conn, delivery, error_code, attempts)
-    decision = domain.after_failure(attempts, error_code, retry_policy(settings), now)
-    if isinstance(decision, domain.GiveUp):
+    decision = retry.after_failure(attempts, error_code, retry_policy(settings), now)
+    if isinstance(decision, retry.GiveUp):
         await _fail(ctx, conn, delivery, error_code)
         if delivery.kind == "alert":
             SAFETY_ALERTS_UNDELIVERED.labels(_on_call_role(settings, delivery), error_code).inc()
@@ -313,12 +322,12 @@ async def _escalate(
         patient_id=delivery.patient_id,
         appointment_id=delivery.appointment_id,
     )
-    escalation = domain.PlannedDelivery(
+    escalation = planning.PlannedDelivery(
         "clinician",
         settings.on_call_escalation_id,
         delivery.template,
         "alert",
-        domain.PRIORITY_URGENT,
+        planning.PRIORITY_URGENT,
         ctx.clock.now(),
         delivery.params,
     )

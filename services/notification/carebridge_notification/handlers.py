@@ -27,7 +27,7 @@ from carebridge_contracts import (
     TherapistRequested,
 )
 from carebridge_contracts.events.common import Channel
-from carebridge_notification import domain, store
+from carebridge_notification import education, membership, planning, routing, store
 from carebridge_notification.settings import NotificationSettings
 from carebridge_shared.consumer import ConsumerRuntime, EventContext
 from carebridge_shared.logging import get_logger
@@ -38,7 +38,7 @@ log = get_logger(__name__)
 
 async def apply_plan(
     ctx: EventContext,
-    plan: domain.Plan,
+    plan: planning.Plan,
     appointment_id: uuid.UUID | None,
     *,
     cause: store.Cause | None = None,
@@ -52,10 +52,10 @@ async def apply_plan(
     cancelled = 0
     if plan.cancel_pending and appointment_id is not None:
         cancelled = await store.cancel_pending(ctx.conn, appointment_id, envelope.event_id)
-    planned: list[tuple[domain.PlannedDelivery, Channel]] = []
+    planned: list[tuple[planning.PlannedDelivery, Channel]] = []
     for delivery in plan.deliveries:
         contact = await store.get_contact(ctx.conn, delivery.recipient_kind, delivery.recipient_id)
-        planned.append((delivery, domain.planned_channel(contact.info if contact else None)))
+        planned.append((delivery, routing.planned_channel(contact.info if contact else None)))
     if cause is None:
         cause = store.Cause(
             event_id=envelope.event_id,
@@ -76,7 +76,7 @@ async def apply_plan(
     return added
 
 
-def plan_change_cause(patient_id: str, change: domain.PlanChange) -> store.Cause:
+def plan_change_cause(patient_id: str, change: membership.PlanChange) -> store.Cause:
     return store.Cause(
         event_id=change.event_id,
         event_type=CarePlanUpdated.event_type,
@@ -87,7 +87,7 @@ def plan_change_cause(patient_id: str, change: domain.PlanChange) -> store.Cause
 
 
 async def apply_team_change(
-    ctx: EventContext, patient_id: str, change: domain.TeamChange, due_at: datetime
+    ctx: EventContext, patient_id: str, change: membership.TeamChange, due_at: datetime
 ) -> None:
     """Remove who leaves (their queued plan notices go too), add who joins, then tell each
     joiner of plan changes made since the team event happened that were applied before it
@@ -114,21 +114,21 @@ async def apply_team_change(
         )
     if not change.joins:
         return
-    sharing = await store.get_consent(ctx.conn, patient_id, domain.CARE_PLAN_SHARING)
-    joins = domain.consented(change.joins, sharing)
+    sharing = await store.get_consent(ctx.conn, patient_id, membership.CARE_PLAN_SHARING)
+    joins = membership.consented(change.joins, sharing)
     for plan_change in await store.plan_changes_since(ctx.conn, patient_id, envelope.occurred_at):
         recipients = [m for m in joins if m.clinician_id != plan_change.author_id]
-        plan = domain.plan_care_plan_updated(plan_change, recipients, due_at)
+        plan = planning.plan_care_plan_updated(plan_change, recipients, due_at)
         await apply_plan(ctx, plan, None, cause=plan_change_cause(patient_id, plan_change))
 
 
 async def teach(
-    ctx: EventContext, step: domain.EducationStep, params: Mapping[str, str], now: datetime
+    ctx: EventContext, step: education.EducationStep, params: Mapping[str, str], now: datetime
 ) -> None:
     """The step's education message to the patient, once per patient and step; the template
     version they get is recorded with it."""
     patient_id = ctx.envelope.subject
-    delivery = domain.education_delivery(step, patient_id, params, now)
+    delivery = education.education_delivery(step, patient_id, params, now)
     recorded = await store.record_education(
         ctx.conn,
         patient_id,
@@ -140,7 +140,7 @@ async def teach(
     if not recorded:
         log.info("education_already_given", event_id=str(ctx.envelope.event_id), step=step)
         return
-    await apply_plan(ctx, domain.Plan((delivery,)), None)
+    await apply_plan(ctx, planning.Plan((delivery,)), None)
 
 
 def register(runtime: ConsumerRuntime, context: ServiceContext[NotificationSettings]) -> None:
@@ -150,32 +150,32 @@ def register(runtime: ConsumerRuntime, context: ServiceContext[NotificationSetti
 
     @runtime.on(AppointmentBooked)
     async def booked(event: AppointmentBooked, ctx: EventContext) -> None:
-        plan = domain.plan_booked(event, clock.now(), settings.reminder_offsets_minutes)
+        plan = planning.plan_booked(event, clock.now(), settings.reminder_offsets_minutes)
         await apply_plan(ctx, plan, event.appointment_id)
-        step = domain.education_for_booking(event)
+        step = education.education_for_booking(event)
         if step is not None:
             await teach(ctx, step, {}, clock.now())
 
     @runtime.on(AppointmentRescheduled)
     async def rescheduled(event: AppointmentRescheduled, ctx: EventContext) -> None:
-        plan = domain.plan_rescheduled(event, clock.now(), settings.reminder_offsets_minutes)
+        plan = planning.plan_rescheduled(event, clock.now(), settings.reminder_offsets_minutes)
         await apply_plan(ctx, plan, event.appointment_id)
 
     @runtime.on(AppointmentCancelled)
     async def cancelled(event: AppointmentCancelled, ctx: EventContext) -> None:
-        await apply_plan(ctx, domain.plan_cancelled(event, clock.now()), event.appointment_id)
+        await apply_plan(ctx, planning.plan_cancelled(event, clock.now()), event.appointment_id)
 
     @runtime.on(AppointmentCompleted)
     async def completed(event: AppointmentCompleted, ctx: EventContext) -> None:
-        await apply_plan(ctx, domain.plan_visit_closed(), event.appointment_id)
+        await apply_plan(ctx, planning.plan_visit_closed(), event.appointment_id)
 
     @runtime.on(AppointmentNoShow)
     async def no_show(event: AppointmentNoShow, ctx: EventContext) -> None:
-        await apply_plan(ctx, domain.plan_visit_closed(), event.appointment_id)
+        await apply_plan(ctx, planning.plan_visit_closed(), event.appointment_id)
 
     @runtime.on(SafetyRiskFlagged)
     async def safety(event: SafetyRiskFlagged, ctx: EventContext) -> None:
-        plan = domain.plan_safety_alert(event, settings.on_call_clinician_id, clock.now())
+        plan = planning.plan_safety_alert(event, settings.on_call_clinician_id, clock.now())
         await apply_plan(ctx, plan, None)
 
     @runtime.on(AssessmentCompleted)
@@ -190,7 +190,7 @@ def register(runtime: ConsumerRuntime, context: ServiceContext[NotificationSetti
 
     @runtime.on(TherapistMatched)
     async def therapist_matched(event: TherapistMatched, ctx: EventContext) -> None:
-        await apply_plan(ctx, domain.plan_therapist_matched(event, clock.now()), None)
+        await apply_plan(ctx, planning.plan_therapist_matched(event, clock.now()), None)
         params = {"modality": event.modality, "referral_id": str(event.referral_id)}
         await teach(ctx, "match", params, clock.now())
 
@@ -200,29 +200,29 @@ def register(runtime: ConsumerRuntime, context: ServiceContext[NotificationSetti
         shares the plan with them, where the trend is)."""
         await store.lock_care_team(ctx.conn, event.patient_id)
         team = await store.care_team(ctx.conn, event.patient_id)
-        sharing = await store.get_consent(ctx.conn, event.patient_id, domain.CARE_PLAN_SHARING)
-        told = domain.consented(team, sharing)
+        sharing = await store.get_consent(ctx.conn, event.patient_id, membership.CARE_PLAN_SHARING)
+        told = membership.consented(team, sharing)
         if not told:
             log.info("symptoms_worsened_no_care_team", event_id=str(ctx.envelope.event_id))
-        await apply_plan(ctx, domain.plan_symptoms_worsened(event, told, clock.now()), None)
+        await apply_plan(ctx, planning.plan_symptoms_worsened(event, told, clock.now()), None)
 
     @runtime.on(EarlierFollowUpOffered)
     async def earlier_follow_up(event: EarlierFollowUpOffered, ctx: EventContext) -> None:
-        plan = domain.plan_earlier_follow_up(event, clock.now())
+        plan = planning.plan_earlier_follow_up(event, clock.now())
         await apply_plan(ctx, plan, event.appointment_id)  # a reschedule cancels it if queued
 
     @runtime.on(CareTeamFormed)
     async def care_team_formed(event: CareTeamFormed, ctx: EventContext) -> None:
         await store.lock_care_team(ctx.conn, event.patient_id)
         current = await store.care_team(ctx.conn, event.patient_id)
-        change = domain.team_formed(current, event, ctx.envelope.occurred_at)
+        change = membership.team_formed(current, event, ctx.envelope.occurred_at)
         await apply_team_change(ctx, event.patient_id, change, clock.now() + plan_notice_delay)
 
     @runtime.on(CareTeamEnded)
     async def care_team_ended(event: CareTeamEnded, ctx: EventContext) -> None:
         await store.lock_care_team(ctx.conn, event.patient_id)
         current = await store.care_team(ctx.conn, event.patient_id)
-        change = domain.team_ended(current, event)
+        change = membership.team_ended(current, event)
         if not change.leaves:
             log.info(
                 "care_team_end_without_member",
@@ -242,28 +242,28 @@ def register(runtime: ConsumerRuntime, context: ServiceContext[NotificationSetti
     async def member_joined(event: CareTeamMemberJoined, ctx: EventContext) -> None:
         await store.lock_care_team(ctx.conn, event.patient_id)
         current = await store.care_team(ctx.conn, event.patient_id)
-        change = domain.member_joined(current, event, ctx.envelope.occurred_at)
+        change = membership.member_joined(current, event, ctx.envelope.occurred_at)
         await apply_team_change(ctx, event.patient_id, change, clock.now() + plan_notice_delay)
 
     @runtime.on(CareTeamMemberLeft)
     async def member_left(event: CareTeamMemberLeft, ctx: EventContext) -> None:
         await store.lock_care_team(ctx.conn, event.patient_id)
         current = await store.care_team(ctx.conn, event.patient_id)
-        change = domain.member_left(current, event)
+        change = membership.member_left(current, event)
         await apply_team_change(ctx, event.patient_id, change, clock.now() + plan_notice_delay)
 
     @runtime.on(CarePlanUpdated)
     async def care_plan_updated(event: CarePlanUpdated, ctx: EventContext) -> None:
         envelope = ctx.envelope
-        change = domain.PlanChange.of(
+        change = membership.PlanChange.of(
             event, envelope.event_id, envelope.correlation_id, envelope.occurred_at
         )
         await store.lock_care_team(ctx.conn, event.patient_id)
         await store.record_plan_change(ctx.conn, event.patient_id, change)
         team = await store.care_team(ctx.conn, event.patient_id)
-        recipients = domain.plan_change_recipients(team, event.author_id, change.occurred_at)
-        sharing = await store.get_consent(ctx.conn, event.patient_id, domain.CARE_PLAN_SHARING)
-        told = domain.consented(recipients.members, sharing)
+        recipients = membership.plan_change_recipients(team, event.author_id, change.occurred_at)
+        sharing = await store.get_consent(ctx.conn, event.patient_id, membership.CARE_PLAN_SHARING)
+        told = membership.consented(recipients.members, sharing)
         if len(told) < len(recipients.members):
             log.info(
                 "care_plan_notice_withheld_consent_revoked",
@@ -279,7 +279,7 @@ def register(runtime: ConsumerRuntime, context: ServiceContext[NotificationSetti
                 plan_version=event.plan_version,
                 recipients=len(recipients.members),
             )
-        plan = domain.plan_care_plan_updated(change, told, clock.now() + plan_notice_delay)
+        plan = planning.plan_care_plan_updated(change, told, clock.now() + plan_notice_delay)
         await apply_plan(ctx, plan, None, cause=plan_change_cause(event.patient_id, change))
 
     @runtime.on(ConsentGranted)
@@ -298,17 +298,17 @@ def register(runtime: ConsumerRuntime, context: ServiceContext[NotificationSetti
             scope=event.scope,
             applied=applied,
         )
-        if not applied or event.scope != domain.CARE_PLAN_SHARING:
+        if not applied or event.scope != membership.CARE_PLAN_SHARING:
             return
         team = await store.care_team(ctx.conn, event.patient_id)
         due_at = clock.now() + plan_notice_delay
         since = envelope.occurred_at
         for plan_change in await store.plan_changes_since(ctx.conn, event.patient_id, since):
-            recipients = domain.plan_change_recipients(
+            recipients = membership.plan_change_recipients(
                 team, plan_change.author_id, plan_change.occurred_at
             )
             therapists = [m for m in recipients.members if m.role == "therapist"]
-            plan = domain.plan_care_plan_updated(plan_change, therapists, due_at)
+            plan = planning.plan_care_plan_updated(plan_change, therapists, due_at)
             cause = plan_change_cause(event.patient_id, plan_change)
             await apply_plan(ctx, plan, None, cause=cause)
 
@@ -322,10 +322,10 @@ def register(runtime: ConsumerRuntime, context: ServiceContext[NotificationSetti
             ctx.conn, event.patient_id, event.scope, False, envelope.occurred_at
         )
         cancelled = 0
-        if applied and event.scope == domain.CARE_PLAN_SHARING:
+        if applied and event.scope == membership.CARE_PLAN_SHARING:
             team = await store.care_team(ctx.conn, event.patient_id)
-            sharing = domain.Consent(granted=False, updated_at=envelope.occurred_at)
-            allowed = {m.clinician_id for m in domain.consented(team, sharing)}
+            sharing = membership.Consent(granted=False, updated_at=envelope.occurred_at)
+            allowed = {m.clinician_id for m in membership.consented(team, sharing)}
             withheld = [m.clinician_id for m in team if m.clinician_id not in allowed]
             cancelled = await store.cancel_plan_notices(
                 ctx.conn, event.patient_id, withheld, envelope.event_id

@@ -13,20 +13,18 @@ from typing import Any, cast
 import asyncpg
 
 from carebridge_contracts.events.common import Channel
-from carebridge_notification.domain import (
+from carebridge_notification.education import EDUCATION_TEMPLATES
+from carebridge_notification.membership import Consent, Member, PlanChange
+from carebridge_notification.planning import (
     CARE_PLAN_UPDATED,
-    EDUCATION_TEMPLATES,
     THERAPIST_MATCHED_PATIENT,
     THERAPIST_MATCHED_THERAPIST,
-    Consent,
-    ContactInfo,
     DeliveryKind,
     DeliveryStatus,
-    Member,
-    PlanChange,
     PlannedDelivery,
     RecipientKind,
 )
+from carebridge_notification.routing import ContactInfo
 from carebridge_shared import tracing, wakeup
 from carebridge_shared.db import Connection
 from carebridge_shared.projection import Compared, Copied, Projection
