@@ -148,11 +148,10 @@ async def bootstrap_route(ctx: ServiceContext[NotificationSettings]) -> None:
     log.info("on_call_route_bootstrap", applied=route is not None)
 
 
-async def contact_of(
-    conn: Connection, settings: NotificationSettings, recipient_id: str
+def contact_on_route(
+    route: store.OnCallRoute | None, settings: NotificationSettings, recipient_id: str
 ) -> ContactInfo | None:
-    """The address of an on-call recipient id, from the route (None without one)."""
-    route = await store.get_on_call_route(conn)
+    """The address `route` gives an on-call recipient id (None without a route)."""
     if route is None:
         return None
     email = (

@@ -241,7 +241,7 @@ def plan_therapist_matched(event: TherapistMatched, now: datetime) -> Plan:
 
 
 def dispatch_order(priority: int, due_at: datetime) -> tuple[int, datetime]:
-    """The dispatcher's queue order (mirrored by store.claim_next's ORDER BY)."""
+    """The dispatcher's queue order (mirrored by store.claim_due's ORDER BY)."""
     return (priority, due_at)
 
 
