@@ -35,8 +35,9 @@ from carebridge_contracts.events.common import (
 )
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, allow, forbidden, require_patient_access
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.refusals import not_found
-from carebridge_shared.service import ServiceContext, service_context
+from carebridge_shared.service import service_context
 
 router = APIRouter(prefix="/v1", tags=["booking"])
 router.include_router(audit.router)

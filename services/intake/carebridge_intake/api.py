@@ -20,9 +20,10 @@ from carebridge_intake.settings import IntakeSettings
 from carebridge_intake.store import IdempotentRequest
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, allow, require_patient_access
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.logging import get_logger
 from carebridge_shared.refusals import not_found, refuse
-from carebridge_shared.service import ServiceContext, service_context
+from carebridge_shared.service import service_context
 
 if TYPE_CHECKING:
     from carebridge_shared.db import Connection

@@ -25,11 +25,11 @@ from carebridge_notification import mailer, on_call, planning, rendering, retry,
 from carebridge_notification.settings import NotificationSettings
 from carebridge_notification.templates import Rendered
 from carebridge_shared import tracing, wakeup
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
 from carebridge_shared.metrics import note_error
 from carebridge_shared.outbox import Staged
-from carebridge_shared.service import ServiceContext
 
 log = get_logger(__name__)
 

@@ -41,9 +41,10 @@ from carebridge_shared.auth import (
     require_patient_access,
     require_self,
 )
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import Connection
 from carebridge_shared.refusals import not_found
-from carebridge_shared.service import ServiceContext, service_context
+from carebridge_shared.service import service_context
 
 router = APIRouter(prefix="/v1", tags=["referral"])
 router.include_router(audit.router)
