@@ -36,15 +36,19 @@ async def queue_plan(
 ) -> int:
     """Write the plan's effect on the handler's connection (already inside its transaction):
     cancel the appointment's pending deliveries if the plan says so, then add its deliveries,
-    each under the channel its recipient's contact gives. `cause` defaults to the event being
+    each under the channel its recipient's contact gives (contacts read, and deliveries added,
+    in one statement each). `cause` defaults to the event being
     handled; a member's catch-up names an earlier one. Returns how many deliveries were added."""
     cancelled = 0
     if plan.cancel_pending and appointment_id is not None:
         cancelled = await store.cancel_pending(ctx.conn, appointment_id, ctx.envelope.event_id)
     planned: list[tuple[planning.PlannedDelivery, Channel]] = []
-    for delivery in plan.deliveries:
-        contact = await store.get_contact(ctx.conn, delivery.recipient_kind, delivery.recipient_id)
-        planned.append((delivery, routing.planned_channel(contact.info if contact else None)))
+    if plan.deliveries:
+        recipients = [(d.recipient_kind, d.recipient_id) for d in plan.deliveries]
+        contacts = await store.get_contacts(ctx.conn, recipients)
+        for delivery, recipient in zip(plan.deliveries, recipients, strict=True):
+            contact = contacts.get(recipient)
+            planned.append((delivery, routing.planned_channel(contact.info if contact else None)))
     cause = cause or cause_of_event(ctx, appointment_id)
     added = await store.add_deliveries(ctx.conn, cause, planned)
     log.info(

@@ -300,38 +300,40 @@ async def add_deliveries(
     cause: Cause,
     planned: Sequence[tuple[PlannedDelivery, Channel]],
 ) -> int:
-    """Insert the planned deliveries; a second copy of the same cause adds nothing."""
-    added = 0
-    traceparent = tracing.current_traceparent()
-    for delivery, channel in planned:
-        inserted = await conn.fetchval(
-            "INSERT INTO deliveries (id, cause_event_id, cause_event_type, correlation_id,"
-            " patient_id, appointment_id, recipient_kind, recipient_id, channel, template, kind,"
-            " params, priority, due_at, next_attempt_at, traceparent)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $14,"
-            " $15)"
-            " ON CONFLICT (cause_event_id, recipient_kind, recipient_id, channel, template)"
-            " DO NOTHING RETURNING true",
-            uuid.uuid4(),
-            cause.event_id,
-            cause.event_type,
-            cause.correlation_id,
-            cause.patient_id,
-            cause.appointment_id,
-            delivery.recipient_kind,
-            delivery.recipient_id,
-            channel,
-            delivery.template,
-            delivery.kind,
-            json.dumps(dict(delivery.params)),
-            delivery.priority,
-            delivery.due_at,
-            traceparent,
-        )
-        added += bool(inserted)
-    if added:
+    """Insert the planned deliveries in one statement; a second copy of the same cause adds
+    nothing. Returns how many were added."""
+    if not planned:
+        return 0
+    rows = await conn.fetch(
+        "INSERT INTO deliveries (id, cause_event_id, cause_event_type, correlation_id,"
+        " patient_id, appointment_id, recipient_kind, recipient_id, channel, template, kind,"
+        " params, priority, due_at, next_attempt_at, traceparent)"
+        " SELECT d.id, $1, $2, $3, $4, $5, d.recipient_kind, d.recipient_id, d.channel,"
+        " d.template, d.kind, d.params::jsonb, d.priority, d.due_at, d.due_at, $6"
+        " FROM unnest($7::uuid[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],"
+        " $13::text[], $14::int[], $15::timestamptz[])"
+        " AS d(id, recipient_kind, recipient_id, channel, template, kind, params, priority, due_at)"
+        " ON CONFLICT (cause_event_id, recipient_kind, recipient_id, channel, template)"
+        " DO NOTHING RETURNING true",
+        cause.event_id,
+        cause.event_type,
+        cause.correlation_id,
+        cause.patient_id,
+        cause.appointment_id,
+        tracing.current_traceparent(),
+        [uuid.uuid4() for _ in planned],
+        [delivery.recipient_kind for delivery, _ in planned],
+        [delivery.recipient_id for delivery, _ in planned],
+        [channel for _, channel in planned],
+        [delivery.template for delivery, _ in planned],
+        [delivery.kind for delivery, _ in planned],
+        [json.dumps(dict(delivery.params)) for delivery, _ in planned],
+        [delivery.priority for delivery, _ in planned],
+        [delivery.due_at for delivery, _ in planned],
+    )
+    if rows:
         await notify_dispatchers(conn)
-    return added
+    return len(rows)
 
 
 # A commit that queued deliveries wakes a dispatcher worker of this process at once (an
