@@ -10,7 +10,7 @@ from email.utils import format_datetime
 
 import aiosmtplib
 
-from carebridge_notification.domain import Rendered
+from carebridge_notification.templates import Rendered
 
 
 def message_id(delivery_id: uuid.UUID, sender: str) -> str:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from carebridge_notification import store
 from carebridge_notification.api import EmailAddress
-from carebridge_notification.domain import ContactInfo
+from carebridge_notification.routing import ContactInfo
 from carebridge_notification.settings import NotificationSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, allow
@@ -149,11 +149,10 @@ async def bootstrap_route(ctx: ServiceContext[NotificationSettings]) -> None:
     log.info("on_call_route_bootstrap", applied=route is not None)
 
 
-async def contact_of(
-    conn: Connection, settings: NotificationSettings, recipient_id: str
+def contact_on_route(
+    route: store.OnCallRoute | None, settings: NotificationSettings, recipient_id: str
 ) -> ContactInfo | None:
-    """The address of an on-call recipient id, from the route (None without one)."""
-    route = await store.get_on_call_route(conn)
+    """The address `route` gives an on-call recipient id (None without a route)."""
     if route is None:
         return None
     email = (

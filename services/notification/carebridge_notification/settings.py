@@ -40,8 +40,9 @@ class NotificationSettings(ServiceSettings):
     dispatch_concurrency: int = Field(
         default=4,
         ge=1,
-        description="Deliveries one replica sends at a time (each in its own transaction, rows "
-        "claimed with SKIP LOCKED as between replicas); keep below the pool size.",
+        description="Dispatcher workers of one replica; each sends one claimed set of due "
+        "deliveries at a time (rows claimed with SKIP LOCKED as between replicas; a commit that "
+        "queues deliveries wakes one of them); keep below the pool size.",
     )
     dispatch_batch_size: int = Field(
         default=50, ge=1, description="Most deliveries one dispatch round handles."

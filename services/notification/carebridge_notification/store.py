@@ -5,28 +5,26 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import asyncpg
 
 from carebridge_contracts.events.common import Channel
-from carebridge_notification.domain import (
+from carebridge_notification.education import EDUCATION_TEMPLATES
+from carebridge_notification.membership import Consent, Member, PlanChange
+from carebridge_notification.planning import (
     CARE_PLAN_UPDATED,
-    EDUCATION_TEMPLATES,
     THERAPIST_MATCHED_PATIENT,
     THERAPIST_MATCHED_THERAPIST,
-    Consent,
-    ContactInfo,
     DeliveryKind,
     DeliveryStatus,
-    Member,
-    PlanChange,
     PlannedDelivery,
     RecipientKind,
 )
+from carebridge_notification.routing import ContactInfo
 from carebridge_shared import tracing, wakeup
 from carebridge_shared.db import Connection
 from carebridge_shared.projection import Compared, Copied, Projection
@@ -115,6 +113,23 @@ async def get_contact(conn: Connection, kind: str, recipient_id: str) -> Contact
         recipient_id,
     )
     return _contact(row) if row else None
+
+
+ContactKey = tuple[str, str]  # (recipient_kind, recipient_id)
+
+
+async def get_contacts(conn: Connection, keys: Iterable[ContactKey]) -> dict[ContactKey, Contact]:
+    """The contacts of several recipients in one statement (those without one are absent)."""
+    wanted = sorted(set(keys))
+    rows = await conn.fetch(
+        f"SELECT {_CONTACT_COLUMNS} FROM contacts"
+        " WHERE (recipient_kind, recipient_id) IN"
+        " (SELECT * FROM unnest($1::text[], $2::text[]))",
+        [kind for kind, _ in wanted],
+        [recipient_id for _, recipient_id in wanted],
+    )
+    contacts = [_contact(row) for row in rows]
+    return {(c.recipient_kind, c.recipient_id): c for c in contacts}
 
 
 async def put_contact(
@@ -285,38 +300,40 @@ async def add_deliveries(
     cause: Cause,
     planned: Sequence[tuple[PlannedDelivery, Channel]],
 ) -> int:
-    """Insert the planned deliveries; a second copy of the same cause adds nothing."""
-    added = 0
-    traceparent = tracing.current_traceparent()
-    for delivery, channel in planned:
-        inserted = await conn.fetchval(
-            "INSERT INTO deliveries (id, cause_event_id, cause_event_type, correlation_id,"
-            " patient_id, appointment_id, recipient_kind, recipient_id, channel, template, kind,"
-            " params, priority, due_at, next_attempt_at, traceparent)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $14,"
-            " $15)"
-            " ON CONFLICT (cause_event_id, recipient_kind, recipient_id, channel, template)"
-            " DO NOTHING RETURNING true",
-            uuid.uuid4(),
-            cause.event_id,
-            cause.event_type,
-            cause.correlation_id,
-            cause.patient_id,
-            cause.appointment_id,
-            delivery.recipient_kind,
-            delivery.recipient_id,
-            channel,
-            delivery.template,
-            delivery.kind,
-            json.dumps(dict(delivery.params)),
-            delivery.priority,
-            delivery.due_at,
-            traceparent,
-        )
-        added += bool(inserted)
-    if added:
+    """Insert the planned deliveries in one statement; a second copy of the same cause adds
+    nothing. Returns how many were added."""
+    if not planned:
+        return 0
+    rows = await conn.fetch(
+        "INSERT INTO deliveries (id, cause_event_id, cause_event_type, correlation_id,"
+        " patient_id, appointment_id, recipient_kind, recipient_id, channel, template, kind,"
+        " params, priority, due_at, next_attempt_at, traceparent)"
+        " SELECT d.id, $1, $2, $3, $4, $5, d.recipient_kind, d.recipient_id, d.channel,"
+        " d.template, d.kind, d.params::jsonb, d.priority, d.due_at, d.due_at, $6"
+        " FROM unnest($7::uuid[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],"
+        " $13::text[], $14::int[], $15::timestamptz[])"
+        " AS d(id, recipient_kind, recipient_id, channel, template, kind, params, priority, due_at)"
+        " ON CONFLICT (cause_event_id, recipient_kind, recipient_id, channel, template)"
+        " DO NOTHING RETURNING true",
+        cause.event_id,
+        cause.event_type,
+        cause.correlation_id,
+        cause.patient_id,
+        cause.appointment_id,
+        tracing.current_traceparent(),
+        [uuid.uuid4() for _ in planned],
+        [delivery.recipient_kind for delivery, _ in planned],
+        [delivery.recipient_id for delivery, _ in planned],
+        [channel for _, channel in planned],
+        [delivery.template for delivery, _ in planned],
+        [delivery.kind for delivery, _ in planned],
+        [json.dumps(dict(delivery.params)) for delivery, _ in planned],
+        [delivery.priority for delivery, _ in planned],
+        [delivery.due_at for delivery, _ in planned],
+    )
+    if rows:
         await notify_dispatchers(conn)
-    return added
+    return len(rows)
 
 
 # A commit that queued deliveries wakes a dispatcher worker of this process at once (an
@@ -345,49 +362,52 @@ async def cancel_pending(
     return int(result.split()[-1])
 
 
-async def claim_next(conn: Connection, now: datetime) -> Delivery | None:
-    """Lock the most urgent due delivery; other replicas skip it while this transaction lasts."""
+async def claim_due(conn: Connection, now: datetime, limit: int) -> list[Delivery]:
+    """Lock up to `limit` due deliveries, most urgent first; other replicas skip them while
+    this transaction lasts, and a handler cancelling one waits for it to end."""
     if not conn.is_in_transaction():
-        raise RuntimeError("claim_next must run inside the transaction that records the outcome")
-    row = await conn.fetchrow(
+        raise RuntimeError("claim_due must run inside the transaction that records the outcomes")
+    rows = await conn.fetch(
         f"SELECT {_DELIVERY_COLUMNS} FROM deliveries"
         " WHERE status = 'pending' AND due_at <= $1 AND next_attempt_at <= $1"
-        " ORDER BY priority, due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+        " ORDER BY priority, due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
         now,
+        limit,
     )
-    return _delivery(row) if row else None
+    return [_delivery(row) for row in rows]
 
 
-async def mark_sent(conn: Connection, delivery_id: uuid.UUID, now: datetime) -> None:
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt at a claimed delivery came to: sent, failed for good, or still pending
+    with the time of its next attempt."""
+
+    delivery_id: uuid.UUID
+    status: Literal["sent", "failed", "pending"]
+    at: datetime
+    error_code: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+async def record_outcomes(conn: Connection, outcomes: Sequence[Outcome]) -> None:
+    """Record a claimed set's outcomes in one statement; each counts one attempt."""
+    if not outcomes:
+        return
     await conn.execute(
-        "UPDATE deliveries SET status = 'sent', attempts = attempts + 1, sent_at = $2,"
-        " last_error_code = NULL, updated_at = now() WHERE id = $1",
-        delivery_id,
-        now,
-    )
-
-
-async def mark_retry(
-    conn: Connection, delivery_id: uuid.UUID, error_code: str, next_attempt_at: datetime
-) -> None:
-    await conn.execute(
-        "UPDATE deliveries SET attempts = attempts + 1, last_error_code = $2,"
-        " next_attempt_at = $3, updated_at = now() WHERE id = $1",
-        delivery_id,
-        error_code,
-        next_attempt_at,
-    )
-
-
-async def mark_failed(
-    conn: Connection, delivery_id: uuid.UUID, error_code: str, now: datetime
-) -> None:
-    await conn.execute(
-        "UPDATE deliveries SET status = 'failed', attempts = attempts + 1,"
-        " last_error_code = $2, failed_at = $3, updated_at = now() WHERE id = $1",
-        delivery_id,
-        error_code,
-        now,
+        "UPDATE deliveries AS d SET status = o.status, attempts = d.attempts + 1,"
+        " last_error_code = o.error_code,"
+        " next_attempt_at = coalesce(o.next_attempt_at, d.next_attempt_at),"
+        " sent_at = CASE WHEN o.status = 'sent' THEN o.at ELSE d.sent_at END,"
+        " failed_at = CASE WHEN o.status = 'failed' THEN o.at ELSE d.failed_at END,"
+        " updated_at = now()"
+        " FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::timestamptz[])"
+        " AS o(id, status, at, error_code, next_attempt_at)"
+        " WHERE d.id = o.id",
+        [o.delivery_id for o in outcomes],
+        [o.status for o in outcomes],
+        [o.at for o in outcomes],
+        [o.error_code for o in outcomes],
+        [o.next_attempt_at for o in outcomes],
     )
 
 

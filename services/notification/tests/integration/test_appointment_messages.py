@@ -120,7 +120,10 @@ async def test_reminders_fire_at_24h_and_1h_as_the_clock_moves(start_service: An
         mails = await service.wait_mail(patient_mail, 3, about=event.appointment_id)
         assert mails[2].subject == "Reminder: your appointment in 1 hour"
         assert "first psychiatry appointment" in mails[2].body
-        rows = await service.deliveries(appointment_id=str(event.appointment_id))
+        # The sink has the e-mail before the dispatcher commits its claimed set: wait for that.
+        rows = await service.wait_deliveries(
+            4, status="sent", appointment_id=str(event.appointment_id)
+        )
         assert {r["status"] for r in rows} == {"sent"}
         await asyncio.sleep(1.0)
         assert len(service.mail_to(patient_mail, event.appointment_id)) == 3

@@ -11,6 +11,7 @@ import pytest
 
 from carebridge_contracts import NotificationFailed, NotificationSent, SafetyRiskFlagged
 from carebridge_devstack.testing import sample_assessment
+from carebridge_notification import dispatcher
 
 pytestmark = pytest.mark.integration
 
@@ -263,7 +264,57 @@ async def test_queued_deliveries_wake_the_dispatcher(start_service: Any) -> None
         event = service.booking(patient, service.uid("c"), 2 * DAY)
         await service.publish(event)
         [mail] = await service.wait_mail(patient_mail, 1, about=event.appointment_id)
-        rows = await service.deliveries(appointment_id=str(event.appointment_id))
+        # The sink has the e-mail before the dispatcher commits its claimed set: wait for that.
+        rows = await service.wait_deliveries(
+            1, status="sent", appointment_id=str(event.appointment_id)
+        )
         confirmation = _by_template(rows, "appointment_confirmation_patient")
         assert mail.message["Message-ID"] == f"<{confirmation['id']}@clinic.test>"
         assert confirmation["status"] == "sent"
+
+
+async def test_a_round_sends_claimed_sets_and_records_every_outcome(start_service: Any) -> None:
+    """More due deliveries than one claimed set: one round handles them all, set after set,
+    over one SMTP session; sent, retried and failed outcomes are each recorded once, and each
+    final outcome is published once, caused by its booking."""
+    async with start_service(dispatcher_enabled=False) as service:
+        await service.drain()  # deliveries earlier tests left due: not this round's
+        clinician = service.uid("c")  # no contact: every clinician confirmation fails
+        bookings = []
+        for _ in range(dispatcher.CLAIM_SIZE // 2 + 1):
+            patient = service.uid("p")
+            await service.put_contact("patient", patient, email=f"{patient}@example.test")
+            event = service.booking(patient, clinician, 2 * DAY)
+            envelope = await service.publish(event)
+            bookings.append((patient, event.appointment_id, envelope.event_id))
+        for _, appointment, _ in bookings:
+            await service.wait_deliveries(4, appointment_id=str(appointment))
+
+        service.sink.handler.fail_first = 1  # the round's first SMTP message: retried later
+        handled = await service.dispatch_once()
+
+        assert handled >= 2 * len(bookings) > dispatcher.CLAIM_SIZE
+        statuses: list[tuple[str, int, str | None]] = []
+        for patient, appointment, cause in bookings:
+            rows = await service.deliveries(appointment_id=str(appointment))
+            to_clinician = _by_template(rows, "appointment_confirmation_clinician")
+            assert (to_clinician["status"], to_clinician["attempts"]) == ("failed", 1)
+            assert to_clinician["last_error_code"] == "no_contact"
+            to_patient = _by_template(rows, "appointment_confirmation_patient")
+            statuses.append(
+                (to_patient["status"], to_patient["attempts"], to_patient["last_error_code"])
+            )
+            sent = len(service.mail_to(f"{patient}@example.test", appointment))
+            assert sent == (1 if to_patient["status"] == "sent" else 0)
+            events = await service.notification_events(
+                patient, expect=2 if to_patient["status"] == "sent" else 1
+            )
+            assert all(e.cause_event_id == cause for e in events)
+            assert sorted(type(e).__name__ for e in events) == (
+                ["NotificationFailed", "NotificationSent"]
+                if to_patient["status"] == "sent"
+                else ["NotificationFailed"]
+            )
+        assert sorted(statuses) == [("pending", 1, "smtp_451")] + [("sent", 1, None)] * (
+            len(bookings) - 1
+        )

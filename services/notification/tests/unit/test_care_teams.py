@@ -10,8 +10,8 @@ import pytest
 from carebridge_contracts import CarePlanUpdated, CareTeamEnded, CareTeamFormed, TherapistMatched
 from carebridge_contracts.events.care import PlanSection
 from carebridge_contracts.events.common import ClinicianRole
-from carebridge_notification import domain, mailer
-from carebridge_notification.domain import Member
+from carebridge_notification import mailer, membership, planning, rendering
+from carebridge_notification.membership import Member
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 EARLIER = NOW - timedelta(days=30)
@@ -56,7 +56,7 @@ def ids(members: tuple[Member, ...]) -> set[str]:
 
 def plan_change(
     author: str = PSYCHIATRIST, sections: tuple[PlanSection, ...] = ("goals",), at: datetime = NOW
-) -> domain.PlanChange:
+) -> membership.PlanChange:
     role: ClinicianRole = "therapist" if author.startswith("ther") else "psychiatrist"
     event = CarePlanUpdated(
         patient_id=PATIENT,
@@ -65,14 +65,14 @@ def plan_change(
         author_id=author,
         author_role=role,
     )
-    return domain.PlanChange.of(event, uuid.uuid4(), uuid.uuid4(), at)
+    return membership.PlanChange.of(event, uuid.uuid4(), uuid.uuid4(), at)
 
 
 # --- membership -----------------------------------------------------------------------------
 
 
 def test_a_formed_team_adds_its_therapist_and_psychiatrist() -> None:
-    change = domain.team_formed([], formed(), NOW)
+    change = membership.team_formed([], formed(), NOW)
     assert sorted((m.clinician_id, m.role) for m in change.joins) == [
         (PSYCHIATRIST, "psychiatrist"),
         (THERAPIST, "therapist"),
@@ -84,7 +84,7 @@ def test_a_formed_team_adds_its_therapist_and_psychiatrist() -> None:
 
 def test_a_team_without_psychiatrist_keeps_the_known_one() -> None:
     current = [member(PSYCHIATRIST, "psychiatrist", OLD_TEAM)]
-    change = domain.team_formed(current, formed(psychiatrist=None), NOW)
+    change = membership.team_formed(current, formed(psychiatrist=None), NOW)
     assert ids(change.joins) == {THERAPIST}
     assert change.leaves == ()
 
@@ -94,21 +94,21 @@ def test_a_new_team_replaces_the_therapist_and_a_named_psychiatrist() -> None:
         member(OTHER_PSYCHIATRIST, "psychiatrist", OLD_TEAM),
         member(OTHER_THERAPIST, "therapist", OLD_TEAM),
     ]
-    change = domain.team_formed(current, formed(), NOW)
+    change = membership.team_formed(current, formed(), NOW)
     assert ids(change.joins) == {PSYCHIATRIST, THERAPIST}
     assert ids(change.leaves) == {OTHER_PSYCHIATRIST, OTHER_THERAPIST}
 
 
 def test_the_same_members_named_again_stay_without_leaving() -> None:
     current = [member(PSYCHIATRIST, "psychiatrist"), member(THERAPIST, "therapist")]
-    change = domain.team_formed(current, formed(), NOW)
+    change = membership.team_formed(current, formed(), NOW)
     assert ids(change.joins) == {PSYCHIATRIST, THERAPIST}
     assert change.leaves == ()
 
 
 def test_an_ended_team_removes_its_therapist_and_keeps_the_psychiatrist() -> None:
     current = [member(PSYCHIATRIST, "psychiatrist"), member(THERAPIST, "therapist")]
-    change = domain.team_ended(current, ended())
+    change = membership.team_ended(current, ended())
     assert ids(change.leaves) == {THERAPIST}
     assert change.joins == ()
 
@@ -123,7 +123,7 @@ def test_an_ended_team_removes_its_therapist_and_keeps_the_psychiatrist() -> Non
 )
 def test_an_end_that_does_not_match_removes_nobody(event: CareTeamEnded) -> None:
     current = [member(PSYCHIATRIST, "psychiatrist"), member(THERAPIST, "therapist")]
-    assert domain.team_ended(current, event).leaves == ()
+    assert membership.team_ended(current, event).leaves == ()
 
 
 # --- who hears of a plan change -------------------------------------------------------------
@@ -135,13 +135,13 @@ TEAM_OF_TWO = [member(PSYCHIATRIST, "psychiatrist"), member(THERAPIST, "therapis
     ("author", "expected"), [(PSYCHIATRIST, {THERAPIST}), (THERAPIST, {PSYCHIATRIST})]
 )
 def test_recipients_are_the_members_but_the_author(author: str, expected: set[str]) -> None:
-    recipients = domain.plan_change_recipients(TEAM_OF_TWO, author, NOW)
+    recipients = membership.plan_change_recipients(TEAM_OF_TWO, author, NOW)
     assert ids(recipients.members) == expected
     assert recipients.author_is_member
 
 
 def test_an_author_who_is_no_known_member_leaves_everyone_to_tell() -> None:
-    recipients = domain.plan_change_recipients(TEAM_OF_TWO, OTHER_PSYCHIATRIST, NOW)
+    recipients = membership.plan_change_recipients(TEAM_OF_TWO, OTHER_PSYCHIATRIST, NOW)
     assert ids(recipients.members) == {PSYCHIATRIST, THERAPIST}
     assert not recipients.author_is_member
 
@@ -149,17 +149,19 @@ def test_an_author_who_is_no_known_member_leaves_everyone_to_tell() -> None:
 def test_a_member_who_joined_after_the_change_is_not_told_of_it() -> None:
     team = [member(PSYCHIATRIST, "psychiatrist"), member(THERAPIST, "therapist", at=NOW)]
     before_joining = NOW - timedelta(seconds=1)
-    assert ids(domain.plan_change_recipients(team, PSYCHIATRIST, before_joining).members) == set()
-    assert ids(domain.plan_change_recipients(team, PSYCHIATRIST, NOW).members) == {THERAPIST}
+    assert (
+        ids(membership.plan_change_recipients(team, PSYCHIATRIST, before_joining).members) == set()
+    )
+    assert ids(membership.plan_change_recipients(team, PSYCHIATRIST, NOW).members) == {THERAPIST}
 
 
 def test_no_team_no_recipient() -> None:
-    recipients = domain.plan_change_recipients([], PSYCHIATRIST, NOW)
+    recipients = membership.plan_change_recipients([], PSYCHIATRIST, NOW)
     assert recipients.members == () and not recipients.author_is_member
 
 
-GRANTED = domain.Consent(granted=True, updated_at=EARLIER)
-REVOKED = domain.Consent(granted=False, updated_at=NOW)
+GRANTED = membership.Consent(granted=True, updated_at=EARLIER)
+REVOKED = membership.Consent(granted=False, updated_at=NOW)
 
 
 @pytest.mark.parametrize(
@@ -171,23 +173,23 @@ REVOKED = domain.Consent(granted=False, updated_at=NOW)
     ],
 )
 def test_a_therapist_hears_of_no_plan_change_while_sharing_is_revoked(
-    sharing: domain.Consent | None, expected: set[str]
+    sharing: membership.Consent | None, expected: set[str]
 ) -> None:
-    assert ids(domain.consented(TEAM_OF_TWO, sharing)) == expected
-    assert domain.may_hear_of_plan_changes("psychiatrist", sharing)
-    assert domain.may_hear_of_plan_changes("therapist", sharing) == (THERAPIST in expected)
+    assert ids(membership.consented(TEAM_OF_TWO, sharing)) == expected
+    assert membership.may_hear_of_plan_changes("psychiatrist", sharing)
+    assert membership.may_hear_of_plan_changes("therapist", sharing) == (THERAPIST in expected)
 
 
 def test_one_notice_per_recipient_with_ids_and_codes_only() -> None:
     change = plan_change(sections=("goals", "medication_summary"))
     recipients = [member(THERAPIST, "therapist"), member(OTHER_THERAPIST, "therapist", OLD_TEAM)]
     due = NOW + timedelta(seconds=10)
-    plan = domain.plan_care_plan_updated(change, recipients, due)
+    plan = planning.plan_care_plan_updated(change, recipients, due)
     assert [(d.recipient_kind, d.recipient_id) for d in plan.deliveries] == [
         ("clinician", THERAPIST),
         ("clinician", OTHER_THERAPIST),
     ]
-    assert {d.template for d in plan.deliveries} == {domain.CARE_PLAN_UPDATED}
+    assert {d.template for d in plan.deliveries} == {planning.CARE_PLAN_UPDATED}
     assert {d.due_at for d in plan.deliveries} == {due}
     assert not plan.cancel_pending
     first = plan.deliveries[0].params
@@ -209,13 +211,13 @@ def test_a_match_tells_the_patient_and_the_therapist() -> None:
         modality="DBT",
         state="NY",
     )
-    plan = domain.plan_therapist_matched(event, NOW)
+    plan = planning.plan_therapist_matched(event, NOW)
     assert [(d.recipient_kind, d.recipient_id, d.template) for d in plan.deliveries] == [
-        ("patient", PATIENT, domain.THERAPIST_MATCHED_PATIENT),
-        ("clinician", THERAPIST, domain.THERAPIST_MATCHED_THERAPIST),
+        ("patient", PATIENT, planning.THERAPIST_MATCHED_PATIENT),
+        ("clinician", THERAPIST, planning.THERAPIST_MATCHED_THERAPIST),
     ]
     assert {d.due_at for d in plan.deliveries} == {NOW}
-    assert {d.priority for d in plan.deliveries} == {domain.PRIORITY_NORMAL}
+    assert {d.priority for d in plan.deliveries} == {planning.PRIORITY_NORMAL}
     for delivery in plan.deliveries:
         assert dict(delivery.params) == {"referral_id": str(REFERRAL), "modality": "DBT"}
 
@@ -231,7 +233,7 @@ PLAN_PARAMS = {
 
 
 def test_the_patient_hears_of_the_match_and_how_to_book() -> None:
-    rendered = domain.render(domain.THERAPIST_MATCHED_PATIENT, MATCH_PARAMS, "https://p.test/")
+    rendered = rendering.render(planning.THERAPIST_MATCHED_PATIENT, MATCH_PARAMS, "https://p.test/")
     assert rendered.subject == "A therapist has been matched for you"
     assert rendered.body.startswith("Hello,")
     assert "book your first therapy appointment" in rendered.body
@@ -241,7 +243,9 @@ def test_the_patient_hears_of_the_match_and_how_to_book() -> None:
 
 
 def test_the_therapist_hears_of_the_match_with_the_modality_in_words() -> None:
-    rendered = domain.render(domain.THERAPIST_MATCHED_THERAPIST, MATCH_PARAMS, "https://p.test")
+    rendered = rendering.render(
+        planning.THERAPIST_MATCHED_THERAPIST, MATCH_PARAMS, "https://p.test"
+    )
     assert rendered.subject == "A therapy referral has been matched to you"
     assert "cognitive behavioral therapy (CBT)" in rendered.body
     assert f"https://p.test/referrals/{REFERRAL}" in rendered.body
@@ -249,7 +253,7 @@ def test_the_therapist_hears_of_the_match_with_the_modality_in_words() -> None:
 
 
 def test_a_plan_change_names_sections_in_words_version_and_link() -> None:
-    rendered = domain.render(domain.CARE_PLAN_UPDATED, PLAN_PARAMS, "https://p.test")
+    rendered = rendering.render(planning.CARE_PLAN_UPDATED, PLAN_PARAMS, "https://p.test")
     assert rendered.subject == "A shared care plan has changed"
     assert "version 7" in rendered.body
     assert "changed: treatment goals, diagnoses and therapy frequency." in rendered.body
@@ -270,27 +274,27 @@ def test_a_plan_change_names_sections_in_words_version_and_link() -> None:
     ],
 )
 def test_sections_in_plain_words(codes: list[str], words: str) -> None:
-    assert domain.in_plain_words(codes, domain.SECTION_WORDS) == words
+    assert rendering.in_plain_words(codes, rendering.SECTION_WORDS) == words
 
 
 @pytest.mark.parametrize("params", [{**PLAN_PARAMS, "plan_version": "x"}, {"plan_version": "1"}])
 def test_bad_plan_params_are_a_template_error(params: dict[str, str]) -> None:
     with pytest.raises((KeyError, ValueError)):
-        domain.render(domain.CARE_PLAN_UPDATED, params, "https://p.test")
+        rendering.render(planning.CARE_PLAN_UPDATED, params, "https://p.test")
 
 
 @pytest.mark.parametrize(
     ("template", "params"),
     [
-        (domain.THERAPIST_MATCHED_PATIENT, MATCH_PARAMS),
-        (domain.THERAPIST_MATCHED_THERAPIST, MATCH_PARAMS),
-        (domain.CARE_PLAN_UPDATED, PLAN_PARAMS),
+        (planning.THERAPIST_MATCHED_PATIENT, MATCH_PARAMS),
+        (planning.THERAPIST_MATCHED_THERAPIST, MATCH_PARAMS),
+        (planning.CARE_PLAN_UPDATED, PLAN_PARAMS),
     ],
 )
 def test_messages_carry_no_person_and_no_plan_content(
     template: str, params: dict[str, str]
 ) -> None:
-    rendered = domain.render(template, params, "https://p.test")
+    rendered = rendering.render(template, params, "https://p.test")
     message = mailer.build_email(
         uuid.uuid4(),
         sender="carebridge@clinic.test",

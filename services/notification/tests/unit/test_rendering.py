@@ -14,7 +14,7 @@ from carebridge_contracts import (
     AppointmentRescheduled,
     SafetyRiskFlagged,
 )
-from carebridge_notification import domain, mailer
+from carebridge_notification import mailer, planning, rendering
 
 STARTS = datetime(2026, 3, 9, 15, 0, tzinfo=UTC)
 PARAMS = {
@@ -28,20 +28,20 @@ PATIENT_ID = "patient-8c2e"
 CLINICIAN_ID = "clinician-77"
 
 TEMPLATES = [
-    domain.BOOKED_PATIENT,
-    domain.BOOKED_CLINICIAN,
-    domain.RESCHEDULED_PATIENT,
-    domain.RESCHEDULED_CLINICIAN,
-    domain.CANCELLED_PATIENT,
-    domain.CANCELLED_CLINICIAN,
-    domain.reminder_template(1440),
-    domain.reminder_template(60),
+    planning.BOOKED_PATIENT,
+    planning.BOOKED_CLINICIAN,
+    planning.RESCHEDULED_PATIENT,
+    planning.RESCHEDULED_CLINICIAN,
+    planning.CANCELLED_PATIENT,
+    planning.CANCELLED_CLINICIAN,
+    planning.reminder_template(1440),
+    planning.reminder_template(60),
 ]
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
 def test_appointment_messages(template: str) -> None:
-    rendered = domain.render(template, PARAMS, "https://portal.test/")
+    rendered = rendering.render(template, PARAMS, "https://portal.test/")
     assert rendered.body.startswith("Hello,")
     assert "Monday 9 March 2026 at 15:00 UTC" in rendered.body
     assert "psychiatry follow-up appointment" in rendered.body
@@ -52,23 +52,29 @@ def test_appointment_messages(template: str) -> None:
 @pytest.mark.parametrize(
     ("template", "subject", "line"),
     [
-        (domain.reminder_template(1440), "Reminder: your appointment in 24 hours", "reminder"),
-        (domain.reminder_template(60), "Reminder: your appointment in 1 hour", "reminder"),
-        (domain.reminder_template(90), "Reminder: your appointment in 90 minutes", "reminder"),
-        (domain.RESCHEDULED_PATIENT, "Your appointment has moved", "Sunday 8 March 2026 at 09:30"),
-        (domain.CANCELLED_PATIENT, "Your appointment is cancelled", "no reminders"),
-        (domain.BOOKED_CLINICIAN, "New appointment booked", "with a patient"),
+        (planning.reminder_template(1440), "Reminder: your appointment in 24 hours", "reminder"),
+        (planning.reminder_template(60), "Reminder: your appointment in 1 hour", "reminder"),
+        (planning.reminder_template(90), "Reminder: your appointment in 90 minutes", "reminder"),
+        (
+            planning.RESCHEDULED_PATIENT,
+            "Your appointment has moved",
+            "Sunday 8 March 2026 at 09:30",
+        ),
+        (planning.CANCELLED_PATIENT, "Your appointment is cancelled", "no reminders"),
+        (planning.BOOKED_CLINICIAN, "New appointment booked", "with a patient"),
     ],
 )
 def test_subjects_and_lines(template: str, subject: str, line: str) -> None:
-    rendered = domain.render(template, PARAMS, "https://portal.test")
+    rendered = rendering.render(template, PARAMS, "https://portal.test")
     assert rendered.subject == subject
     assert line in rendered.body
 
 
 def test_safety_alert_carries_a_link_and_no_clinical_detail() -> None:
     assessment = str(uuid.uuid4())
-    rendered = domain.render(domain.SAFETY_REVIEW, {"assessment_id": assessment}, "https://p.test")
+    rendered = rendering.render(
+        planning.SAFETY_REVIEW, {"assessment_id": assessment}, "https://p.test"
+    )
     assert rendered.subject.startswith("Urgent")
     assert f"https://p.test/reviews/{assessment}" in rendered.body
     for clinical in ("suicid", "self-harm", "phq", "c-ssrs", "cssrs", "imminent", "item 9"):
@@ -77,14 +83,14 @@ def test_safety_alert_carries_a_link_and_no_clinical_detail() -> None:
 
 def test_unknown_template_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown template"):
-        domain.render("nope", PARAMS, "https://p.test")
+        rendering.render("nope", PARAMS, "https://p.test")
 
 
-@pytest.mark.parametrize("template", [*TEMPLATES, domain.SAFETY_REVIEW])
+@pytest.mark.parametrize("template", [*TEMPLATES, planning.SAFETY_REVIEW])
 def test_email_has_the_address_in_the_to_header_only(template: str) -> None:
     params = {**PARAMS, "assessment_id": str(uuid.uuid4())}
     delivery_id = uuid.uuid4()
-    rendered = domain.render(template, params, "https://p.test")
+    rendered = rendering.render(template, params, "https://p.test")
     message = mailer.build_email(
         delivery_id,
         sender="carebridge@clinic.test",
@@ -109,7 +115,7 @@ def test_stored_params_hold_ids_times_and_codes_only() -> None:
     appointment = uuid.uuid4()
     common = {"patient_id": PATIENT_ID, "appointment_id": appointment, "clinician_id": CLINICIAN_ID}
     plans = [
-        domain.plan_booked(
+        planning.plan_booked(
             AppointmentBooked(
                 **common,
                 clinician_role="therapist",
@@ -121,7 +127,7 @@ def test_stored_params_hold_ids_times_and_codes_only() -> None:
             now,
             [1440, 60],
         ),
-        domain.plan_rescheduled(
+        planning.plan_rescheduled(
             AppointmentRescheduled(
                 **common,
                 visit_type="therapy_session",
@@ -132,7 +138,7 @@ def test_stored_params_hold_ids_times_and_codes_only() -> None:
             now,
             [1440, 60],
         ),
-        domain.plan_cancelled(
+        planning.plan_cancelled(
             AppointmentCancelled(
                 **common,
                 visit_type="therapy_session",
@@ -142,7 +148,7 @@ def test_stored_params_hold_ids_times_and_codes_only() -> None:
             ),
             now,
         ),
-        domain.plan_safety_alert(
+        planning.plan_safety_alert(
             SafetyRiskFlagged(
                 patient_id=PATIENT_ID,
                 assessment_id=uuid.uuid4(),

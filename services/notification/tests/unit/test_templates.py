@@ -10,14 +10,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from carebridge_contracts import EarlierFollowUpOffered, SymptomsWorsened
-from carebridge_notification import domain, templates
+from carebridge_notification import education, membership, planning, rendering, templates
 
 BASE = "https://portal.test"
 PATIENT_ID = "patient-8c2e"
 STARTS = datetime(2026, 3, 9, 15, 0, tzinfo=UTC)
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
-EDUCATION_PARAMS: dict[domain.EducationStep, dict[str, str]] = {
+EDUCATION_PARAMS: dict[education.EducationStep, dict[str, str]] = {
     "assessment": {"phq9_band": "moderately_severe", "gad7_band": "mild"},
     "referral": {"modality": "CBT"},
     "match": {"modality": "EMDR"},
@@ -25,7 +25,7 @@ EDUCATION_PARAMS: dict[domain.EducationStep, dict[str, str]] = {
 }
 # What each step must explain (issue 17: psychiatry and the first visit; therapy and the
 # matched modality; how the two clinicians work on one plan; what the scores mean).
-EXPLAINS: dict[domain.EducationStep, tuple[str, ...]] = {
+EXPLAINS: dict[education.EducationStep, tuple[str, ...]] = {
     "assessment": ("Psychiatry is", "first visit", '"moderately severe"', '"mild"', "PHQ-9"),
     "referral": ("Therapy (psychotherapy)", "cognitive behavioral therapy (CBT)"),
     "match": ("EMDR therapy", "one treatment plan", "care team", "consent"),
@@ -35,7 +35,7 @@ EXPLAINS: dict[domain.EducationStep, tuple[str, ...]] = {
 
 def test_every_template_file_loads_and_fills_only_known_placeholders() -> None:
     catalogue = templates.catalogue()
-    assert set(domain.EDUCATION_STEPS) <= set(catalogue)
+    assert set(education.EDUCATION_STEPS) <= set(catalogue)
     for versions in catalogue.values():
         for template in versions.values():
             assert template.subject.is_valid() and template.body.is_valid()  # no stray "$"
@@ -45,12 +45,12 @@ def test_every_template_file_loads_and_fills_only_known_placeholders() -> None:
 
 
 @pytest.mark.parametrize("step", list(EDUCATION_PARAMS))
-def test_each_education_step_has_its_message(step: domain.EducationStep) -> None:
-    delivery = domain.education_delivery(step, PATIENT_ID, EDUCATION_PARAMS[step], NOW)
+def test_each_education_step_has_its_message(step: education.EducationStep) -> None:
+    delivery = education.education_delivery(step, PATIENT_ID, EDUCATION_PARAMS[step], NOW)
     assert (delivery.recipient_kind, delivery.recipient_id) == ("patient", PATIENT_ID)
-    assert delivery.template == domain.EDUCATION_TEMPLATES[step]
+    assert delivery.template == education.EDUCATION_TEMPLATES[step]
     assert delivery.params["template_version"] == "1"
-    rendered = domain.render(delivery.template, delivery.params, BASE + "/")
+    rendered = rendering.render(delivery.template, delivery.params, BASE + "/")
     for phrase in EXPLAINS[step]:
         assert phrase in rendered.body, phrase
     assert re.search(rf"{BASE}/learn/[a-z-]+\n", rendered.body)
@@ -64,11 +64,11 @@ def test_the_recorded_version_is_the_one_rendered(monkeypatch: pytest.MonkeyPatc
     v2 = templates.MessageTemplate(v1.name, 2, v1.subject, templates.Template("v2 ${link}"))
     catalogue = {**templates.catalogue(), v1.name: {1: v1, 2: v2}}
     monkeypatch.setattr(templates, "catalogue", lambda: catalogue)
-    new = domain.education_delivery("referral", PATIENT_ID, {"modality": "CBT"}, NOW)
+    new = education.education_delivery("referral", PATIENT_ID, {"modality": "CBT"}, NOW)
     assert new.params["template_version"] == "2"
-    assert domain.render(new.template, new.params, BASE).body.startswith("v2 ")
+    assert rendering.render(new.template, new.params, BASE).body.startswith("v2 ")
     old = {**new.params, "template_version": "1"}
-    assert "Therapy (psychotherapy)" in domain.render(new.template, old, BASE).body
+    assert "Therapy (psychotherapy)" in rendering.render(new.template, old, BASE).body
 
 
 def test_a_follow_up_reminder_links_to_the_repeat_measures_without_scores() -> None:
@@ -79,8 +79,8 @@ def test_a_follow_up_reminder_links_to_the_repeat_measures_without_scores() -> N
         "starts_at": STARTS.isoformat(),
         "offset_minutes": "1440",
     }
-    rendered = domain.render(
-        domain.reminder_template(1440),
+    rendered = rendering.render(
+        planning.reminder_template(1440),
         params,
         BASE,
         outcome_measure_url="https://intake.test/v1/outcome-measures",
@@ -88,16 +88,16 @@ def test_a_follow_up_reminder_links_to_the_repeat_measures_without_scores() -> N
     assert f"https://intake.test/v1/outcome-measures?appointment_id={appointment}" in rendered.body
     assert "PHQ-9" in rendered.body
     assert not re.search(r"\b(score|total|band)\b.*\d", rendered.body)
-    therapy = domain.render(
-        domain.reminder_template(60), {**params, "visit_type": "therapy_session"}, BASE
+    therapy = rendering.render(
+        planning.reminder_template(60), {**params, "visit_type": "therapy_session"}, BASE
     )
     assert "outcome-measures" not in therapy.body
 
 
 def test_worsening_tells_each_member_once_with_a_link_and_no_score() -> None:
     team = [
-        domain.Member("psy-1", "psychiatrist", uuid.uuid4(), NOW),
-        domain.Member("thr-1", "therapist", uuid.uuid4(), NOW),
+        membership.Member("psy-1", "psychiatrist", uuid.uuid4(), NOW),
+        membership.Member("thr-1", "therapist", uuid.uuid4(), NOW),
     ]
     event = SymptomsWorsened(
         patient_id=PATIENT_ID,
@@ -114,9 +114,9 @@ def test_worsening_tells_each_member_once_with_a_link_and_no_score() -> None:
         previous_gad7_band="minimal",
         detected_at=NOW,
     )
-    plan = domain.plan_symptoms_worsened(event, team, NOW)
+    plan = planning.plan_symptoms_worsened(event, team, NOW)
     assert [d.recipient_id for d in plan.deliveries] == ["psy-1", "thr-1"]
-    rendered = domain.render(domain.SYMPTOMS_WORSENED, plan.deliveries[0].params, BASE)
+    rendered = rendering.render(planning.SYMPTOMS_WORSENED, plan.deliveries[0].params, BASE)
     assert f"{BASE}/care-teams/{team[0].care_team_id}/plan" in rendered.body
     # (a word boundary: the link's UUID may hold the digits 1 and 7 side by side)
     assert not re.search(r"\b17\b", rendered.body) and "moderately" not in rendered.body
@@ -132,9 +132,9 @@ def test_the_earlier_follow_up_offer_names_both_times() -> None:
         offered_starts_at=STARTS - timedelta(days=5),
         offered_ends_at=STARTS - timedelta(days=5) + timedelta(minutes=30),
     )
-    [delivery] = domain.plan_earlier_follow_up(event, NOW).deliveries
+    [delivery] = planning.plan_earlier_follow_up(event, NOW).deliveries
     assert (delivery.recipient_kind, delivery.recipient_id) == ("clinician", "psy-1")
-    rendered = domain.render(delivery.template, delivery.params, BASE)
+    rendered = rendering.render(delivery.template, delivery.params, BASE)
     assert "Monday 9 March 2026 at 15:00 UTC" in rendered.body
     assert "Wednesday 4 March 2026 at 15:00 UTC" in rendered.body
     assert f"{BASE}/appointments/{event.appointment_id}" in rendered.body
@@ -142,8 +142,8 @@ def test_the_earlier_follow_up_offer_names_both_times() -> None:
 
 def test_the_safety_alert_now_covers_repeat_measures_and_v1_still_renders() -> None:
     params = {"assessment_id": str(uuid.uuid4())}
-    latest = domain.render(domain.SAFETY_REVIEW, params, BASE)
+    latest = rendering.render(planning.SAFETY_REVIEW, params, BASE)
     assert "repeat questionnaire" in latest.body
     assert f"{BASE}/reviews/{params['assessment_id']}" in latest.body
-    first = domain.render(domain.SAFETY_REVIEW, {**params, "template_version": "1"}, BASE)
+    first = rendering.render(planning.SAFETY_REVIEW, {**params, "template_version": "1"}, BASE)
     assert "An intake assessment was flagged" in first.body

@@ -13,8 +13,9 @@ from carebridge_contracts import (
     AppointmentRescheduled,
     SafetyRiskFlagged,
 )
-from carebridge_notification import domain
-from carebridge_notification.domain import ContactInfo, EmailRoute, GiveUp, RetryAt, Undeliverable
+from carebridge_notification import planning, retry, routing
+from carebridge_notification.retry import GiveUp, RetryAt
+from carebridge_notification.routing import ContactInfo, EmailRoute, Undeliverable
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -51,13 +52,13 @@ def booked(starts_at: datetime) -> AppointmentBooked:
 def test_reminder_schedule(
     starts_in: timedelta, offsets: list[int], expected_due_in: list[timedelta]
 ) -> None:
-    schedule = domain.reminder_schedule(NOW + starts_in, offsets, NOW)
+    schedule = planning.reminder_schedule(NOW + starts_in, offsets, NOW)
     assert [r.due_at - NOW for r in schedule] == expected_due_in
     assert all(NOW + starts_in - r.due_at == timedelta(minutes=r.offset_minutes) for r in schedule)
 
 
 def test_booking_confirms_to_both_and_schedules_patient_reminders() -> None:
-    plan = domain.plan_booked(booked(NOW + 48 * H), NOW, [1440, 60])
+    plan = planning.plan_booked(booked(NOW + 48 * H), NOW, [1440, 60])
     assert not plan.cancel_pending
     rows = [
         (d.recipient_kind, d.recipient_id, d.template, d.kind, d.due_at) for d in plan.deliveries
@@ -68,13 +69,13 @@ def test_booking_confirms_to_both_and_schedules_patient_reminders() -> None:
         ("patient", "p-1", "appointment_reminder_1440m", "reminder", NOW + 24 * H),
         ("patient", "p-1", "appointment_reminder_60m", "reminder", NOW + 47 * H),
     ]
-    assert {d.priority for d in plan.deliveries} == {domain.PRIORITY_NORMAL}
+    assert {d.priority for d in plan.deliveries} == {planning.PRIORITY_NORMAL}
     # Each (recipient, template) is distinct, so the unique key holds one row per message.
     assert len({(d.recipient_id, d.template) for d in plan.deliveries}) == len(plan.deliveries)
 
 
 def test_booking_shortly_before_the_visit_skips_past_reminders() -> None:
-    plan = domain.plan_booked(booked(NOW + 2 * H), NOW, [1440, 60])
+    plan = planning.plan_booked(booked(NOW + 2 * H), NOW, [1440, 60])
     assert [d.template for d in plan.deliveries if d.kind == "reminder"] == [
         "appointment_reminder_60m"
     ]
@@ -90,7 +91,7 @@ def test_reschedule_moves_the_reminders() -> None:
         starts_at=NOW + 72 * H,
         ends_at=NOW + 72 * H + timedelta(minutes=30),
     )
-    plan = domain.plan_rescheduled(event, NOW, [1440, 60])
+    plan = planning.plan_rescheduled(event, NOW, [1440, 60])
     assert plan.cancel_pending  # the old time's reminders go
     reminders = [d.due_at for d in plan.deliveries if d.kind == "reminder"]
     assert reminders == [NOW + 48 * H, NOW + 71 * H]  # the new time's reminders come
@@ -111,14 +112,14 @@ def test_cancel_cancels_and_schedules_nothing() -> None:
         cancelled_by="patient",
         reason_code="patient_request",
     )
-    plan = domain.plan_cancelled(event, NOW)
+    plan = planning.plan_cancelled(event, NOW)
     assert plan.cancel_pending
     assert [d.kind for d in plan.deliveries] == ["notice", "notice"]
     assert all(d.due_at == NOW for d in plan.deliveries)
 
 
 def test_a_closed_visit_cancels_what_is_pending() -> None:
-    assert domain.plan_visit_closed() == domain.Plan((), cancel_pending=True)
+    assert planning.plan_visit_closed() == planning.Plan((), cancel_pending=True)
 
 
 def test_safety_alert_is_urgent_and_goes_to_on_call() -> None:
@@ -130,24 +131,24 @@ def test_safety_alert_is_urgent_and_goes_to_on_call() -> None:
         imminent=True,
         flagged_at=NOW,
     )
-    [alert] = domain.plan_safety_alert(event, "on-call", NOW).deliveries
+    [alert] = planning.plan_safety_alert(event, "on-call", NOW).deliveries
     assert (alert.recipient_kind, alert.recipient_id, alert.kind) == (
         "clinician",
         "on-call",
         "alert",
     )
-    assert alert.priority == domain.PRIORITY_URGENT < domain.PRIORITY_NORMAL
+    assert alert.priority == planning.PRIORITY_URGENT < planning.PRIORITY_NORMAL
     assert alert.params == {"assessment_id": str(event.assessment_id)}
 
 
 def test_queue_order_is_urgent_first_then_oldest_due() -> None:
     queue = [
-        ("normal-old", domain.PRIORITY_NORMAL, NOW - 2 * H),
-        ("normal-new", domain.PRIORITY_NORMAL, NOW - H),
-        ("urgent-newest", domain.PRIORITY_URGENT, NOW),
-        ("urgent-old", domain.PRIORITY_URGENT, NOW - H),
+        ("normal-old", planning.PRIORITY_NORMAL, NOW - 2 * H),
+        ("normal-new", planning.PRIORITY_NORMAL, NOW - H),
+        ("urgent-newest", planning.PRIORITY_URGENT, NOW),
+        ("urgent-old", planning.PRIORITY_URGENT, NOW - H),
     ]
-    ordered = sorted(queue, key=lambda item: domain.dispatch_order(item[1], item[2]))
+    ordered = sorted(queue, key=lambda item: planning.dispatch_order(item[1], item[2]))
     assert [name for name, _, _ in ordered] == [
         "urgent-old",
         "urgent-newest",
@@ -170,11 +171,11 @@ def test_queue_order_is_urgent_first_then_oldest_due() -> None:
 def test_channels(
     contact: ContactInfo | None, planned: str, routed: EmailRoute | Undeliverable
 ) -> None:
-    assert domain.planned_channel(contact) == planned
-    assert domain.route(contact) == routed
+    assert routing.planned_channel(contact) == planned
+    assert routing.route(contact) == routed
 
 
-POLICY = domain.RetryPolicy(5, timedelta(seconds=2), timedelta(seconds=10))
+POLICY = retry.RetryPolicy(5, timedelta(seconds=2), timedelta(seconds=10))
 
 
 @pytest.mark.parametrize(
@@ -189,10 +190,10 @@ POLICY = domain.RetryPolicy(5, timedelta(seconds=2), timedelta(seconds=10))
     ],
 )
 def test_after_failure(attempts: int, code: str, expected: RetryAt | GiveUp) -> None:
-    assert domain.after_failure(attempts, code, POLICY, NOW) == expected
+    assert retry.after_failure(attempts, code, POLICY, NOW) == expected
 
 
 def test_reminder_template_round_trip() -> None:
-    assert domain.reminder_offset(domain.reminder_template(1440)) == 1440
-    assert domain.reminder_offset("appointment_confirmation_patient") is None
-    assert domain.reminder_offset("appointment_reminder_xm") is None
+    assert planning.reminder_offset(planning.reminder_template(1440)) == 1440
+    assert planning.reminder_offset("appointment_confirmation_patient") is None
+    assert planning.reminder_offset("appointment_reminder_xm") is None
