@@ -153,3 +153,55 @@ def test_the_readme_lists_every_step_the_demo_prints() -> None:
     assert printed == list(range(1, len(printed) + 1)), printed
     assert listed == printed, "the README's numbered list is not the demo's steps"
     assert f"through {len(printed)} numbered steps" in section
+
+
+BARE_PROGRAM = re.compile(
+    r"(?<![\w./-])(carebridge (?:dlq|events|replay|offsets|projection|status|catalog|kafka)\b"
+    r"|python -m carebridge_devstack(?![.\w]))"
+)
+# Names, not commands to paste: the "derived from" column of `carebridge kafka acls`
+# (docs/security.md), and the title of `carebridge status`'s table.
+NOT_A_HINT = {
+    ("kafka_access.py", "ops tooling (`carebridge dlq`, `replay`, `offsets`, `projection`)"),
+    ("status.py", "carebridge status"),
+}
+
+
+def _printed_strings(path: Path) -> list[tuple[int, str]]:
+    """The string literals of a module that the program may print: not docstrings, comments or
+    an option's `help=` or a `*_HELP` text (they name a command, they do not hand one over)."""
+    tree = ast.parse(path.read_text())
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            skipped.add(id(body[0].value))  # a docstring (or a bare expression)
+        if isinstance(node, ast.keyword) and node.arg in {"help", "epilog"}:
+            skipped.update(id(sub) for sub in ast.walk(node.value))
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id.endswith("_HELP") for target in node.targets
+        ):
+            skipped.update(id(sub) for sub in ast.walk(node.value))
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in skipped
+    ]
+
+
+@pytest.mark.parametrize(
+    "package",
+    ["ops/carebridge_ops", "devstack/carebridge_devstack"],
+)
+def test_no_printed_hint_names_a_program_that_a_fresh_shell_cannot_find(package: str) -> None:
+    """Hints name `carebridge` and `python -m carebridge_devstack` through
+    `carebridge_ops.hints` (`.venv/bin/...`), never bare."""
+    found = [
+        f"{path.relative_to(REPO)}:{line}: {text!r}"
+        for path in sorted((REPO / package).rglob("*.py"))
+        for line, text in _printed_strings(path)
+        if BARE_PROGRAM.search(text) and (path.name, text) not in NOT_A_HINT
+    ]
+    assert not found, "write these with carebridge_ops.hints:\n" + "\n".join(found)

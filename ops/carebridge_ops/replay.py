@@ -50,6 +50,7 @@ from carebridge_ops.console import (
     quiet_logs,
     run,
 )
+from carebridge_ops.hints import carebridge
 from carebridge_ops.timespec import parse_time
 from carebridge_shared.kafka import make_producer
 
@@ -237,8 +238,8 @@ async def replay_into_group(
     out().print(
         f"group {group} starts at {request.start.isoformat()}. Start the service with "
         f"CAREBRIDGE_CONSUMER_GROUP={group}: it applies each event once per database (its "
-        "inbox), so point it at a fresh schema to rebuild, or use `carebridge projection "
-        f"rebuild <service> --group {group}`."
+        "inbox), so point it at a fresh schema to rebuild, or use "
+        f"`{carebridge(f'projection rebuild <service> --group {group}')}`."
     )
 
 
