@@ -421,15 +421,17 @@ def redrive(
                 replication_factor=kafka.replication_factor,
             )
         )
+    _print_redriven(result)
+
+
+def _print_redriven(result: dlq.RedriveResult) -> None:
     out = console.out()
+    skipped = (
+        f"; skipped {result.already_redriven} already redriven" if result.already_redriven else ""
+    )
     out.print(
         f"[green]Redriven {_n(result.redriven, 'letter')} as {_n(result.republished, 'event')}[/]"
-        + (
-            f"; skipped {result.already_redriven} already redriven"
-            if result.already_redriven
-            else ""
-        )
-        + "."
+        f"{skipped}."
     )
     if result.audits:
         out.print(f"Audit: {carebridge(f'dlq audit --run {result.audits[0].run_id}')}")
