@@ -5,6 +5,7 @@ that need nothing running do run."""
 
 from __future__ import annotations
 
+import ast
 import re
 import shlex
 import subprocess
@@ -106,3 +107,101 @@ def test_commands_that_need_nothing_running_run_as_pasted(command: str) -> None:
         timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "try_help"),
+    [
+        (".venv/bin/carebridge no-such-command", "Try '.venv/bin/carebridge --help'"),
+        (
+            ".venv/bin/python -m carebridge_devstack token ROLE",
+            "Try '.venv/bin/python -m carebridge_devstack token --help'",
+        ),
+    ],
+)
+def test_a_usage_error_names_the_program_as_it_can_be_pasted(command: str, try_help: str) -> None:
+    """Typer's `Usage:` and `Try '... --help'` lines name the program as it was started; a bare
+    `carebridge` or `python -m carebridge_devstack` there would not be found in a fresh shell."""
+    result = subprocess.run(
+        ["bash", "-c", command], cwd=REPO, env=FRESH_SHELL, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert try_help in result.stderr, result.stderr
+
+
+def _demo_step_numbers() -> list[int]:
+    """The numbers the demo's `step(console, N, ...)` calls print, in the order written."""
+    tree = ast.parse((REPO / "devstack" / "carebridge_devstack" / "demo.py").read_text())
+    return [
+        node.args[1].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "step"
+        and len(node.args) > 1
+        and isinstance(node.args[1], ast.Constant)
+        and isinstance(node.args[1].value, int)
+    ]
+
+
+def test_the_readme_lists_every_step_the_demo_prints() -> None:
+    section = (REPO / "README.md").read_text().split("## What `make run` shows you", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    listed = [int(n) for n in re.findall(r"^(\d+)\. ", section, re.MULTILINE)]
+    printed = sorted(set(_demo_step_numbers()))
+    assert printed == list(range(1, len(printed) + 1)), printed
+    assert listed == printed, "the README's numbered list is not the demo's steps"
+    assert f"through {len(printed)} numbered steps" in section
+
+
+BARE_PROGRAM = re.compile(
+    r"(?<![\w./-])(carebridge (?:dlq|events|replay|offsets|projection|status|catalog|kafka)\b"
+    r"|python -m carebridge_devstack(?![.\w]))"
+)
+# Names, not commands to paste: the "derived from" column of `carebridge kafka acls`
+# (docs/security.md), and the title of `carebridge status`'s table.
+NOT_A_HINT = {
+    ("kafka_access.py", "ops tooling (`carebridge dlq`, `replay`, `offsets`, `projection`)"),
+    ("status.py", "carebridge status"),
+}
+
+
+def _printed_strings(path: Path) -> list[tuple[int, str]]:
+    """The string literals of a module that the program may print: not docstrings, comments or
+    an option's `help=` or a `*_HELP` text (they name a command, they do not hand one over)."""
+    tree = ast.parse(path.read_text())
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            skipped.add(id(body[0].value))  # a docstring (or a bare expression)
+        if isinstance(node, ast.keyword) and node.arg in {"help", "epilog"}:
+            skipped.update(id(sub) for sub in ast.walk(node.value))
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id.endswith("_HELP") for target in node.targets
+        ):
+            skipped.update(id(sub) for sub in ast.walk(node.value))
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in skipped
+    ]
+
+
+@pytest.mark.parametrize(
+    "package",
+    ["ops/carebridge_ops", "devstack/carebridge_devstack"],
+)
+def test_no_printed_hint_names_a_program_that_a_fresh_shell_cannot_find(package: str) -> None:
+    """Hints name `carebridge` and `python -m carebridge_devstack` through
+    `carebridge_ops.hints` (`.venv/bin/...`), never bare."""
+    found = [
+        f"{path.relative_to(REPO)}:{line}: {text!r}"
+        for path in sorted((REPO / package).rglob("*.py"))
+        for line, text in _printed_strings(path)
+        if BARE_PROGRAM.search(text) and (path.name, text) not in NOT_A_HINT
+    ]
+    assert not found, "write these with carebridge_ops.hints:\n" + "\n".join(found)

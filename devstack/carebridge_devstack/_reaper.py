@@ -36,6 +36,28 @@ def _prctl(option: int, arg: int | bytes) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args, cmd = _parse(argv)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    _prctl(PR_SET_NAME, b"cb-reaper")
+    child = _spawn(cmd, log=args.log, user=args.user, cwd=args.cwd)
+    tmp = args.pid_file.with_name(args.pid_file.name + ".tmp")
+    tmp.write_text(f"{child.pid}\n")
+    os.replace(tmp, args.pid_file)
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    status = _reap_until_none_left(child.pid)
+    if status < 0:  # killed by a signal: mimic the shell convention
+        return 128 - status
+    return status
+
+
+def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="carebridge_devstack._reaper")
     parser.add_argument("--pid-file", required=True, type=Path)
     parser.add_argument("--log", required=True, type=Path)
@@ -48,54 +70,44 @@ def main(argv: list[str] | None = None) -> int:
         cmd = cmd[1:]
     if not cmd:
         parser.error("missing command after --")
+    return args, cmd
 
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    _prctl(PR_SET_NAME, b"cb-reaper")
 
+def _spawn(
+    cmd: list[str], *, log: Path, user: str | None, cwd: str | None
+) -> subprocess.Popen[bytes]:
+    """`cmd` with its output appended to `log`, as `user` (its own HOME, USER, umask 077)."""
     kwargs: dict[str, Any] = {}
-    if args.user:
+    env = dict(os.environ)
+    if user:
         import pwd
 
-        entry = pwd.getpwnam(args.user)
+        entry = pwd.getpwnam(user)
         kwargs.update(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[], umask=0o077)
-
-    env = dict(os.environ)
-    if args.user:
-        env["HOME"] = args.cwd or "/"
-        env["USER"] = env["LOGNAME"] = args.user
-    with open(args.log, "ab") as log:
-        child = subprocess.Popen(
+        env["HOME"] = cwd or "/"
+        env["USER"] = env["LOGNAME"] = user
+    with open(log, "ab") as out:
+        return subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=out,
             stderr=subprocess.STDOUT,
-            cwd=args.cwd,
+            cwd=cwd,
             env=env,
             **kwargs,
         )
-    tmp = args.pid_file.with_name(args.pid_file.name + ".tmp")
-    tmp.write_text(f"{child.pid}\n")
-    os.replace(tmp, args.pid_file)
 
-    def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child.pid, signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
+def _reap_until_none_left(child_pid: int) -> int:
+    """Wait for every descendant (this process is their subreaper); the child's exit code."""
     status = 0
     while True:
         try:
             pid, wstatus = os.wait()
         except ChildProcessError:
-            break
-        if pid == child.pid:
+            return status
+        if pid == child_pid:
             status = os.waitstatus_to_exitcode(wstatus)
-    if status < 0:  # killed by a signal: mimic the shell convention
-        return 128 - status
-    return status
 
 
 if __name__ == "__main__":

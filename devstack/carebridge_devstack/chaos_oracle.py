@@ -248,6 +248,30 @@ async def check(
     # -- P1 first: it snapshots the outbox before it reads the topics
     topics = await check_acknowledged(database_url, SCHEMAS, lambda: read_all(bootstrap), verdict)
     views = {name: _view(records) for name, records in topics.items()}
+    await count_records_and_consumption(database_url, topics, views, verdict)
+    f = verdict.figures
+    duplicated = await check_assessments(database_url, views, journeys, patient_prefix, verdict)
+    duplicated += await check_bookings(database_url, views, journeys, patient_prefix, verdict)
+    # referral: one referral per accepted assessment (all have therapy interest), one
+    # ConsentGranted per accepted consent, one CarePlanUpdated per accepted plan version
+    duplicated += check_referral(views, journeys, patient_prefix, verdict)
+    await check_no_double_booking(database_url, verdict)
+    duplicated += await check_confirmations(
+        database_url, mail_dir, views, journeys, patient_prefix, verdict
+    )
+    f["duplicated_effects"] = duplicated
+    f["order_violations"] = sum(check_order(str(t), views[str(t)], verdict) for t in Topic)
+    check_dead_letters(topics, poisons, groups, verdict)
+    return verdict
+
+
+async def count_records_and_consumption(
+    database_url: str,
+    topics: dict[str, list[Record]],
+    views: dict[str, TopicView],
+    verdict: Verdict,
+) -> None:
+    """Figures only: records on the topics, republished copies, events each service consumed."""
     f = verdict.figures
     f["records_on_topics"] = sum(len(topics[str(t)]) for t in Topic)
     f["republished_copies"] = sum(
@@ -257,15 +281,23 @@ async def check(
         f"SELECT '{s}' AS consumer, count(*) AS n FROM {s}.inbox" for s in SCHEMAS))  # fmt: skip
     f["events_consumed"] = {r["consumer"]: int(r["n"]) for r in consumed}
 
+
+async def check_assessments(
+    database_url: str,
+    views: dict[str, TopicView],
+    journeys: list[Journey],
+    prefix: str,
+    verdict: Verdict,
+) -> int:
+    """Every accepted assessment: exactly one AssessmentCompleted and one stored row, nothing
+    else on the topic for a load patient; returns the duplicated effects found."""
     duplicated = 0
-    # -- every accepted assessment: exactly one AssessmentCompleted, nothing else for it
     accepted = [j for j in journeys if j.assessment_id]
-    assessments = views[str(Topic.ASSESSMENTS)]
     by_assessment: dict[str, set[str]] = defaultdict(set)
     other_for_load: Counter[str] = Counter()
-    for event_id, copies in assessments.events.items():
+    for event_id, copies in views[str(Topic.ASSESSMENTS)].events.items():
         envelope = copies[0]
-        if not envelope.subject.startswith(patient_prefix):
+        if not envelope.subject.startswith(prefix):
             continue
         if envelope.type == "AssessmentCompleted":
             by_assessment[str(envelope.data["assessment_id"])].add(event_id)
@@ -282,21 +314,31 @@ async def check(
     if other_for_load:
         verdict.fail(f"unexpected events for load patients on assessments: {dict(other_for_load)}")
     rows = await _db(database_url, "SELECT patient_id, count(*) AS n FROM intake.assessments"
-                     " WHERE patient_id LIKE $1 GROUP BY patient_id", patient_prefix + "%")  # fmt: skip
+                     " WHERE patient_id LIKE $1 GROUP BY patient_id", prefix + "%")  # fmt: skip
     stored = {r["patient_id"]: int(r["n"]) for r in rows}
     for journey in accepted:
         if stored.get(journey.patient_id, 0) != 1:
             duplicated += max(0, stored.get(journey.patient_id, 0) - 1)
             verdict.fail(f"{journey.patient_id}: {stored.get(journey.patient_id, 0)} assessments")
-    f["assessments_accepted"] = len(accepted)
+    verdict.figures["assessments_accepted"] = len(accepted)
+    return duplicated
 
-    # -- every accepted booking: exactly one AppointmentBooked; one appointment per patient
+
+async def check_bookings(
+    database_url: str,
+    views: dict[str, TopicView],
+    journeys: list[Journey],
+    prefix: str,
+    verdict: Verdict,
+) -> int:
+    """Every accepted booking: exactly one AppointmentBooked; one booked appointment per
+    patient; returns the duplicated effects found."""
+    duplicated = 0
     booked = [j for j in journeys if j.appointment_id]
-    appointments = views[str(Topic.APPOINTMENTS)]
     by_appointment: dict[str, set[str]] = defaultdict(set)
-    for event_id, copies in appointments.events.items():
+    for event_id, copies in views[str(Topic.APPOINTMENTS)].events.items():
         envelope = copies[0]
-        if envelope.subject.startswith(patient_prefix) and envelope.type == "AppointmentBooked":
+        if envelope.subject.startswith(prefix) and envelope.type == "AppointmentBooked":
             by_appointment[str(envelope.data["appointment_id"])].add(event_id)
     for journey in booked:
         n = len(by_appointment.get(str(journey.appointment_id), ()))
@@ -307,45 +349,51 @@ async def check(
         verdict.fail(f"AppointmentBooked for a booking the client never had accepted: "
                      f"{appointment_id}")  # fmt: skip
     rows = await _db(database_url, "SELECT id, patient_id FROM booking.appointments"
-                     " WHERE patient_id LIKE $1 AND status = 'booked'", patient_prefix + "%")  # fmt: skip
+                     " WHERE patient_id LIKE $1 AND status = 'booked'", prefix + "%")  # fmt: skip
     per_patient = Counter(r["patient_id"] for r in rows)
     for patient, n in per_patient.items():
         if n > 1:
             duplicated += n - 1
             verdict.fail(f"{patient}: {n} booked appointments")
-    f["bookings_accepted"] = len(booked)
-    f["bookings_found_by_lookup"] = sum(j.booked_via_lookup for j in booked)
+    verdict.figures["bookings_accepted"] = len(booked)
+    verdict.figures["bookings_found_by_lookup"] = sum(j.booked_via_lookup for j in booked)
+    return duplicated
 
-    # -- referral: one referral per accepted assessment (all have therapy interest), one
-    # ConsentGranted per accepted consent, one CarePlanUpdated per accepted plan version
-    duplicated += check_referral(views, journeys, patient_prefix, verdict)
 
-    # -- no slot double booked
+async def check_no_double_booking(database_url: str, verdict: Verdict) -> None:
+    """No clinician and no patient has two booked appointments that overlap."""
     rows = await _db(database_url, """
         SELECT count(*) AS n FROM booking.appointments a JOIN booking.appointments b
           ON a.id < b.id AND a.status = 'booked' AND b.status = 'booked'
          AND tstzrange(a.starts_at, a.ends_at) && tstzrange(b.starts_at, b.ends_at)
          AND (a.clinician_id = b.clinician_id OR a.patient_id = b.patient_id)""")  # fmt: skip
-    f["double_bookings"] = int(rows[0]["n"])
-    if f["double_bookings"]:
-        verdict.fail(f"{f['double_bookings']} overlapping booked appointments")
+    verdict.figures["double_bookings"] = int(rows[0]["n"])
+    if verdict.figures["double_bookings"]:
+        verdict.fail(f"{verdict.figures['double_bookings']} overlapping booked appointments")
 
-    # -- one confirmation per recipient and channel per booking, sent once
+
+async def check_confirmations(
+    database_url: str,
+    mail_dir: Path,
+    views: dict[str, TopicView],
+    journeys: list[Journey],
+    prefix: str,
+    verdict: Verdict,
+) -> int:
+    """One confirmation per recipient and channel per booking, sent once: one delivery row,
+    one mail at the SMTP sink, one NotificationSent; returns the duplicated effects found."""
     rows = await _db(database_url, """
         SELECT id, appointment_id, recipient_kind, recipient_id, channel, status
           FROM notification.deliveries WHERE kind = 'confirmation' AND patient_id LIKE $1""",
-        patient_prefix + "%")  # fmt: skip
+        prefix + "%")  # fmt: skip
     confirmations: dict[str, list[asyncpg.Record]] = defaultdict(list)
     for row in rows:
         confirmations[str(row["appointment_id"])].append(row)
     mail_ids = Counter(str(m.message.get("Message-ID", "")).strip("<>").split("@")[0]
                        for m in Mailbox(mail_dir).messages())  # fmt: skip
-    sent_events: dict[str, set[str]] = defaultdict(set)
-    for event_id, copies in views[str(Topic.DELIVERIES)].events.items():
-        if copies[0].type == "NotificationSent":
-            sent_events[str(copies[0].data["notification_id"])].add(event_id)
-    resends = missing_mail = 0
-    for journey in booked:
+    sent_events = _notifications_sent(views[str(Topic.DELIVERIES)])
+    duplicated = resends = missing_mail = 0
+    for journey in (j for j in journeys if j.appointment_id):
         found = confirmations.get(str(journey.appointment_id), [])
         keys = Counter((r["recipient_kind"], r["recipient_id"], r["channel"]) for r in found)
         wanted = {("patient", journey.patient_id, "email"),
@@ -366,21 +414,57 @@ async def check(
             if n_events != 1:
                 duplicated += max(0, n_events - 1)
                 verdict.fail(f"confirmation {delivery}: {n_events} NotificationSent events")
+    f = verdict.figures
     f["confirmations_sent"] = sum(len(v) for v in confirmations.values())
     f["smtp_resends_same_message_id"] = resends
     f["confirmations_missing_at_smtp"] = missing_mail
-    f["duplicated_effects"] = duplicated
+    return duplicated
 
-    # -- per-patient order on every topic
-    f["order_violations"] = sum(check_order(str(t), views[str(t)], verdict) for t in Topic)
 
-    # -- dead letters: exactly the poison, once per subscribed group, with the right reason
-    by_tag = {p.tag: p for p in poisons}
+def _notifications_sent(deliveries: TopicView) -> dict[str, set[str]]:
+    """The distinct NotificationSent event ids, by the notification they report."""
+    sent: dict[str, set[str]] = defaultdict(set)
+    for event_id, copies in deliveries.events.items():
+        if copies[0].type == "NotificationSent":
+            sent[str(copies[0].data["notification_id"])].add(event_id)
+    return sent
+
+
+DeadLetter = tuple[str, int, int, str]  # original topic, partition, offset, consumer group
+
+
+def check_dead_letters(
+    topics: dict[str, list[Record]],
+    poisons: list[Poison],
+    groups: dict[str, list[str]],
+    verdict: Verdict,
+) -> None:
+    """Dead letters: exactly the poison, once per subscribed group, with the right reason."""
+    expected = _dead_letters_expected(topics, poisons, groups, verdict)
+    actual, dlq_records = _dead_letters_found(topics, {p.tag: p for p in poisons}, verdict)
+    for missing in sorted(expected - actual):
+        verdict.fail(f"poison not dead-lettered: {missing}")
+    for unexpected in sorted(actual - expected):
+        verdict.fail(f"unexpected dead letter: {unexpected}")
+    f = verdict.figures
+    f["poison_injected"] = len(poisons)
+    f["dlq_expected"] = len(expected)
+    f["dlq_distinct"] = len(actual)
+    f["dlq_records"] = dlq_records
+
+
+def _dead_letters_expected(
+    topics: dict[str, list[Record]],
+    poisons: list[Poison],
+    groups: dict[str, list[str]],
+    verdict: Verdict,
+) -> set[DeadLetter]:
+    """Each copy of each poison message, once for every group subscribed to its topic."""
     subscribers: dict[str, list[str]] = defaultdict(list)
     for group, group_topics in groups.items():
         for topic in group_topics:
             subscribers[topic].append(group)
-    expected: set[tuple[str, int, int, str]] = set()
+    expected: set[DeadLetter] = set()
     for poison in poisons:
         poison_copies = [r for r in topics[poison.topic] if r.key == poison.tag.encode()]
         if not poison_copies:
@@ -388,7 +472,15 @@ async def check(
         for copy in poison_copies:
             for group in subscribers[poison.topic]:
                 expected.add((poison.topic, copy.partition, copy.offset, group))
-    actual: set[tuple[str, int, int, str]] = set()
+    return expected
+
+
+def _dead_letters_found(
+    topics: dict[str, list[Record]], by_tag: dict[str, Poison], verdict: Verdict
+) -> tuple[set[DeadLetter], int]:
+    """The distinct dead letters on the DLQ topics, each judged against the poison it should
+    be, and how many records those topics hold."""
+    actual: set[DeadLetter] = set()
     dlq_records = 0
     for topic in Topic:
         for letter in topics[dlq_topic(str(topic))]:
@@ -409,15 +501,7 @@ async def check(
                         int(headers.get("dlq-original-partition", "-1")),
                         int(headers.get("dlq-original-offset", "-1")),
                         headers.get("dlq-consumer-group", "")))  # fmt: skip
-    for missing in sorted(expected - actual):
-        verdict.fail(f"poison not dead-lettered: {missing}")
-    for unexpected in sorted(actual - expected):
-        verdict.fail(f"unexpected dead letter: {unexpected}")
-    f["poison_injected"] = len(poisons)
-    f["dlq_expected"] = len(expected)
-    f["dlq_distinct"] = len(actual)
-    f["dlq_records"] = dlq_records
-    return verdict
+    return actual, dlq_records
 
 
 def dump(verdict: Verdict) -> str:

@@ -323,8 +323,42 @@ def docker_down() -> None:
     PrivateDaemon(err).stop()
 
 
+@app.command()
+def sizes(
+    areas: Annotated[
+        list[str] | None,
+        typer.Argument(help="Directories or files, from the repository root [the source areas]"),
+    ] = None,
+    top: Annotated[int, typer.Option(help="How many of each kind; 0 for all")] = 10,
+    over: Annotated[int, typer.Option(help="Only those longer than this many lines")] = 0,
+    kind: Annotated[
+        list[str] | None, typer.Option(help="module, class or function [all three]")
+    ] = None,
+    tests: Annotated[bool, typer.Option("--tests", help="Measure test files too")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the entries as JSON")] = False,
+) -> None:
+    """The largest modules, classes and functions of the tree (lines, measured with ast), to
+    compare a refactoring's before and after: `sizes --kind function --over 60 devstack ops`."""
+    from carebridge_ops.local_stack import repo_root
+
+    from .sizes import SOURCE_AREAS, Kind, largest, measure_tree, render
+
+    try:
+        kinds = [Kind(name) for name in kind] if kind else list(Kind)
+    except ValueError:
+        raise typer.BadParameter("use module, class or function", param_hint="--kind") from None
+    root = repo_root()
+    measured = measure_tree(root, areas or SOURCE_AREAS, with_tests=tests)
+    if as_json:
+        entries = [s.as_dict() for k in kinds for s in largest(measured, k, top=top, over=over)]
+        out.print_json(json.dumps(entries))
+        return
+    report = render(measured, kinds, top=top, over=over)
+    out.print(report or f"nothing over {over} lines", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
-    app()
+    app(prog_name=devstack("").rstrip())  # its usage errors print `Try '<this> --help'`
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -122,12 +122,7 @@ def compose_test(
             timings.step("compose plugin", lambda: ensure_compose_plugin(docker))
             chosen |= timings.step("third-party images", lambda: choose_images(docker, THIRD_PARTY))
             timings.step("service images", lambda: build_project_images(docker, chosen["python"]))
-            env = {k: v for k, v in os.environ.items() if k not in STACK_VARIABLES}
-            env |= engine.env | image_env(chosen)
-            env |= {
-                "CAREBRIDGE_AUTH_PUBLIC_KEYS": dev_signer().public_pem,
-                "CAREBRIDGE_COMPOSE_REPORT_DIR": str(report),
-            }
+            env = _tests_env(engine.env, chosen, report)
             if compose:
                 rc = timings.step(
                     "docker compose tests", lambda: run_pytest(console, COMPOSE_TESTS, env, extra)
@@ -135,16 +130,7 @@ def compose_test(
                 if rc != 0:
                     failures.append(f"docker compose tests (pytest exit {rc})")
             if testcontainers:
-                tc_env = env | {
-                    "CAREBRIDGE_DEVSTACK": "docker",
-                    # no registry for testcontainers/ryuk here: the fixtures remove their
-                    # containers themselves (context managers); see endpoints
-                    "TESTCONTAINERS_RYUK_DISABLED": "true",
-                    # testcontainers believes it runs in a container on these machines and
-                    # would answer with the bridge gateway: the published ports are on loopback
-                    "TESTCONTAINERS_CONNECTION_MODE": "docker_host",
-                    "TESTCONTAINERS_HOST_OVERRIDE": "127.0.0.1",
-                }
+                tc_env = env | TESTCONTAINERS_ENV
                 rc = timings.step(
                     "testcontainers path",
                     lambda: run_pytest(console, TESTCONTAINERS_TESTS, tc_env, extra),
@@ -157,6 +143,43 @@ def compose_test(
     except DevstackError as exc:
         failures.append(str(exc))
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    return _report(console, timings, report, chosen, failures)
+
+
+TESTCONTAINERS_ENV = {
+    "CAREBRIDGE_DEVSTACK": "docker",
+    # no registry for testcontainers/ryuk here: the fixtures remove their
+    # containers themselves (context managers); see endpoints
+    "TESTCONTAINERS_RYUK_DISABLED": "true",
+    # testcontainers believes it runs in a container on these machines and
+    # would answer with the bridge gateway: the published ports are on loopback
+    "TESTCONTAINERS_CONNECTION_MODE": "docker_host",
+    "TESTCONTAINERS_HOST_OVERRIDE": "127.0.0.1",
+}
+
+
+def _tests_env(
+    engine_env: Mapping[str, str], chosen: Mapping[ImageName, str], report: Path
+) -> dict[str, str]:
+    """This environment without the local stack's variables, plus the engine, the images
+    chosen, the dev signing key the services trust and where the tests write their report."""
+    env = {k: v for k, v in os.environ.items() if k not in STACK_VARIABLES}
+    env |= dict(engine_env) | image_env(chosen)
+    env |= {
+        "CAREBRIDGE_AUTH_PUBLIC_KEYS": dev_signer().public_pem,
+        "CAREBRIDGE_COMPOSE_REPORT_DIR": str(report),
+    }
+    return env
+
+
+def _report(
+    console: Console,
+    timings: Timings,
+    report: Path,
+    chosen: Mapping[ImageName, str],
+    failures: list[str],
+) -> int:
+    """The timings, where the journey's timeline is, the images used; 1 if anything failed."""
     console.print(timings.table())
     journey = report / "journey.txt"
     if journey.is_file():

@@ -30,7 +30,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ._util import DevstackError, file_lock, pid_alive, read_pid, tail, terminate
-from .kafka import cache_root
+from .kafka_jars import cache_root
 
 RUN_DIR_ENV = "CAREBRIDGE_DOCKER_RUN_DIR"
 DATA_ROOT_ENV = "CAREBRIDGE_DOCKER_DATA_ROOT"

@@ -34,7 +34,7 @@ from rich.console import Console
 
 from ._util import DevstackError, find_repo_root, tail
 from .images import DEBIAN_BASE, IMAGES, ImageName, ImageSpec
-from .kafka import KAFKA_VERSION, cache_root, ensure_kafka_libs
+from .kafka_jars import KAFKA_VERSION, cache_root, ensure_kafka_libs
 
 RECIPE_LABEL = "org.carebridge.recipe"
 COMPOSE_MODULE = "github.com/docker/compose/v2"

@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -22,7 +23,7 @@ from .demo import CareClient, DemoCast, walk_demo_patient
 from .kafka_auth import adopt_stack_login
 from .kafka_ready import wait_for_group_coordinator
 from .processes import SUPERVISOR_PREFIX
-from .stack import Stack, default_stack_dir
+from .stack import Stack, StackInfo, default_stack_dir
 from .system import LocalSystem
 
 
@@ -36,48 +37,19 @@ def run(
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)  # piped output: keep the timeline table readable
-    printer_lock = threading.Lock()
-
-    def echo(line: str) -> None:
-        # Service log lines go to their files (.stack/run/logs); the terminal shows the steps,
-        # and the supervisor's own notices (a crashed service restarted) always.
-        if not service_logs and not line.startswith(SUPERVISOR_PREFIX):
-            return
-        with printer_lock:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-
     stack = Stack(console=Console(stderr=True))
-    console.rule("starting Kafka and PostgreSQL")
-    try:
-        info = stack.up()
-    except DevstackError as exc:
-        console.print(f"[red]error:[/] {exc}")
+    info = _start_stack(console, stack)
+    if info is None:
         return 1
-    console.print(
-        f"stack ready in {info.total_s:.1f}s: {info.kafka_bootstrap}, {info.database_url}"
-    )
-    endpoints = info.endpoints
-    adopt_stack_login(info.kafka_env)  # the demo's timeline reads topics as the admin
-    # A fresh Kafka makes its consumer-offsets topic when a group first asks; asking now keeps
-    # GroupCoordinatorNotAvailableError out of the services' first seconds.
-    run_async(lambda: wait_for_group_coordinator(info.kafka_bootstrap, env_security(), 60.0))
     system = LocalSystem(
-        endpoints,
+        info.endpoints,
         default_stack_dir() / "run",
-        echo=echo,
+        echo=_terminal_echo(service_logs),
         supervise=True,
         # the demo completes the first visit straight away instead of waiting for it
         extra_env={"booking": {"CAREBRIDGE_ALLOW_OUTCOME_BEFORE_START": "true"}},
     )
-
-    stopping = threading.Event()
-
-    def request_stop(*_: object) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stopping = _stop_requested_by_signals()
     code = 0
     try:
         start_services(console, system, service_logs=service_logs)
@@ -103,6 +75,53 @@ def run(
             stack.down()
             console.print("Kafka and PostgreSQL stopped")
     return code
+
+
+def _start_stack(console: Console, stack: Stack) -> StackInfo | None:
+    """Kafka and PostgreSQL up, the admin's login adopted and a group coordinator ready; None
+    (the error printed) when the stack does not start."""
+    console.rule("starting Kafka and PostgreSQL")
+    try:
+        info = stack.up()
+    except DevstackError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return None
+    console.print(
+        f"stack ready in {info.total_s:.1f}s: {info.kafka_bootstrap}, {info.database_url}"
+    )
+    adopt_stack_login(info.kafka_env)  # the demo's timeline reads topics as the admin
+    # A fresh Kafka makes its consumer-offsets topic when a group first asks; asking now keeps
+    # GroupCoordinatorNotAvailableError out of the services' first seconds.
+    run_async(lambda: wait_for_group_coordinator(info.kafka_bootstrap, env_security(), 60.0))
+    return info
+
+
+def _terminal_echo(service_logs: bool) -> Callable[[str], None]:
+    """What the supervisor calls with each line of the services' output."""
+    printer_lock = threading.Lock()
+
+    def echo(line: str) -> None:
+        # Service log lines go to their files (.stack/run/logs); the terminal shows the steps,
+        # and the supervisor's own notices (a crashed service restarted) always.
+        if not service_logs and not line.startswith(SUPERVISOR_PREFIX):
+            return
+        with printer_lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    return echo
+
+
+def _stop_requested_by_signals() -> threading.Event:
+    """An event that SIGINT (Ctrl-C) or SIGTERM sets."""
+    stopping = threading.Event()
+
+    def request_stop(*_: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    return stopping
 
 
 def start_services(console: Console, system: LocalSystem, *, service_logs: bool) -> None:

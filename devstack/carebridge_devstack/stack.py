@@ -40,8 +40,10 @@ from ._util import (
     write_private,
 )
 from .endpoints import StackEndpoints
-from .kafka import KAFKA_VERSION, KafkaCluster, SaslScram
+from .kafka import KafkaCluster
 from .kafka_auth import MECHANISM, KafkaAuth, StackLogins, kafka_auth_mode
+from .kafka_config import SaslScram
+from .kafka_jars import KAFKA_VERSION
 from .postgres import PostgresServer
 
 # Seconds Kafka and PostgreSQL get to become ready: seconds on a quiet machine, but a broker

@@ -75,36 +75,25 @@ class LocalSystem:
         self.mail_dir = work_dir / "mail"
         self.log_dir = work_dir / "logs"
         self.mail_dir.mkdir(parents=True, exist_ok=True)
-        base_env = {
-            **endpoints.env,
-            "CAREBRIDGE_LOG_LEVEL": "INFO",
-            # The services trust tokens signed with this machine's dev key (ADR 0012), which
-            # they refuse without the dev flag (ADR 0014).
-            "CAREBRIDGE_AUTH_PUBLIC_KEYS": dev_signer().public_pem,
-            **DEV_AUTH_ENV,
-        }
-        per_service: dict[str, dict[str, str]] = {
-            "notification": {
-                "CAREBRIDGE_SMTP_HOST": "127.0.0.1",
-                "CAREBRIDGE_SMTP_PORT": str(self.ports.smtp),
-                "CAREBRIDGE_DEV_CLOCK": "true",
-                "CAREBRIDGE_DISPATCH_INTERVAL_MS": "200",
-                "CAREBRIDGE_ON_CALL_BOOTSTRAP_PRIMARY_EMAIL": ON_CALL_EMAIL,
-                "CAREBRIDGE_ON_CALL_BOOTSTRAP_ESCALATION_EMAIL": ON_CALL_ESCALATION_EMAIL,
-                # A follow-up's reminder links to this system's intake for the repeat measures.
-                "CAREBRIDGE_OUTCOME_MEASURE_URL": (
-                    f"http://127.0.0.1:{self.ports.services['intake']}/v1/outcome-measures"
-                ),
-            }
-        }
-        for name, env in (extra_env or {}).items():
-            per_service.setdefault(name, {}).update(env)
+        base_env = _base_env(endpoints)
+        per_service = _per_service_env(self.ports, extra_env or {})
         counts = {name: (replicas or {}).get(name, 1) for name in SERVICES}
         self.instances: dict[str, list[str]] = {
             name: instance_names(name, counts[name]) for name in SERVICES
         }
         self._instance_ports: dict[str, int] = {}
-        specs: list[ProcessSpec] = [smtp_sink_spec(self.ports.smtp, self.mail_dir)]
+        specs = [
+            smtp_sink_spec(self.ports.smtp, self.mail_dir),
+            *self._service_specs(base_env, per_service),
+        ]
+        self.group = ProcessGroup(specs, self.log_dir, echo=echo, restart_crashed=supervise)
+
+    def _service_specs(
+        self, base_env: dict[str, str], per_service: dict[str, dict[str, str]]
+    ) -> list[ProcessSpec]:
+        """One process per replica; the first on the service's own port, the others on their
+        `SystemPorts.extra` port or a free one."""
+        specs: list[ProcessSpec] = []
         inherited = {**os.environ, **base_env}
         for service in SERVICES:
             # Each service logs in to Kafka as its own principal (ADR 0013) and never sees
@@ -120,7 +109,7 @@ class LocalSystem:
                 spec.name = instance
                 spec.withheld = tuple(password_variables(inherited))
                 specs.append(spec)
-        self.group = ProcessGroup(specs, self.log_dir, echo=echo, restart_crashed=supervise)
+        return specs
 
     def url(self, service: str) -> str:
         """Base URL of the service's first replica (or of one process, by its name)."""
@@ -204,3 +193,38 @@ def isolated_system(
     finally:
         system.stop()
         drop_database(database_url)
+
+
+def _base_env(endpoints: StackEndpoints) -> dict[str, str]:
+    """What every service gets: the stack's endpoints, INFO logs and the dev signing key."""
+    return {
+        **endpoints.env,
+        "CAREBRIDGE_LOG_LEVEL": "INFO",
+        # The services trust tokens signed with this machine's dev key (ADR 0012), which
+        # they refuse without the dev flag (ADR 0014).
+        "CAREBRIDGE_AUTH_PUBLIC_KEYS": dev_signer().public_pem,
+        **DEV_AUTH_ENV,
+    }
+
+
+def _per_service_env(
+    ports: SystemPorts, extra_env: Mapping[str, Mapping[str, str]]
+) -> dict[str, dict[str, str]]:
+    """Notification's SMTP sink, dev clock and on-call addresses, and the caller's extras."""
+    per_service: dict[str, dict[str, str]] = {
+        "notification": {
+            "CAREBRIDGE_SMTP_HOST": "127.0.0.1",
+            "CAREBRIDGE_SMTP_PORT": str(ports.smtp),
+            "CAREBRIDGE_DEV_CLOCK": "true",
+            "CAREBRIDGE_DISPATCH_INTERVAL_MS": "200",
+            "CAREBRIDGE_ON_CALL_BOOTSTRAP_PRIMARY_EMAIL": ON_CALL_EMAIL,
+            "CAREBRIDGE_ON_CALL_BOOTSTRAP_ESCALATION_EMAIL": ON_CALL_ESCALATION_EMAIL,
+            # A follow-up's reminder links to this system's intake for the repeat measures.
+            "CAREBRIDGE_OUTCOME_MEASURE_URL": (
+                f"http://127.0.0.1:{ports.services['intake']}/v1/outcome-measures"
+            ),
+        }
+    }
+    for name, env in extra_env.items():
+        per_service.setdefault(name, {}).update(env)
+    return per_service

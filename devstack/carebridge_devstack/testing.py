@@ -149,14 +149,10 @@ async def read_topic(
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
         deadline = time.monotonic() + timeout
-        while not partitions:
-            if time.monotonic() > deadline:
-                return []
-            await asyncio.sleep(0.2)
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
+        partitions = await _partitions_once_known(consumer, topic, deadline)
+        if not partitions:
+            return []
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
@@ -169,28 +165,50 @@ async def read_topic(
                 break
             if now >= deadline:
                 if expect is None:
-                    behind = {
-                        tp.partition: (await consumer.position(tp), end_offsets[tp])
-                        for tp in assigned
-                    }
-                    raise TimeoutError(
-                        f"read {len(found)} records of {topic} in {timeout:.0f}s but not to the"
-                        f" end it had when the read began (partition: (position, end) {behind});"
-                        f" the reader fell behind: pass a longer timeout"
-                    )
+                    raise await _fell_behind(consumer, end_offsets, len(found), timeout)
                 break
             batches = await consumer.getmany(timeout_ms=200, max_records=1000)
             for records in batches.values():
                 found.extend(m for m in map(_record, records) if where(m))
             if expect is None:
-                positions = [await consumer.position(tp) for tp in assigned]
-                if all(pos >= end_offsets[tp] for pos, tp in zip(positions, assigned, strict=True)):
+                if await _reached(consumer, end_offsets):
                     break
             elif len(found) >= expect and settle_until is None:
                 settle_until = time.monotonic() + settle
         return sorted(found, key=lambda r: (r.partition, r.offset))
     finally:
         await consumer.stop()
+
+
+async def _partitions_once_known(
+    consumer: AIOKafkaConsumer, topic: str, deadline: float
+) -> set[int]:
+    """The topic's partitions, asking for fresh metadata until it names them or `deadline`."""
+    partitions = consumer.partitions_for_topic(topic)
+    while not partitions:
+        if time.monotonic() > deadline:
+            return set()
+        await asyncio.sleep(0.2)
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic)
+    return set(partitions)
+
+
+async def _reached(consumer: AIOKafkaConsumer, end_offsets: dict[TopicPartition, int]) -> bool:
+    positions = [await consumer.position(tp) for tp in end_offsets]
+    return all(pos >= end for pos, end in zip(positions, end_offsets.values(), strict=True))
+
+
+async def _fell_behind(
+    consumer: AIOKafkaConsumer, end_offsets: dict[TopicPartition, int], read: int, timeout_s: float
+) -> TimeoutError:
+    topic = next(iter(end_offsets)).topic
+    behind = {tp.partition: (await consumer.position(tp), end) for tp, end in end_offsets.items()}
+    return TimeoutError(
+        f"read {read} records of {topic} in {timeout_s:.0f}s but not to the"
+        f" end it had when the read began (partition: (position, end) {behind});"
+        f" the reader fell behind: pass a longer timeout"
+    )
 
 
 async def produce(

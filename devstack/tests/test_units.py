@@ -12,13 +12,9 @@ import pytest
 from carebridge_contracts.services import SERVICES
 from carebridge_devstack._util import DevstackError
 from carebridge_devstack.endpoints import StackEndpoints, choose_source, with_database
-from carebridge_devstack.kafka import (
-    STANDARD_AUTHORIZER,
-    KafkaCluster,
-    SaslScram,
-    random_cluster_id,
-)
+from carebridge_devstack.kafka import KafkaCluster
 from carebridge_devstack.kafka_auth import AUTH_ENV, StackLogins, kafka_auth_mode
+from carebridge_devstack.kafka_config import STANDARD_AUTHORIZER, SaslScram, random_cluster_id
 from carebridge_devstack.processes import ProcessGroup, ProcessSpec
 from carebridge_devstack.system import LocalSystem, SystemPorts
 

@@ -6,6 +6,7 @@ import typer
 
 from carebridge_ops import dlq, events, kafka_cli, offsets, projection, replay, status
 from carebridge_ops.catalog import cli as catalog
+from carebridge_ops.hints import program
 from carebridge_ops.local_stack import adopt_local_stack
 
 app = typer.Typer(
@@ -28,4 +29,4 @@ app.command("status")(status.status_command)
 
 def main() -> None:
     adopt_local_stack()  # before typer reads the options' environment variables
-    app()
+    app(prog_name=program("carebridge"))  # its usage errors print `Try '<this> --help'`

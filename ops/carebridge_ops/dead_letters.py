@@ -491,6 +491,47 @@ async def execute(
     security = security or env_security()
     if not operator.strip():
         raise DlqError("say who you are: pass --operator (the audit names who redrove)")
+    await _ensure_audit_topic(bootstrap_servers, security, replication_factor)
+    producer = await _start_transactional_producer(bootstrap_servers, security, transactional_id)
+    audit_run = _AuditRun(uuid.uuid4(), operator, socket.gethostname())
+    result = RedriveResult(invalid=len(planned.invalid), other_groups=planned.not_selected)
+    try:
+        done = {a.letter for a in await read_audit(bootstrap_servers, security=security)}
+        fresh = [letter for letter in planned.selected if str(letter.id) not in done]
+        result.already_redriven = len(planned.already_redriven) + len(planned.selected) - len(fresh)
+        progress(0, len(fresh))
+        await _redrive_in_batches(producer, fresh, audit_run, result, progress)
+    except KafkaError as exc:
+        raise DlqError(
+            f"redrive stopped after {result.redriven} letters: {type(exc).__name__} "
+            f"({exc}). What was committed is in the audit; run the same command again to "
+            "redrive the rest (another redrive starting meanwhile also stops this one)."
+        ) from exc
+    finally:
+        await producer.stop()
+    log.info(
+        "dlq_redriven",
+        run_id=str(audit_run.run_id),
+        letters=result.redriven,
+        events=result.republished,
+        invalid=result.invalid,
+        already_redriven=result.already_redriven,
+    )
+    return result
+
+
+@dataclass(frozen=True)
+class _AuditRun:
+    """Who redrives, from where, in which run: what every audit record of the run carries."""
+
+    run_id: uuid.UUID
+    operator: str
+    host: str
+
+
+async def _ensure_audit_topic(
+    bootstrap_servers: str, security: KafkaSecurity, replication_factor: int
+) -> None:
     try:
         await ensure_topics(
             bootstrap_servers,
@@ -502,6 +543,11 @@ async def execute(
         )
     except KafkaUnreachable as exc:
         raise KafkaUnavailable(str(exc)) from exc
+
+
+async def _start_transactional_producer(
+    bootstrap_servers: str, security: KafkaSecurity, transactional_id: str
+) -> AIOKafkaProducer:
     producer = make_producer(
         bootstrap_servers,
         client_id=f"{transactional_id}-producer",
@@ -513,46 +559,34 @@ async def execute(
     except KafkaConnectionError as exc:
         await producer.stop()
         raise await _unreachable(bootstrap_servers, security) from exc
-    run_id, host = uuid.uuid4(), socket.gethostname()
-    result = RedriveResult(invalid=len(planned.invalid), other_groups=planned.not_selected)
-    try:
-        done = {a.letter for a in await read_audit(bootstrap_servers, security=security)}
-        fresh = [letter for letter in planned.selected if str(letter.id) not in done]
-        result.already_redriven = len(planned.already_redriven) + len(planned.selected) - len(fresh)
-        events = list(_by_event(fresh).values())
-        progress(0, len(fresh))
-        for start in range(0, len(events), BATCH_EVENTS):
-            batch = events[start : start + BATCH_EVENTS]
-            async with producer.transaction():
-                sent = [await _republish(producer, letters[0]) for letters in batch]
-                audits = []
-                for letters, future in zip(batch, sent, strict=True):
-                    metadata = await future
-                    for letter in letters:
-                        audit = _audit(letter, run_id, operator, host, metadata)
-                        await producer.send(
-                            AUDIT_TOPIC, audit.to_bytes(), key=audit.letter.encode()
-                        )
-                        audits.append(audit)
-            result.audits.extend(audits)
-            progress(len(result.audits), len(fresh))
-    except KafkaError as exc:
-        raise DlqError(
-            f"redrive stopped after {result.redriven} letters: {type(exc).__name__} "
-            f"({exc}). What was committed is in the audit; run the same command again to "
-            "redrive the rest (another redrive starting meanwhile also stops this one)."
-        ) from exc
-    finally:
-        await producer.stop()
-    log.info(
-        "dlq_redriven",
-        run_id=str(run_id),
-        letters=result.redriven,
-        events=result.republished,
-        invalid=result.invalid,
-        already_redriven=result.already_redriven,
-    )
-    return result
+    return producer
+
+
+async def _redrive_in_batches(
+    producer: AIOKafkaProducer,
+    fresh: list[DeadLetter],
+    audit_run: _AuditRun,
+    result: RedriveResult,
+    progress: Progress,
+) -> None:
+    """Each event once (its first letter's copy) with an audit record per letter, BATCH_EVENTS
+    events to a transaction; `result.audits` grows as transactions commit."""
+    events = list(_by_event(fresh).values())
+    for start in range(0, len(events), BATCH_EVENTS):
+        batch = events[start : start + BATCH_EVENTS]
+        async with producer.transaction():
+            sent = [await _republish(producer, letters[0]) for letters in batch]
+            audits = []
+            for letters, future in zip(batch, sent, strict=True):
+                metadata = await future
+                for letter in letters:
+                    audit = _audit(
+                        letter, audit_run.run_id, audit_run.operator, audit_run.host, metadata
+                    )
+                    await producer.send(AUDIT_TOPIC, audit.to_bytes(), key=audit.letter.encode())
+                    audits.append(audit)
+        result.audits.extend(audits)
+        progress(len(result.audits), len(fresh))
 
 
 async def _republish(

@@ -23,6 +23,7 @@ from carebridge_ops import console
 from carebridge_ops import dead_letters as dlq
 from carebridge_ops.console import Bootstrap, OpsError
 from carebridge_ops.dead_letters import DeadLetter, DlqError, LetterId, RedriveAudit, Selection
+from carebridge_ops.hints import carebridge
 from carebridge_ops.kafkaio import security
 from carebridge_shared.kafka import KafkaSecurity
 from carebridge_shared.settings import ServiceSettings
@@ -123,7 +124,7 @@ def _selection(topic: str | None, group: str | None, ident: str | None) -> Selec
     except ValueError:
         console.fail(
             f"{ident!r} is neither a letter id (<dlq topic>:<partition>:<offset>, as "
-            "`carebridge dlq list` prints it) nor an event_id (a UUID)"
+            f"`{carebridge('dlq list')}` prints it) nor an event_id (a UUID)"
         )
 
 
@@ -224,7 +225,7 @@ def list_letters(
             f"Showing the newest {len(shown)} of {len(letters)}: narrow with --group or "
             "--topic, --limit 0 for all, --summary for counts."
         )
-    out.print("Details of one: carebridge dlq show --id <ID>")
+    out.print(f"Details of one: {carebridge('dlq show --id <ID>')}")
 
 
 def _print_summary(
@@ -283,7 +284,7 @@ def show(
     if not letters:
         where = ", ".join(selection.dlq_topics)
         console.fail(
-            f"no dead letter {ident} on {where}. `carebridge dlq list` prints the ids; an "
+            f"no dead letter {ident} on {where}. `{carebridge('dlq list')}` prints the ids; an "
             "event_id finds every letter of that event."
         )
     out = console.out()
@@ -321,7 +322,7 @@ def _details(letter: DeadLetter, audit: RedriveAudit | None) -> Panel:
             )
         )
     elif letter.redrivable:
-        rows.append(("redrive", f"carebridge dlq redrive --id {letter.id}"))
+        rows.append(("redrive", carebridge(f"dlq redrive --id {letter.id}")))
     for name, value in rows:
         grid.add_row(name, value)
     return Panel(grid, title=str(letter.id), title_align="left")
@@ -385,8 +386,8 @@ def redrive(
     kafka = _kafka(bootstrap)
     if group is None and ident is None:
         console.fail(
-            "say whose letters to redrive: --group <consumer group> (see `carebridge dlq list "
-            "--summary`), or one letter or event with --id"
+            "say whose letters to redrive: --group <consumer group> (see "
+            f"`{carebridge('dlq list --summary')}`), or one letter or event with --id"
         )
     who = operator if operator is not None else _login()
     if not dry_run and not who.strip():
@@ -420,18 +421,20 @@ def redrive(
                 replication_factor=kafka.replication_factor,
             )
         )
+    _print_redriven(result)
+
+
+def _print_redriven(result: dlq.RedriveResult) -> None:
     out = console.out()
+    skipped = (
+        f"; skipped {result.already_redriven} already redriven" if result.already_redriven else ""
+    )
     out.print(
         f"[green]Redriven {_n(result.redriven, 'letter')} as {_n(result.republished, 'event')}[/]"
-        + (
-            f"; skipped {result.already_redriven} already redriven"
-            if result.already_redriven
-            else ""
-        )
-        + "."
+        f"{skipped}."
     )
     if result.audits:
-        out.print(f"Audit: carebridge dlq audit --run {result.audits[0].run_id}")
+        out.print(f"Audit: {carebridge(f'dlq audit --run {result.audits[0].run_id}')}")
 
 
 def _n(count: int, noun: str) -> str:
@@ -471,12 +474,13 @@ def _print_plan(planned: dlq.RedrivePlan) -> None:
         out.print(
             f"[yellow]Skipping {_n(len(planned.invalid), 'letter')} that do not parse[/] "
             f"({ids}{more}): "
-            "they would fail again. Fix the producer; `carebridge dlq show --id <ID>` says why."
+            f"they would fail again. Fix the producer; `{carebridge('dlq show --id <ID>')}` says "
+            "why."
         )
     if planned.already_redriven:
         out.print(
             f"Skipping {_n(len(planned.already_redriven), 'letter')} already redriven "
-            "(`carebridge dlq audit` says when and by whom)."
+            f"(`{carebridge('dlq audit')}` says when and by whom)."
         )
 
 

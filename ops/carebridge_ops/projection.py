@@ -41,6 +41,7 @@ from carebridge_ops.console import (
     quiet_logs,
     run,
 )
+from carebridge_ops.hints import carebridge
 from carebridge_ops.replay import PartitionWindow, plan_table
 from carebridge_ops.timespec import from_millis, parse_time
 from carebridge_shared.consumer import ConsumerRuntime, RetryPolicy
@@ -156,7 +157,7 @@ async def _group_offsets(
             names = ", ".join(f"{tp.topic}:{tp.partition}" for tp in missing)
             raise OpsError(
                 f"group {group!r} has no committed offset on {names}. Prepare it with "
-                f"`carebridge replay --group {group} --from TIME --service <service>` first."
+                f"`{carebridge(f'replay --group {group} --from TIME --service <service>')}` first."
             )
     # Until a live group: a partition it never committed on is one it consumed nothing from.
     return {tp: o for tp, o in state.committed.items() if tp in partitions}

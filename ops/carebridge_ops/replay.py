@@ -50,6 +50,7 @@ from carebridge_ops.console import (
     quiet_logs,
     run,
 )
+from carebridge_ops.hints import carebridge
 from carebridge_ops.timespec import parse_time
 from carebridge_shared.kafka import make_producer
 
@@ -98,44 +99,14 @@ class ReplayRequest:
         rate: str | None,
         reset_existing: bool,
     ) -> ReplayRequest:
-        if (group is None) == (to_topic is None):
-            raise OpsError(
-                "say where the window goes: --group G (a fresh consumer group a service then "
-                "consumes it with) or --to-topic X (a copy of the records), not both."
-            )
-        if group is not None:
-            refused = {
-                "--to": (end, "a consumer group cannot be told where to stop: its service "
-                         "consumes to the live end"),
-                "--type": (types, "offsets cannot skip event types: the service's handlers "
-                           "decide what it applies"),
-                "--rate": (rate, "the service consumes at its own pace"),
-            }  # fmt: skip
-            for option, (value, why) in refused.items():
-                if value:
-                    raise OpsError(
-                        f"{option} works only with --to-topic ({why}). To replay a closed or "
-                        "filtered window, copy it into a topic with --to-topic."
-                    )
-        elif reset_existing:
-            raise OpsError("--reset-existing works only with --group.")
-        known_types = {e.event_type for e in entries()}
-        unknown = sorted(set(types) - known_types)
-        if unknown:
-            raise OpsError(
-                f"unknown event type(s) {', '.join(unknown)}: one of {', '.join(sorted(known_types))}"
-            )
+        _check_destination(group, to_topic, end=end, types=types, rate=rate,
+                           reset_existing=reset_existing)  # fmt: skip
+        _check_types(types)
         begin = parse_time(start)
         finish = parse_time(end) if end is not None else None
         if finish is not None and finish <= begin:
             raise OpsError(f"--to ({finish.isoformat()}) is not after --from ({begin.isoformat()})")
-        chosen = list(topics)
-        if service is not None:
-            chosen += services.load(service).consumed_topics()
-        if not chosen and types:
-            chosen = [str(e.topic) for e in entries() if e.event_type in types]
-        if not chosen:
-            chosen = [str(t) for t in all_topics()]
+        chosen = _source_topics(topics, service, types)
         if to_topic is not None and (to_topic in all_topics_with_dlq() or to_topic in chosen):
             raise OpsError(
                 f"--to-topic {to_topic} is an event or dead-letter topic that services consume; "
@@ -152,6 +123,62 @@ class ReplayRequest:
             rate=_rate(rate),
             reset_existing=reset_existing,
         )
+
+
+def _check_destination(
+    group: str | None,
+    to_topic: str | None,
+    *,
+    end: str | None,
+    types: Sequence[str],
+    rate: str | None,
+    reset_existing: bool,
+) -> None:
+    """Exactly one of --group and --to-topic, and only the options that one can honour."""
+    if (group is None) == (to_topic is None):
+        raise OpsError(
+            "say where the window goes: --group G (a fresh consumer group a service then "
+            "consumes it with) or --to-topic X (a copy of the records), not both."
+        )
+    if group is None:
+        if reset_existing:
+            raise OpsError("--reset-existing works only with --group.")
+        return
+    refused = {
+        "--to": (end, "a consumer group cannot be told where to stop: its service "
+                 "consumes to the live end"),
+        "--type": (types, "offsets cannot skip event types: the service's handlers "
+                   "decide what it applies"),
+        "--rate": (rate, "the service consumes at its own pace"),
+    }  # fmt: skip
+    for option, (value, why) in refused.items():
+        if value:
+            raise OpsError(
+                f"{option} works only with --to-topic ({why}). To replay a closed or "
+                "filtered window, copy it into a topic with --to-topic."
+            )
+
+
+def _check_types(types: Sequence[str]) -> None:
+    known_types = {e.event_type for e in entries()}
+    unknown = sorted(set(types) - known_types)
+    if unknown:
+        raise OpsError(
+            f"unknown event type(s) {', '.join(unknown)}: one of {', '.join(sorted(known_types))}"
+        )
+
+
+def _source_topics(topics: Sequence[str], service: str | None, types: Sequence[str]) -> list[str]:
+    """--topic and the topics --service consumes; else the topics of the --type events; else
+    every event topic."""
+    chosen = list(topics)
+    if service is not None:
+        chosen += services.load(service).consumed_topics()
+    if not chosen and types:
+        chosen = [str(e.topic) for e in entries() if e.event_type in types]
+    if not chosen:
+        chosen = [str(t) for t in all_topics()]
+    return chosen
 
 
 def _rate(value: str | None) -> float | None:
@@ -237,8 +264,8 @@ async def replay_into_group(
     out().print(
         f"group {group} starts at {request.start.isoformat()}. Start the service with "
         f"CAREBRIDGE_CONSUMER_GROUP={group}: it applies each event once per database (its "
-        "inbox), so point it at a fresh schema to rebuild, or use `carebridge projection "
-        f"rebuild <service> --group {group}`."
+        "inbox), so point it at a fresh schema to rebuild, or use "
+        f"`{carebridge(f'projection rebuild <service> --group {group}')}`."
     )
 
 

@@ -39,8 +39,10 @@ from carebridge_contracts import (
 )
 from carebridge_devstack._util import port_in_use
 from carebridge_devstack.endpoints import StackEndpoints
-from carebridge_devstack.kafka import KafkaCluster, SaslScram, ensure_kafka_libs, find_java
+from carebridge_devstack.kafka import KafkaCluster
 from carebridge_devstack.kafka_auth import BROKER, MECHANISM, StackLogins, principal
+from carebridge_devstack.kafka_config import SaslScram
+from carebridge_devstack.kafka_jars import ensure_kafka_libs, find_java
 from carebridge_devstack.stack import LOGINS_FILE, Stack, default_stack_dir
 from carebridge_devstack.system import isolated_system
 from carebridge_devstack.testing import (

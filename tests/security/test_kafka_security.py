@@ -26,7 +26,8 @@ from carebridge_booking.app import build as build_booking
 from carebridge_booking.settings import BookingSettings
 from carebridge_contracts import Topic, parse
 from carebridge_devstack._util import port_in_use
-from carebridge_devstack.kafka import KafkaCluster, SaslScram
+from carebridge_devstack.kafka import KafkaCluster
+from carebridge_devstack.kafka_config import SaslScram
 from carebridge_devstack.testing import (
     assessment_request,
     bearer,
