@@ -94,7 +94,9 @@ def cpu_per_journey(report: Report) -> dict[str, Any] | None:
     if step is None:
         return None
     cpu, confirmed = step["cpu_seconds"], step["confirmed"]
-    idle = {k: v for k, v in (report.get("idle_cpu_ms_per_s") or {}).items() if k in cpu}
+    # the idle reading after the sweep, when there is one: before it Kafka is still warming up
+    idle_reading = report.get("idle_cpu_ms_per_s_after_sweep") or report.get("idle_cpu_ms_per_s")
+    idle = {k: v for k, v in (idle_reading or {}).items() if k in cpu}
     window = float(step.get("cpu_window_s") or 0.0)
     system_idle_per_s = sum(v for k, v in idle.items() if k not in NOT_THE_SYSTEM)
     total = _system_ms(cpu, confirmed)

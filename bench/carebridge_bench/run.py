@@ -150,6 +150,11 @@ def _journey_phase(
                     ),
                 )
             )
+        # again once every process is warm (Kafka's JIT compiles while the services start)
+        with console.status(f"idle CPU after the sweep: {config.idle_seconds:g}s"):
+            idle_after = idle_cpu_ms_per_s(sampler, config.idle_seconds)
+        console.print("idle CPU after the sweep (ms per second): "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in idle_after.items()))  # fmt: skip
     finally:
         system.stop()
     return {
@@ -158,6 +163,7 @@ def _journey_phase(
         "memory_mb": {"idle": idle, "peak_under_load": sampler.peaks},
         "cpu_seconds_under_load": sampler.cpu_seconds,
         "idle_cpu_ms_per_s": idle_cpu,
+        "idle_cpu_ms_per_s_after_sweep": idle_after,
         "journeys": journeys_section(results, system.log_dir),
     }
 

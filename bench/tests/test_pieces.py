@@ -259,3 +259,15 @@ def test_cpu_per_journey_splits_off_the_idle_cost_and_names_the_generator() -> N
     assert split["load_generator_ms"] == 20.0
     assert "idle cost 40 ms/s" in report.cpu_split_line(split)
     assert report.cpu_per_journey({"journeys": {"steps": []}}) is None
+
+
+def test_the_idle_cost_is_read_after_the_sweep_when_it_was_measured_then() -> None:
+    step = {"offered_per_s": 5, "confirmed": 100, "cpu_window_s": 20.0,
+            "cpu_seconds": {"kafka": 4.0}}  # fmt: skip
+    document = {
+        "idle_cpu_ms_per_s": {"kafka": 100.0},  # Kafka still compiling
+        "idle_cpu_ms_per_s_after_sweep": {"kafka": 30.0},
+        "journeys": {"highest_rate_within_limit": 5, "steps": [step]},
+    }
+    split = report.cpu_per_journey(document)
+    assert split is not None and split["system_idle_share_ms"] == 6.0  # 30 ms/s x 20 s / 100

@@ -98,6 +98,10 @@ MAX_POLL_RECORDS = 100
 MAX_RECORDS_PER_TRANSACTION = 25
 # A commit that failed while its partitions stayed assigned is tried again after this long.
 COMMIT_RETRY_S = 0.5
+# Offsets processed within this long share one commit (a write to Kafka's offsets topic): at
+# low rates a poll holds one record, and a commit per record was much of Kafka's CPU per
+# journey (issue 16). A crash redelivers at most this much more; the inbox drops it.
+COMMIT_LINGER_S = 0.2
 # An idle poll waits up to this long for records; one that arrives ends the wait at once
 # (`kafka.wait_for_records`), so this bounds only how often an idle consumer wakes up.
 IDLE_POLL_MS = 1000
@@ -302,6 +306,7 @@ class _OffsetCommitter:
         self._group_id = group_id
         self._pending: dict[TopicPartition, int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Event()  # commit now: the consumer is about to close
 
     def schedule(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         for record in records:
@@ -311,6 +316,8 @@ class _OffsetCommitter:
             self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._flushing.wait(), COMMIT_LINGER_S)
         while self._pending:
             offsets, self._pending = self._pending, {}
             consumer = self._consumer()
@@ -335,6 +342,7 @@ class _OffsetCommitter:
     async def flush(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait for the commits scheduled so far (before the consumer closes), at most
         `timeout`: what is not committed by then is read again after the restart."""
+        self._flushing.set()
         task = self._task
         if task is not None:
             with contextlib.suppress(TimeoutError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -60,3 +61,23 @@ async def test_a_partition_taken_by_a_rebalance_is_not_committed_again(
     await committer.flush()
     committed: list[Any] = kafka.committed
     assert committed == [{TopicPartition("t", 0): OffsetAndMetadata(2, "")}]
+
+
+async def test_offsets_processed_within_the_linger_share_one_commit() -> None:
+    kafka = FlakyConsumer(failures=0)
+    committer = runtime._OffsetCommitter(lambda: kafka, "g")
+    committer.schedule([_record(0, 1)])
+    for _ in range(5):  # the commit task runs (a committer without a linger commits here)
+        await asyncio.sleep(0)
+    committer.schedule([_record(0, 2)])
+    committer.schedule([_record(1, 7)])
+    await asyncio.sleep(runtime.COMMIT_LINGER_S * 2)
+    assert kafka.committed == [
+        {
+            TopicPartition("t", 0): OffsetAndMetadata(3, ""),
+            TopicPartition("t", 1): OffsetAndMetadata(8, ""),
+        }
+    ]
+    committer.schedule([_record(0, 3)])
+    await committer.flush()  # the consumer closes: no linger
+    assert kafka.committed[-1] == {TopicPartition("t", 0): OffsetAndMetadata(4, "")}
