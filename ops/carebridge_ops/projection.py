@@ -81,20 +81,32 @@ class DeadLetter:
     error: str
 
 
+class KeptDeadLetters:
+    """What the rebuild would dead-letter, kept here instead of being published."""
+
+    def __init__(self) -> None:
+        self.letters: list[DeadLetter] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def park(self, record: ConsumerRecord[bytes, bytes], error: str, attempts: int) -> None:
+        self.letters.append(
+            DeadLetter(record.topic, record.partition, record.offset, error.split(":", 1)[0])
+        )
+
+
 class RebuildRuntime(ConsumerRuntime):
     """The service's consumer runtime, never started: records are fed to `process` by hand.
     What it would dead-letter is kept here instead of being published."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.dead_letters: list[DeadLetter] = []
-
-    async def _dead_letter(
-        self, record: ConsumerRecord[bytes, bytes], error: str, attempts: int
-    ) -> None:
-        self.dead_letters.append(
-            DeadLetter(record.topic, record.partition, record.offset, error.split(":", 1)[0])
-        )
+        kept = KeptDeadLetters()
+        super().__init__(dead_letters=kept, **kwargs)
+        self.dead_letters = kept.letters
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,16 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from carebridge_devstack._util import free_port
+from carebridge_devstack.endpoints import StackEndpoints
 from carebridge_devstack.processes import ProcessGroup, service_spec
 from carebridge_ops.cli import app
 from carebridge_ops.status import render, summarize
 
 
 @pytest.fixture
-def running(service_database_url: Callable[[str], str], tmp_path: Path) -> Iterator[dict[str, str]]:
+def running(
+    service_database_url: Callable[[str], str], stack_endpoints: StackEndpoints, tmp_path: Path
+) -> Iterator[dict[str, str]]:
     ports = {"intake": free_port(), "booking": free_port()}
     run = uuid.uuid4().hex[:8]
     specs = [
@@ -29,6 +32,7 @@ def running(service_database_url: Callable[[str], str], tmp_path: Path) -> Itera
             port,
             {
                 "DATABASE_URL": service_database_url(name),  # its deploy step, its own role
+                "KAFKA_BOOTSTRAP_SERVERS": stack_endpoints.kafka_bootstrap,  # this test's stack
                 "CAREBRIDGE_CONSUMER_GROUP": f"{name}-status-{run}",
                 "CAREBRIDGE_CONSUMER_OFFSET_RESET": "latest",
                 "CAREBRIDGE_LAG_SAMPLE_INTERVAL_SECONDS": "0.5",

@@ -339,7 +339,7 @@ async def test_a_parser_bug_dead_letters_instead_of_blocking_the_partition(
     def broken_parse(_value: object) -> Any:
         raise OverflowError("Jane Doe's date value out of range")
 
-    monkeypatch.setattr(consumer, "parse", broken_parse)
+    monkeypatch.setattr(consumer.records, "parse", broken_parse)
     await runtime.process(_record(offset=-8, value=b"{}", key=b"k"))
     letter = await letters.letter_for(-8)
     assert letter is not None

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
-from carebridge_shared import consumer as runtime
+from carebridge_shared.consumer import offsets as runtime
 
 
 def _record(partition: int, offset: int) -> ConsumerRecord[bytes, bytes]:
@@ -39,7 +39,7 @@ async def test_commits_never_go_backwards_and_a_failed_one_is_tried_again(
 ) -> None:
     monkeypatch.setattr(runtime, "COMMIT_RETRY_S", 0.0)
     kafka = FlakyConsumer(failures=1)
-    committer = runtime._OffsetCommitter(lambda: kafka, "g")
+    committer = runtime.OffsetCommitter(lambda: kafka, "g")
     committer.schedule([_record(0, 5), _record(0, 3), _record(1, 9)])
     await committer.flush()
     assert kafka.committed == [
@@ -56,7 +56,7 @@ async def test_a_partition_taken_by_a_rebalance_is_not_committed_again(
     monkeypatch.setattr(runtime, "COMMIT_RETRY_S", 0.0)
     kafka = FlakyConsumer(failures=1)
     kafka.lose_partition_1 = True
-    committer = runtime._OffsetCommitter(lambda: kafka, "g")
+    committer = runtime.OffsetCommitter(lambda: kafka, "g")
     committer.schedule([_record(0, 1), _record(1, 1)])
     await committer.flush()
     committed: list[Any] = kafka.committed
@@ -65,7 +65,7 @@ async def test_a_partition_taken_by_a_rebalance_is_not_committed_again(
 
 async def test_offsets_processed_within_the_linger_share_one_commit() -> None:
     kafka = FlakyConsumer(failures=0)
-    committer = runtime._OffsetCommitter(lambda: kafka, "g")
+    committer = runtime.OffsetCommitter(lambda: kafka, "g")
     committer.schedule([_record(0, 1)])
     for _ in range(5):  # the commit task runs (a committer without a linger commits here)
         await asyncio.sleep(0)
