@@ -1,4 +1,5 @@
-"""The shared treatment plan: care-team access, consent, optimistic versions, CarePlanUpdated.
+"""Use cases of the shared treatment plan: care-team access, consent, optimistic versions,
+CarePlanUpdated; the outcome trend shown with it.
 
 The plan's content stays in this service's database: events carry the version, the names of
 the changed sections and the author, never the content, and nothing here logs it.
@@ -6,7 +7,7 @@ the changed sections and the author, never the content, and nothing here logs it
 
 from __future__ import annotations
 
-from carebridge_contracts import CarePlanUpdated
+from carebridge_contracts import CarePlanUpdated, OutcomeMeasured
 from carebridge_contracts.events.common import ClinicianRole
 from carebridge_referral import domain, store
 from carebridge_referral.models import CarePlanContent
@@ -58,6 +59,11 @@ async def read(
             ],
         )
     return plan or _blank(patient_id), trend
+
+
+async def outcome_measured(conn: Connection, event: OutcomeMeasured) -> None:
+    """A repeat measure intake scored joins the outcome trend shown with the plan."""
+    await store.record_repeat_measure(conn, event)
 
 
 def version_conflict(current: int) -> Refused:
