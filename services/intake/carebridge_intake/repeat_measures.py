@@ -11,7 +11,7 @@ from carebridge_intake.domain import Answers
 from carebridge_intake.settings import IntakeSettings
 from carebridge_intake.store import IdempotentRequest, RepeatMeasure
 from carebridge_shared import audit
-from carebridge_shared.auth import Principal
+from carebridge_shared.auth import Principal, Target, require_patient_access
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
 from carebridge_shared.refusals import refuse
@@ -38,7 +38,10 @@ async def record(
     idempotency: IdempotentRequest | None,
 ) -> Recorded:
     """Score and store the measure and write its events in one transaction; a retry with the
-    same Idempotency-Key returns the first measure (409 if the body differs)."""
+    same Idempotency-Key returns the first measure (409 if the body differs). Only the
+    patient themselves records one."""
+    target = Target("outcome_measure", None, patient_id)
+    await require_patient_access(caller, patient_id, target=target)
     scores = domain.score(answers)
     measured_at = ctx.clock.now()
     async with ctx.pool.acquire() as conn, conn.transaction():
