@@ -1,5 +1,5 @@
-"""Booking, rescheduling and status changes: access, rules, SQL, outbox event and audit row in
-one transaction."""
+"""Use cases of appointments: booking, rescheduling and status changes (access, rules, SQL,
+outbox event and audit row in one transaction), and reading them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from carebridge_booking import domain, store
+from carebridge_booking.access import treats_on
 from carebridge_booking.models import BookRequest, CancelRequest, RescheduleRequest
 from carebridge_booking.settings import BookingSettings
 from carebridge_contracts import (
@@ -48,15 +49,6 @@ AUDIT_ACTIONS: dict[domain.Action, audit.Action] = {
     "complete": "complete",
     "no_show": "no_show",
 }
-
-
-def treats_on(conn: Connection) -> Callable[[str, str], Awaitable[bool]]:
-    """`treats(clinician_id, patient_id)` answered from booking's own tables."""
-
-    async def treats(clinician_id: str, patient_id: str) -> bool:
-        return await store.treats(conn, clinician_id, patient_id)
-
-    return treats
 
 
 async def may_book(conn: Connection, caller: Principal, request: BookRequest) -> None:
@@ -353,4 +345,60 @@ async def _locked(conn: Connection, appointment_id: UUID) -> domain.Appointment:
     appointment = await store.get_appointment(conn, appointment_id, for_update=True)
     if appointment is None:
         raise not_found("appointment")
+    return appointment
+
+
+async def list_visible(
+    ctx: ServiceContext[BookingSettings],
+    caller: Principal,
+    *,
+    patient_id: str | None,
+    clinician_id: str | None,
+    status: domain.AppointmentStatus | None,
+) -> list[domain.Appointment]:
+    """A patient's visits (for the patient or a clinician who treats them), or a clinician's
+    own schedule (`clinician_id` = the caller); each read audited."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if patient_id is not None:
+            await require_patient_access(
+                caller,
+                patient_id,
+                treats_on(conn),
+                target=Target("appointments", None, patient_id),
+            )
+        elif caller.role != "clinician" or caller.sub != clinician_id:
+            raise forbidden(
+                "not_self",
+                "Only the clinician themselves may list their schedule.",
+                caller,
+                Target("appointments", clinician_id),
+            )
+        found = await store.list_appointments(
+            conn, patient_id=patient_id, clinician_id=clinician_id, status=status
+        )
+        await audit.record_many(
+            conn,
+            caller,
+            "read",
+            [audit.Access("appointment", str(a.id), a.patient_id) for a in found],
+        )
+    return found
+
+
+async def get(
+    ctx: ServiceContext[BookingSettings], caller: Principal, appointment_id: UUID
+) -> domain.Appointment:
+    """For the visit's patient, its clinician, and other clinicians who treat the patient."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        appointment = await store.get_appointment(conn, appointment_id)
+        if appointment is None:
+            raise not_found("appointment")
+        if caller.role != "clinician" or caller.sub != appointment.clinician_id:
+            await require_patient_access(
+                caller,
+                appointment.patient_id,
+                treats_on(conn),
+                target=Target("appointment", str(appointment.id), appointment.patient_id),
+            )
+        await _audit(conn, caller, "read", appointment)
     return appointment
