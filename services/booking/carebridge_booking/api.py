@@ -6,6 +6,7 @@ Routes only translate: path, query, body and caller in, one use case (`clinician
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -119,6 +120,22 @@ async def patch_clinician(
 # --- slots ---------------------------------------------------------------------------------
 
 
+def _query_range(
+    rules: domain.BookingRules, now: datetime, from_: datetime | None, to: datetime | None
+) -> tuple[datetime, datetime]:
+    """from..to, by default now and the longest range allowed; 422 if it is empty or longer."""
+    start = from_ or now
+    end = to or start + rules.max_query_range
+    if end <= start:
+        raise _invalid(("query", "to"), "to must be after from")
+    if end - start > rules.max_query_range:
+        raise _invalid(
+            ("query", "to"),
+            f"the range from..to may span at most {rules.max_query_range.days} days",
+        )
+    return start, end
+
+
 @router.get("/slots")
 async def list_slots(
     ctx: Context,
@@ -140,15 +157,7 @@ async def list_slots(
     the patient with, and therapy sessions only with a therapist who held their intake.
     """
     now = ctx.clock.now()
-    start = from_ or now
-    end = to or start + rules.max_query_range
-    if end <= start:
-        raise _invalid(("query", "to"), "to must be after from")
-    if end - start > rules.max_query_range:
-        raise _invalid(
-            ("query", "to"),
-            f"the range from..to may span at most {rules.max_query_range.days} days",
-        )
+    start, end = _query_range(rules, now, from_, to)
     found = await slots.free(
         ctx,
         rules,

@@ -4,7 +4,7 @@ outbox event and audit row in one transaction), and reading them."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -29,6 +29,15 @@ from carebridge_shared.refusals import Refused, check, not_found, refuse
 from carebridge_shared.service import ServiceContext
 
 log = get_logger(__name__)
+
+
+def _second_initial_evaluation(exc: asyncpg.UniqueViolationError) -> Exception:
+    if exc.constraint_name != store.ONE_INITIAL_EVALUATION:
+        return exc
+    return refuse(
+        "initial_evaluation_already_booked",
+        "The patient already has an initial psychiatric evaluation booked; reschedule it instead.",
+    )
 
 
 def _overlap_refusal(exc: asyncpg.ExclusionViolationError) -> Refused:
@@ -119,43 +128,14 @@ async def book(
                 if refusal is not None:
                     raise Refused(refusal)
                 appointment = await store.insert_appointment(
-                    conn,
-                    domain.Appointment(
-                        id=uuid4(),
-                        patient_id=request.patient_id,
-                        clinician_id=clinician.id,
-                        clinician_role=clinician.role,
-                        visit_type=request.visit_type,
-                        state=request.state,
-                        starts_at=request.starts_at,
-                        ends_at=request.starts_at + length,
-                        status="booked",
-                    ),
+                    conn, _new_appointment(request, clinician, length)
                 )
-                await ctx.outbox.add(
-                    conn,
-                    AppointmentBooked(
-                        patient_id=appointment.patient_id,
-                        appointment_id=appointment.id,
-                        clinician_id=appointment.clinician_id,
-                        clinician_role=appointment.clinician_role,
-                        visit_type=appointment.visit_type,
-                        state=appointment.state,
-                        starts_at=appointment.starts_at,
-                        ends_at=appointment.ends_at,
-                    ),
-                )
+                await ctx.outbox.add(conn, _booked(appointment))
                 await _audit(conn, caller, "create", appointment)
         except asyncpg.ExclusionViolationError as exc:
             raise _overlap_refusal(exc) from None
         except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name != store.ONE_INITIAL_EVALUATION:
-                raise
-            raise refuse(
-                "initial_evaluation_already_booked",
-                "The patient already has an initial psychiatric evaluation booked; "
-                "reschedule it instead.",
-            ) from None
+            raise _second_initial_evaluation(exc) from None
     log.info(
         "appointment_booked",
         appointment_id=str(appointment.id),
@@ -163,6 +143,48 @@ async def book(
         visit_type=appointment.visit_type,
     )
     return appointment
+
+
+def _new_appointment(
+    request: BookRequest, clinician: domain.Clinician, length: timedelta
+) -> domain.Appointment:
+    return domain.Appointment(
+        id=uuid4(),
+        patient_id=request.patient_id,
+        clinician_id=clinician.id,
+        clinician_role=clinician.role,
+        visit_type=request.visit_type,
+        state=request.state,
+        starts_at=request.starts_at,
+        ends_at=request.starts_at + length,
+        status="booked",
+    )
+
+
+def _booked(appointment: domain.Appointment) -> AppointmentBooked:
+    return AppointmentBooked(
+        patient_id=appointment.patient_id,
+        appointment_id=appointment.id,
+        clinician_id=appointment.clinician_id,
+        clinician_role=appointment.clinician_role,
+        visit_type=appointment.visit_type,
+        state=appointment.state,
+        starts_at=appointment.starts_at,
+        ends_at=appointment.ends_at,
+    )
+
+
+def _rescheduled(previous_starts_at: datetime, moved: domain.Appointment) -> AppointmentRescheduled:
+    return AppointmentRescheduled(
+        patient_id=moved.patient_id,
+        appointment_id=moved.id,
+        clinician_id=moved.clinician_id,
+        visit_type=moved.visit_type,
+        previous_starts_at=previous_starts_at,
+        starts_at=moved.starts_at,
+        ends_at=moved.ends_at,
+        state=moved.state,
+    )
 
 
 async def reschedule(
@@ -206,19 +228,7 @@ async def reschedule(
                     starts_at=request.starts_at,
                     ends_at=request.starts_at + rules.lengths.of(current.visit_type),
                 )
-                await ctx.outbox.add(
-                    conn,
-                    AppointmentRescheduled(
-                        patient_id=moved.patient_id,
-                        appointment_id=moved.id,
-                        clinician_id=moved.clinician_id,
-                        visit_type=moved.visit_type,
-                        previous_starts_at=current.starts_at,
-                        starts_at=moved.starts_at,
-                        ends_at=moved.ends_at,
-                        state=moved.state,
-                    ),
-                )
+                await ctx.outbox.add(conn, _rescheduled(current.starts_at, moved))
                 await _audit(conn, caller, "reschedule", moved)
         except asyncpg.ExclusionViolationError as exc:
             raise _overlap_refusal(exc) from None

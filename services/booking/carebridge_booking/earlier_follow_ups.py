@@ -48,21 +48,24 @@ async def offer(
             appointment_id=str(follow_up.id),
         )
         return
-    await outbox.add(
-        conn,
-        EarlierFollowUpOffered(
-            patient_id=event.patient_id,
-            appointment_id=follow_up.id,
-            clinician_id=clinician.id,
-            assessment_id=event.assessment_id,
-            booked_starts_at=follow_up.starts_at,
-            offered_starts_at=slot.start,
-            offered_ends_at=slot.end,
-        ),
-    )
+    await outbox.add(conn, _offered(event, follow_up, slot))
     log.info(
         "earlier_follow_up_offered",
         appointment_id=str(follow_up.id),
         clinician_id=clinician.id,
         offered_starts_at=slot.start.isoformat(),
+    )
+
+
+def _offered(
+    event: SymptomsWorsened, follow_up: domain.Appointment, slot: domain.Interval
+) -> EarlierFollowUpOffered:
+    return EarlierFollowUpOffered(
+        patient_id=event.patient_id,
+        appointment_id=follow_up.id,
+        clinician_id=follow_up.clinician_id,
+        assessment_id=event.assessment_id,
+        booked_starts_at=follow_up.starts_at,
+        offered_starts_at=slot.start,
+        offered_ends_at=slot.end,
     )

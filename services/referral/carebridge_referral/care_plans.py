@@ -66,6 +66,15 @@ async def outcome_measured(conn: Connection, event: OutcomeMeasured) -> None:
     await store.record_repeat_measure(conn, event)
 
 
+def _precondition_required() -> Refused:
+    return refuse(
+        "precondition_required",
+        'Send If-Match with the version you read (e.g. If-Match: "3"; "0" creates the '
+        "plan), or a version field.",
+        428,
+    )
+
+
 def version_conflict(current: int) -> Refused:
     refused = refuse(
         "version_conflict",
@@ -90,12 +99,7 @@ async def write(
     async with ctx.pool.acquire() as conn, conn.transaction():
         role = await _authorise(conn, patient_id, caller)
         if expected_version is None:
-            raise refuse(
-                "precondition_required",
-                'Send If-Match with the version you read (e.g. If-Match: "3"; "0" creates the '
-                "plan), or a version field.",
-                428,
-            )
+            raise _precondition_required()
         current = await store.get_plan(conn, patient_id, for_update=True) or _blank(patient_id)
         if current.version != expected_version:
             raise version_conflict(current.version)
