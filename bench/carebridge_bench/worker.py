@@ -30,12 +30,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from carebridge_bench.minimal import run_minimal
 from carebridge_contracts import AssessmentCompleted, TherapistRequested
 from carebridge_contracts.registry import Topic, topic_owner
+from carebridge_shared.clock import SystemClock
 from carebridge_shared.consumer import (
     MAX_POLL_RECORDS,
     ConsumerRuntime,
     EventContext,
     RetryPolicy,
+    Subscriptions,
 )
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import create_pool, migrate
 from carebridge_shared.kafka import KafkaSecurity, bootstrap_list, make_producer
 from carebridge_shared.logging import configure_logging
@@ -109,9 +112,11 @@ async def run_stage(settings: ServiceSettings, group: str, stop: asyncio.Event) 
         batch_size=settings.relay_batch_size,
         poll_interval=settings.relay_poll_interval_ms / 1000,
     )
+    subscriptions = Subscriptions[ServiceSettings]()
     runtime = ConsumerRuntime(
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        pool=pool,
+        service=ServiceContext(group, settings, pool, outbox, SystemClock()),
+        subscriptions=subscriptions,
         group_id=group,
         producer_factory=producer,
         retry=RetryPolicy(
@@ -124,8 +129,10 @@ async def run_stage(settings: ServiceSettings, group: str, stop: asyncio.Event) 
         security=KafkaSecurity.from_settings(settings),
     )
 
-    @runtime.on_batch(AssessmentCompleted)
-    async def open_referrals(batch: Sequence[tuple[AssessmentCompleted, EventContext]]) -> None:
+    @subscriptions.on_batch(AssessmentCompleted)
+    async def open_referrals(
+        batch: Sequence[tuple[AssessmentCompleted, EventContext[ServiceSettings]]],
+    ) -> None:
         # set-based, as the services' busiest handlers: one effect statement, one outbox pair
         conn = batch[0][1].conn
         referral_ids = [uuid.uuid4() for _ in batch]

@@ -22,8 +22,12 @@ from carebridge_contracts import AssessmentCompleted, BaseEvent, Envelope, kafka
 from carebridge_contracts.registry import model_for, topic_for, topic_owner
 from carebridge_devstack.signer import dev_signer
 from carebridge_shared.auth import Role
+from carebridge_shared.clock import Clock, SystemClock
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import create_pool, migrate
 from carebridge_shared.kafka import KafkaSecurity, ensure_topics, make_producer, security_options
+from carebridge_shared.outbox import Outbox
+from carebridge_shared.settings import ServiceSettings
 
 if TYPE_CHECKING:
     import asyncpg
@@ -77,6 +81,20 @@ async def migrated_pool(
         yield pool
     finally:
         await pool.close()
+
+
+def service_context(
+    pool: asyncpg.Pool, name: str = "test", *, schema: str | None = None, clock: Clock | None = None
+) -> ServiceContext:
+    """The context a test's own consumer runtime hands its handlers: `pool`, default settings
+    (not the environment's), an outbox writing into `schema` (default: `name`), the clock."""
+    return ServiceContext(
+        name,
+        ServiceSettings.model_construct(),
+        pool,
+        Outbox(name, schema or name),
+        clock or SystemClock(),
+    )
 
 
 def kafka_login_env() -> dict[str, str]:

@@ -3,7 +3,7 @@ topics into a scratch schema and compare it with the live one.
 
 The scratch schema (`<service>_rebuild_<id>`, same database) gets the service's own migrations
 and the API-owned tables its handlers read (`PROJECTION.copied`, contact details masked). Then
-the service's own handlers (`handlers.register`) apply the window's records through its own
+the service's own handlers (`handlers.subscriptions`) apply the window's records through its own
 consumer runtime, fed by hand: no group is joined, no relay and no background task runs, so
 nothing is published and no message is sent; a record that would be dead-lettered is counted
 instead. Handlers see the record's Kafka time as "now", so time-dependent decisions (which
@@ -192,7 +192,8 @@ async def rebuild(
         clock = ReplayClock()
         runtime = RebuildRuntime(
             bootstrap_servers=bootstrap,
-            pool=pool,
+            service=code.context(settings, pool, result.schema, clock),
+            subscriptions=code.subscriptions,
             group_id=request.group or result.schema,
             producer_factory=_no_producer,
             retry=RetryPolicy(
@@ -201,7 +202,6 @@ async def rebuild(
                 settings.consumer_backoff_max_ms / 1000,
             ),
         )
-        code.register(runtime, code.context(settings, pool, result.schema, clock))
         result.applied = await _feed(bootstrap, request.group, result.windows, runtime, clock)
         result.dead_letters = runtime.dead_letters
         async with pool.acquire() as conn:

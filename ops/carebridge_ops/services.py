@@ -16,11 +16,11 @@ import asyncpg
 from carebridge_contracts.services import declared_service
 from carebridge_ops.console import OpsError
 from carebridge_ops.settings_doc import service_settings_class
-from carebridge_shared.clock import Clock, SystemClock
-from carebridge_shared.consumer import ConsumerRuntime
+from carebridge_shared.clock import Clock
+from carebridge_shared.consumer import Subscriptions
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.outbox import Outbox
 from carebridge_shared.projection import Projection
-from carebridge_shared.service import RegisterHandlers, ServiceContext
 from carebridge_shared.settings import ServiceSettings
 
 
@@ -29,7 +29,7 @@ class ServiceCode:
     name: str
     settings_class: type[ServiceSettings]
     migrations: Path
-    register: RegisterHandlers
+    subscriptions: Subscriptions[Any]
     projection: Projection | None  # None: the service declares no event-derived state
 
     def settings(self, **overrides: str) -> ServiceSettings:
@@ -43,20 +43,8 @@ class ServiceCode:
         return ServiceContext(self.name, settings, pool, Outbox(self.name, schema), clock)
 
     def consumed_topics(self) -> list[str]:
-        """The topics the service subscribes to: its handlers registered offline."""
-        runtime = ConsumerRuntime(
-            bootstrap_servers="offline.invalid:9092",
-            pool=cast(asyncpg.Pool, None),  # never started: nothing is connected
-            group_id=self.name,
-            producer_factory=_no_producer,
-        )
-        pool = cast(asyncpg.Pool, None)
-        self.register(runtime, self.context(self.settings(), pool, self.name, SystemClock()))
-        return runtime.topics
-
-
-def _no_producer() -> Any:
-    raise RuntimeError("an offline runtime never produces")
+        """The topics the service subscribes to: those of its handlers' events."""
+        return self.subscriptions.topics
 
 
 def load(service: str) -> ServiceCode:
@@ -66,6 +54,8 @@ def load(service: str) -> ServiceCode:
         raise OpsError(str(exc)) from None
     app = importlib.import_module(declaration.app_module)
     handlers = importlib.import_module(f"{declaration.package}.handlers")
+    if not isinstance(getattr(handlers, "subscriptions", None), Subscriptions):
+        raise OpsError(f"{declaration.package}.handlers declares no `subscriptions`")
     store = importlib.import_module(f"{declaration.package}.store")
     projection = getattr(store, "PROJECTION", None)
     if projection is not None and not isinstance(projection, Projection):
@@ -74,6 +64,6 @@ def load(service: str) -> ServiceCode:
         name=service,
         settings_class=service_settings_class(service),
         migrations=Path(app.MIGRATIONS),
-        register=cast(RegisterHandlers, handlers.register),
+        subscriptions=handlers.subscriptions,
         projection=projection,
     )

@@ -90,9 +90,9 @@ def test_documented_envelope_is_what_goes_on_the_wire() -> None:
 
 
 def _handled_in_source(service: str) -> set[str]:
-    """Event class names in `@runtime.on(Name)` / `@runtime.on_batch(Name)` decorators of the
-    service's handlers.py: read from the source, independently of the recording runtime the
-    catalog uses."""
+    """Event class names in `@subscriptions.on(Name)` / `@subscriptions.on_batch(Name)`
+    decorators of the service's handlers.py: read from the source, independently of the
+    `Subscriptions` registry the catalog reads."""
     module = importlib.import_module(f"carebridge_{service}.handlers")
     tree = ast.parse(Path(str(module.__file__)).read_text())
     return {

@@ -24,6 +24,7 @@ from carebridge_devstack.testing import (
     produce,
     produce_raw,
     read_topic,
+    service_context,
     wrap,
 )
 from carebridge_ops.cli import app
@@ -39,6 +40,7 @@ from carebridge_shared.consumer import (
     ConsumerRuntime,
     EventContext,
     RetryPolicy,
+    Subscriptions,
 )
 from carebridge_shared.kafka import ensure_topics, make_producer
 
@@ -95,10 +97,11 @@ def plan_update(patient: str, sequence: int = 1) -> Envelope:
     return wrap(event, patient, sequence=sequence)
 
 
-def runtime(pool: Any, bootstrap: str, group: str) -> ConsumerRuntime:
+def runtime(pool: Any, subscriptions: Subscriptions, bootstrap: str, group: str) -> ConsumerRuntime:
     return ConsumerRuntime(
         bootstrap_servers=bootstrap,
-        pool=pool,
+        service=service_context(pool),
+        subscriptions=subscriptions,
         group_id=group,
         producer_factory=lambda: make_producer(bootstrap, "ops-test-dlq"),
         retry=RetryPolicy(max_attempts=3, initial_backoff=0.05, max_backoff=0.2),
@@ -135,13 +138,15 @@ async def test_a_redriven_letter_takes_effect_exactly_once_is_audited_and_never_
                 patient,
             )
 
-    buggy = runtime(pool, bootstrap, group)
+    with_bug = Subscriptions()
 
-    @buggy.on(CarePlanUpdated)
+    @with_bug.on(CarePlanUpdated)
     async def apply_with_bug(event: CarePlanUpdated, ctx: EventContext) -> None:
         if ctx.envelope.subject == patient:
             attempts.append(1)
             raise ZeroDivisionError("plan version ratio")  # the bug
+
+    buggy = runtime(pool, with_bug, bootstrap, group)
 
     await buggy.start()
     try:
@@ -159,8 +164,9 @@ async def test_a_redriven_letter_takes_effect_exactly_once_is_audited_and_never_
     assert len(attempts) == 3 and await effects(pool, event.event_id) == 0
 
     # The fix is deployed: the same group, a corrected handler.
-    fixed = runtime(pool, bootstrap, group)
-    fixed.on(CarePlanUpdated)(apply)
+    corrected = Subscriptions()
+    corrected.on(CarePlanUpdated)(apply)
+    fixed = runtime(pool, corrected, bootstrap, group)
     await fixed.start()
     try:
         await asyncio.wait_for(fixed.until_joined(), timeout=60)

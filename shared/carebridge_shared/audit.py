@@ -20,9 +20,10 @@ from pydantic import BaseModel
 
 from carebridge_contracts.events.common import PatientId
 from carebridge_shared.auth import Principal, allow
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.correlation import current_client_correlation_id, current_correlation_id
 from carebridge_shared.db import Connection
-from carebridge_shared.service import ServiceContext, service_context
+from carebridge_shared.service import service_context
 
 # The resource type of a read of the audit trail itself.
 AUDIT_TRAIL = "audit_trail"

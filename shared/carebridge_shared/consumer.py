@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -41,6 +41,8 @@ from carebridge_contracts import (
 )
 from carebridge_contracts.registry import topic_for
 from carebridge_shared import inbox, tracing
+from carebridge_shared.clock import Clock
+from carebridge_shared.context import S, ServiceContext
 from carebridge_shared.correlation import correlation_scope
 from carebridge_shared.db import Connection
 from carebridge_shared.kafka import KafkaSecurity, bootstrap_list, env_security
@@ -58,7 +60,7 @@ from carebridge_shared.metrics import (
     MESSAGES_PUBLISHED,
     note_error,
 )
-from carebridge_shared.outbox import Staged
+from carebridge_shared.outbox import Outbox, Staged
 
 log = get_logger(__name__)
 
@@ -114,17 +116,42 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 @dataclass(frozen=True)
-class EventContext:
-    """What a handler gets besides its typed event. `conn` is inside the effect transaction."""
+class EventContext(Generic[S]):
+    """One handler call: the event's envelope and record, `conn` inside the effect's
+    transaction, and the service's context (settings, outbox, clock, extras)."""
 
     envelope: Envelope
     conn: Connection
+    service: ServiceContext[S]
     topic: str
     partition: int
     offset: int
     headers: Sequence[tuple[str, bytes]] = ()
 
-    def staged(self, event: BaseEvent) -> Staged:
+    @property
+    def settings(self) -> S:
+        return self.service.settings
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.service.outbox
+
+    @property
+    def clock(self) -> Clock:
+        return self.service.clock
+
+    async def publish(self, event: BaseEvent, *, subject: str | None = None) -> Envelope:
+        """Stage `event` in this transaction, caused by this event: its correlation id, this
+        event as the cause, and the trace of this record's handling."""
+        return await self.outbox.add(
+            self.conn,
+            event,
+            subject=subject,
+            correlation_id=self.envelope.correlation_id,
+            causation_id=self.envelope.event_id,
+        )
+
+    def staged(self, event: BaseEvent, *, subject: str | None = None) -> Staged:
         """`event` for `Outbox.add_many`, caused by this one: its correlation id, this event
         as the cause, and the trace this event's record carried."""
         return Staged(
@@ -132,15 +159,87 @@ class EventContext:
             correlation_id=self.envelope.correlation_id,
             causation_id=self.envelope.event_id,
             trace=tracing.extract(self.headers),
+            subject=subject,
         )
 
 
-Handler = Callable[[Any, EventContext], Awaitable[None]]
+Handler = Callable[[Any, EventContext[Any]], Awaitable[None]]
 # A batch handler gets consecutive fresh events of one type, in offset order, all in one
 # transaction: it applies their effects set-based (`unnest`, `executemany`) and stages its
 # events with `Outbox.add_many([ctx.staged(e) for ...])`, each carrying its own ids.
-BatchHandler = Callable[[Sequence[tuple[Any, EventContext]]], Awaitable[None]]
+BatchHandler = Callable[[Sequence[tuple[Any, EventContext[Any]]]], Awaitable[None]]
 EffectHook = Callable[[Envelope], Awaitable[None]]
+HandlerKey = tuple[str, str]  # (topic, event type)
+
+
+class Subscriptions(Generic[S]):
+    """The handlers of one service, declared at module level like FastAPI's `APIRouter`:
+
+        subscriptions = Subscriptions[BookingSettings]()
+
+        @subscriptions.on(SymptomsWorsened)
+        async def symptoms_worsened(event: SymptomsWorsened, ctx: EventContext[...]) -> None:
+            ...
+
+    The decorators return the function unchanged; the consumer runtime dispatches to it."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[HandlerKey, Handler] = {}
+        self.batch_handlers: dict[HandlerKey, BatchHandler] = {}
+        self._events: list[type[BaseEvent]] = []
+
+    def on(
+        self, event_cls: type[E]
+    ) -> Callable[
+        [Callable[[E, EventContext[S]], Awaitable[None]]],
+        Callable[[E, EventContext[S]], Awaitable[None]],
+    ]:
+        """Subscribe the handler of one event type (any version of it reaching this group)."""
+
+        def subscribe(
+            fn: Callable[[E, EventContext[S]], Awaitable[None]],
+        ) -> Callable[[E, EventContext[S]], Awaitable[None]]:
+            key = (str(topic_for(event_cls)), event_cls.event_type)
+            if key in self.handlers:
+                raise ValueError(f"{event_cls.event_type} already has a handler here")
+            self.handlers[key] = fn
+            self._events.append(event_cls)
+            return fn
+
+        return subscribe
+
+    def on_batch(
+        self, event_cls: type[E]
+    ) -> Callable[
+        [Callable[[Sequence[tuple[E, EventContext[S]]]], Awaitable[None]]],
+        Callable[[Sequence[tuple[E, EventContext[S]]]], Awaitable[None]],
+    ]:
+        """Subscribe the batch handler of one event type (see `BatchHandler`). A record that
+        has to be applied on its own (a poison record in its poll, a retry) is handed to it
+        as a batch of one."""
+
+        def subscribe(
+            fn: Callable[[Sequence[tuple[E, EventContext[S]]]], Awaitable[None]],
+        ) -> Callable[[Sequence[tuple[E, EventContext[S]]]], Awaitable[None]]:
+            async def one(event: E, ctx: EventContext[S]) -> None:
+                await fn([(event, ctx)])
+
+            self.on(event_cls)(one)
+            self.batch_handlers[(str(topic_for(event_cls)), event_cls.event_type)] = fn
+            return fn
+
+        return subscribe
+
+    @property
+    def events(self) -> tuple[type[BaseEvent], ...]:
+        """The event classes given a handler, in the order they were subscribed."""
+        return tuple(self._events)
+
+    @property
+    def topics(self) -> list[str]:
+        return sorted({topic for topic, _ in self.handlers})
+
+
 Prepared = tuple[ConsumerRecord[bytes, bytes], Envelope, BaseEvent]
 
 
@@ -243,13 +342,15 @@ class _OffsetCommitter:
 
 
 class ConsumerRuntime:
-    """Subscribes one consumer group to the topics of the events it registered handlers for."""
+    """Subscribes one consumer group to the topics of its subscriptions' events; each handler
+    call gets an `EventContext` over `service` (whose pool holds the effects' transactions)."""
 
     def __init__(
         self,
         *,
         bootstrap_servers: str,
-        pool: asyncpg.Pool,
+        service: ServiceContext[Any],
+        subscriptions: Subscriptions[Any],
         group_id: str,
         producer_factory: Callable[[], AIOKafkaProducer],
         retry: RetryPolicy | None = None,
@@ -262,13 +363,15 @@ class ConsumerRuntime:
         self._auto_offset_reset = auto_offset_reset
         self._trackers: list[_AssignmentTracker] = []
         self._committers: list[_OffsetCommitter] = []
-        self._pool = pool
+        self._service = service
+        self._pool = service.pool
         self._retry = retry or RetryPolicy()
         self._producer_factory = producer_factory
         self._dlq_producer: AIOKafkaProducer | None = None
         self._after_effect = after_effect
-        self._handlers: dict[tuple[str, str], Handler] = {}
-        self._batch_handlers: dict[tuple[str, str], BatchHandler] = {}
+        self._subscriptions = subscriptions
+        self._handlers = subscriptions.handlers
+        self._batch_handlers = subscriptions.batch_handlers
         self._stopping = asyncio.Event()
         self._lag_reported: set[tuple[str, int]] = set()
         self.total_lag: int | None = None  # None until sampled
@@ -331,43 +434,9 @@ class ConsumerRuntime:
         self._lag_reported = set()
         self.total_lag = None
 
-    def on(
-        self, event_cls: type[E]
-    ) -> Callable[[Callable[[E, EventContext], Awaitable[None]]], Handler]:
-        """Register the handler of one event type (any version of it reaching this group)."""
-
-        def register(fn: Callable[[E, EventContext], Awaitable[None]]) -> Handler:
-            topic = str(topic_for(event_cls))
-            key = (topic, event_cls.event_type)
-            if key in self._handlers:
-                raise ValueError(f"{self.group_id} already handles {event_cls.event_type}")
-            self._handlers[key] = fn
-            return fn
-
-        return register
-
-    def on_batch(
-        self, event_cls: type[E]
-    ) -> Callable[[Callable[[Sequence[tuple[E, EventContext]]], Awaitable[None]]], BatchHandler]:
-        """Register the batch handler of one event type (see `BatchHandler`). A record that
-        has to be applied on its own (a poison record in its poll, a retry) is handed to it
-        as a batch of one."""
-
-        def register(
-            fn: Callable[[Sequence[tuple[E, EventContext]]], Awaitable[None]],
-        ) -> BatchHandler:
-            async def one(event: E, ctx: EventContext) -> None:
-                await fn([(event, ctx)])
-
-            self.on(event_cls)(one)
-            self._batch_handlers[(str(topic_for(event_cls)), event_cls.event_type)] = fn
-            return fn
-
-        return register
-
     @property
     def topics(self) -> list[str]:
-        return sorted({topic for topic, _ in self._handlers})
+        return self._subscriptions.topics
 
     async def start(self) -> None:
         self._dlq_producer = self._producer_factory()
@@ -509,9 +578,15 @@ class ConsumerRuntime:
 
     def _context(
         self, conn: Connection, record: ConsumerRecord[bytes, bytes], envelope: Envelope
-    ) -> EventContext:
+    ) -> EventContext[Any]:
         return EventContext(
-            envelope, conn, record.topic, record.partition, record.offset, record.headers or ()
+            envelope,
+            conn,
+            self._service,
+            record.topic,
+            record.partition,
+            record.offset,
+            record.headers or (),
         )
 
     async def _handle_run(self, conn: Connection, run: Sequence[Prepared]) -> None:

@@ -12,18 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic
 
-import asyncpg
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from typing_extensions import TypeVar
 
 from carebridge_contracts import BaseEvent
 from carebridge_contracts.registry import dlq_topic, topic_for
 from carebridge_shared.auth import TokenVerifier, authenticate
 from carebridge_shared.clock import Clock, SystemClock
-from carebridge_shared.consumer import ConsumerRuntime, RetryPolicy
+from carebridge_shared.consumer import ConsumerRuntime, RetryPolicy, Subscriptions
+from carebridge_shared.context import S, ServiceContext
 from carebridge_shared.db import create_pool, verify_migrations
 from carebridge_shared.health import KafkaProbe, Readiness, sample_consumer_lag
 from carebridge_shared.http import install_http_plumbing
@@ -38,24 +37,6 @@ from carebridge_shared.tracing import configure_tracing, flush_tracing
 log = get_logger(__name__)
 
 
-# The settings class of one service; a bare ServiceContext is one of ServiceSettings.
-S = TypeVar("S", bound=ServiceSettings, default=ServiceSettings)
-
-
-@dataclass
-class ServiceContext(Generic[S]):
-    """What handlers, API routes and background tasks of one service share; `settings` is the
-    service's own settings class (``ServiceContext[BookingSettings]``), so nothing downcasts."""
-
-    name: str
-    settings: S
-    pool: asyncpg.Pool
-    outbox: Outbox
-    clock: Clock
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-RegisterHandlers = Callable[[ConsumerRuntime, ServiceContext[S]], None]
 StartupHook = Callable[[ServiceContext[S]], Awaitable[None]]
 # A service's own readiness condition: (check name, probe); the probe returns None when it
 # holds, else why not. /readyz is 503 and names the check while it fails.
@@ -72,7 +53,7 @@ class ServiceDefinition(Generic[S]):
     settings: S
     migrations: Path
     routers: Sequence[APIRouter] = ()
-    register_handlers: RegisterHandlers[S] | None = None
+    subscriptions: Subscriptions[S] | None = None
     publishes: Sequence[type[BaseEvent]] = ()
     on_startup: Sequence[StartupHook[S]] = ()
     background: Sequence[BackgroundTask[S]] = ()
@@ -150,10 +131,11 @@ def create_app(definition: ServiceDefinition[S]) -> FastAPI:
             poll_interval=settings.relay_poll_interval_ms / 1000,
         )
         runtime: ConsumerRuntime | None = None
-        if definition.register_handlers is not None:
+        if definition.subscriptions is not None:
             runtime = ConsumerRuntime(
                 bootstrap_servers=settings.kafka_bootstrap_servers,
-                pool=pool,
+                service=context,
+                subscriptions=definition.subscriptions,
                 group_id=settings.consumer_group or definition.name,
                 producer_factory=producer,
                 retry=RetryPolicy(
@@ -165,7 +147,6 @@ def create_app(definition: ServiceDefinition[S]) -> FastAPI:
                 auto_offset_reset=settings.consumer_offset_reset,
                 security=security,
             )
-            definition.register_handlers(runtime, context)
         await ensure_topics(
             settings.kafka_bootstrap_servers,
             topics_used(definition.publishes, runtime.topics if runtime else []),

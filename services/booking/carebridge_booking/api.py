@@ -39,7 +39,8 @@ from carebridge_contracts.events.common import (
 )
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, allow
-from carebridge_shared.service import ServiceContext, service_context
+from carebridge_shared.context import ServiceContext
+from carebridge_shared.service import service_context
 
 router = APIRouter(prefix="/v1", tags=["booking"])
 router.include_router(audit.router)

@@ -42,7 +42,7 @@ def build(settings: BookingSettings | None = None, *, clock: Clock | None = None
             settings=settings or BookingSettings(),
             migrations=MIGRATIONS,
             routers=[api.router],
-            register_handlers=handlers.register,
+            subscriptions=handlers.subscriptions,
             publishes=PUBLISHES,
             on_startup=[seed_clinicians],
             clock=clock or SystemClock(),

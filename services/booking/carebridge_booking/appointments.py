@@ -23,10 +23,10 @@ from carebridge_contracts import (
 )
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, forbidden, require_patient_access
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
 from carebridge_shared.refusals import Refused, check, not_found, refuse
-from carebridge_shared.service import ServiceContext
 
 log = get_logger(__name__)
 

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from carebridge_booking import domain, store
 from carebridge_booking.models import ClinicianBody, ClinicianPatch
 from carebridge_booking.settings import BookingSettings
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.refusals import not_found
-from carebridge_shared.service import ServiceContext
 
 
 async def list_(

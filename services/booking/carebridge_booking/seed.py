@@ -7,8 +7,8 @@ from pathlib import Path
 from carebridge_booking import store
 from carebridge_booking.models import SeedFile
 from carebridge_booking.settings import BookingSettings
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.logging import get_logger
-from carebridge_shared.service import ServiceContext
 
 log = get_logger(__name__)
 

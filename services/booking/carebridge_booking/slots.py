@@ -9,8 +9,8 @@ from carebridge_booking.access import treats_on
 from carebridge_booking.settings import BookingSettings
 from carebridge_contracts.events.common import VisitType
 from carebridge_shared.auth import Principal, Target, require_patient_access
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import Connection
-from carebridge_shared.service import ServiceContext
 
 
 async def free(

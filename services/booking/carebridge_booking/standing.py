@@ -18,8 +18,8 @@ from carebridge_contracts import (
 )
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, require_patient_access
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import Connection
-from carebridge_shared.service import ServiceContext
 
 
 async def assessments_completed(conn: Connection, events: Sequence[AssessmentCompleted]) -> None:

@@ -36,7 +36,7 @@ def build(settings: IntakeSettings | None = None) -> FastAPI:
             settings=settings or IntakeSettings(),
             migrations=MIGRATIONS,
             routers=[api.router],
-            register_handlers=handlers.register,
+            subscriptions=handlers.subscriptions,
             publishes=PUBLISHES,
         )
     )

@@ -13,10 +13,10 @@ from carebridge_intake.settings import IntakeSettings
 from carebridge_intake.store import IdempotentRequest
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, require_patient_access
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
 from carebridge_shared.refusals import not_found, refuse
-from carebridge_shared.service import ServiceContext
 
 log = get_logger(__name__)
 

@@ -16,9 +16,10 @@ from carebridge_notification.settings import NotificationSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, allow, forbidden
 from carebridge_shared.clock import OffsetClock
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import Connection
 from carebridge_shared.refusals import not_found, refuse
-from carebridge_shared.service import ServiceContext, service_context
+from carebridge_shared.service import service_context
 
 router = APIRouter(prefix="/v1", tags=["notification"])
 dev_router = APIRouter(prefix="/v1/_dev", tags=["dev"], dependencies=[Depends(allow("ops"))])

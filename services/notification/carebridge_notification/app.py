@@ -37,7 +37,7 @@ def build(settings: NotificationSettings | None = None, *, clock: Clock | None =
             settings=settings,
             migrations=MIGRATIONS,
             routers=routers,
-            register_handlers=handlers.register,
+            subscriptions=handlers.subscriptions,
             publishes=PUBLISHES,
             background=[dispatcher.dispatch] if settings.dispatcher_enabled else [],
             on_startup=[on_call.bootstrap_route],

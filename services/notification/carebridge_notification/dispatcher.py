@@ -19,10 +19,10 @@ from carebridge_contracts import NotificationFailed, NotificationSent
 from carebridge_notification import domain, mailer, on_call, store
 from carebridge_notification.settings import NotificationSettings
 from carebridge_shared import tracing, wakeup
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
 from carebridge_shared.metrics import note_error
-from carebridge_shared.service import ServiceContext
 
 log = get_logger(__name__)
 

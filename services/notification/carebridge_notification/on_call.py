@@ -22,10 +22,11 @@ from carebridge_notification.domain import ContactInfo
 from carebridge_notification.settings import NotificationSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, allow
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
 from carebridge_shared.refusals import not_found
-from carebridge_shared.service import ServiceContext, service_context
+from carebridge_shared.service import service_context
 
 log = get_logger(__name__)
 

@@ -34,7 +34,8 @@ from carebridge_referral.models import (
 from carebridge_referral.settings import ReferralSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, allow
-from carebridge_shared.service import ServiceContext, service_context
+from carebridge_shared.context import ServiceContext
+from carebridge_shared.service import service_context
 
 router = APIRouter(prefix="/v1", tags=["referral"])
 router.include_router(audit.router)

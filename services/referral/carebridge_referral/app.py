@@ -50,7 +50,7 @@ def build(settings: ReferralSettings | None = None, *, clock: Clock | None = Non
             settings=settings or ReferralSettings(),
             migrations=MIGRATIONS,
             routers=[api.router],
-            register_handlers=handlers.register,
+            subscriptions=handlers.subscriptions,
             publishes=PUBLISHES,
             on_startup=[seed_therapists],
             clock=clock or SystemClock(),

@@ -14,10 +14,10 @@ from carebridge_referral.models import CarePlanContent
 from carebridge_referral.settings import ReferralSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, log_refusal, require_patient_access
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
 from carebridge_shared.refusals import Refusal, Refused, refuse
-from carebridge_shared.service import ServiceContext
 
 log = get_logger(__name__)
 

@@ -22,11 +22,11 @@ from carebridge_referral.access import require_access
 from carebridge_referral.settings import ReferralSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
 from carebridge_shared.outbox import Outbox
 from carebridge_shared.refusals import not_found
-from carebridge_shared.service import ServiceContext
 
 log = get_logger(__name__)
 

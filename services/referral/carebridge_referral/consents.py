@@ -13,9 +13,9 @@ from carebridge_referral.access import require_access
 from carebridge_referral.settings import ReferralSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, require_patient_access
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.logging import get_logger
 from carebridge_shared.refusals import not_found
-from carebridge_shared.service import ServiceContext
 
 log = get_logger(__name__)
 

@@ -15,8 +15,7 @@ from carebridge_contracts import (
 )
 from carebridge_referral import care_teams, domain, referrals, store
 from carebridge_referral.settings import ReferralSettings
-from carebridge_shared.consumer import ConsumerRuntime, EventContext
-from carebridge_shared.service import ServiceContext
+from carebridge_shared.consumer import EventContext, Subscriptions
 
 VisitEvent = (
     AppointmentBooked
@@ -27,55 +26,77 @@ VisitEvent = (
 )
 
 
-def register(runtime: ConsumerRuntime, context: ServiceContext[ReferralSettings]) -> None:
-    settings = context.settings
-    modality = settings.default_modality
+subscriptions = Subscriptions[ReferralSettings]()
 
-    @runtime.on(AssessmentCompleted)
-    async def assessment_completed(event: AssessmentCompleted, ctx: EventContext) -> None:
-        await store.record_intake_measure(ctx.conn, event)  # a baseline of the outcome trend
-        if not event.therapy_interest:
-            return
-        await referrals.open_from_assessment(
-            ctx.conn, context.outbox, event, modality=modality, now=context.clock.now()
-        )
 
-    @runtime.on(OutcomeMeasured)
-    async def outcome_measured(event: OutcomeMeasured, ctx: EventContext) -> None:
-        await store.record_repeat_measure(ctx.conn, event)
+@subscriptions.on(AssessmentCompleted)
+async def assessment_completed(
+    event: AssessmentCompleted, ctx: EventContext[ReferralSettings]
+) -> None:
+    await store.record_intake_measure(ctx.conn, event)  # a baseline of the outcome trend
+    if not event.therapy_interest:
+        return
+    await referrals.open_from_assessment(
+        ctx.conn,
+        ctx.outbox,
+        event,
+        modality=ctx.settings.default_modality,
+        now=ctx.clock.now(),
+    )
 
-    async def visit(event: VisitEvent, ctx: EventContext, status: domain.VisitStatus) -> None:
-        if event.visit_type not in domain.PSYCHIATRIC_VISITS:
-            return
-        # Matching forms teams under this lock: a team is either formed already (and follows
-        # the visit below) or is formed afterwards with the visit in view.
-        await store.lock_matching(ctx.conn)
-        await store.record_visit(
-            ctx.conn,
-            appointment_id=event.appointment_id,
-            patient_id=event.patient_id,
-            psychiatrist_id=event.clinician_id,
-            status=status,
-            starts_at=event.starts_at,
-        )
-        await care_teams.follow_current_psychiatrist(ctx.conn, context.outbox, event.patient_id)
 
-    @runtime.on(AppointmentBooked)
-    async def appointment_booked(event: AppointmentBooked, ctx: EventContext) -> None:
-        await visit(event, ctx, "booked")
+@subscriptions.on(OutcomeMeasured)
+async def outcome_measured(event: OutcomeMeasured, ctx: EventContext[ReferralSettings]) -> None:
+    await store.record_repeat_measure(ctx.conn, event)
 
-    @runtime.on(AppointmentRescheduled)
-    async def appointment_rescheduled(event: AppointmentRescheduled, ctx: EventContext) -> None:
-        await visit(event, ctx, "booked")
 
-    @runtime.on(AppointmentCancelled)
-    async def appointment_cancelled(event: AppointmentCancelled, ctx: EventContext) -> None:
-        await visit(event, ctx, "cancelled")
+async def visit(
+    event: VisitEvent, ctx: EventContext[ReferralSettings], status: domain.VisitStatus
+) -> None:
+    if event.visit_type not in domain.PSYCHIATRIC_VISITS:
+        return
+    # Matching forms teams under this lock: a team is either formed already (and follows
+    # the visit below) or is formed afterwards with the visit in view.
+    await store.lock_matching(ctx.conn)
+    await store.record_visit(
+        ctx.conn,
+        appointment_id=event.appointment_id,
+        patient_id=event.patient_id,
+        psychiatrist_id=event.clinician_id,
+        status=status,
+        starts_at=event.starts_at,
+    )
+    await care_teams.follow_current_psychiatrist(ctx.conn, ctx.outbox, event.patient_id)
 
-    @runtime.on(AppointmentCompleted)
-    async def appointment_completed(event: AppointmentCompleted, ctx: EventContext) -> None:
-        await visit(event, ctx, "fulfilled")
 
-    @runtime.on(AppointmentNoShow)
-    async def appointment_no_show(event: AppointmentNoShow, ctx: EventContext) -> None:
-        await visit(event, ctx, "noshow")
+@subscriptions.on(AppointmentBooked)
+async def appointment_booked(event: AppointmentBooked, ctx: EventContext[ReferralSettings]) -> None:
+    await visit(event, ctx, "booked")
+
+
+@subscriptions.on(AppointmentRescheduled)
+async def appointment_rescheduled(
+    event: AppointmentRescheduled, ctx: EventContext[ReferralSettings]
+) -> None:
+    await visit(event, ctx, "booked")
+
+
+@subscriptions.on(AppointmentCancelled)
+async def appointment_cancelled(
+    event: AppointmentCancelled, ctx: EventContext[ReferralSettings]
+) -> None:
+    await visit(event, ctx, "cancelled")
+
+
+@subscriptions.on(AppointmentCompleted)
+async def appointment_completed(
+    event: AppointmentCompleted, ctx: EventContext[ReferralSettings]
+) -> None:
+    await visit(event, ctx, "fulfilled")
+
+
+@subscriptions.on(AppointmentNoShow)
+async def appointment_no_show(
+    event: AppointmentNoShow, ctx: EventContext[ReferralSettings]
+) -> None:
+    await visit(event, ctx, "noshow")

@@ -8,9 +8,9 @@ from pathlib import Path
 from carebridge_referral import domain, matching, store
 from carebridge_referral.models import SeedFile, TherapistBody
 from carebridge_referral.settings import ReferralSettings
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.logging import get_logger
 from carebridge_shared.refusals import not_found
-from carebridge_shared.service import ServiceContext
 
 log = get_logger(__name__)
 

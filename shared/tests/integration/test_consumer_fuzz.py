@@ -32,7 +32,13 @@ from carebridge_contracts import (
     kafka_headers,
     parse,
 )
-from carebridge_devstack.testing import eventually, migrated_pool, sample_assessment, wrap
+from carebridge_devstack.testing import (
+    eventually,
+    migrated_pool,
+    sample_assessment,
+    service_context,
+    wrap,
+)
 from carebridge_shared import consumer
 from carebridge_shared.consumer import (
     DLQ_ATTEMPTS,
@@ -45,6 +51,7 @@ from carebridge_shared.consumer import (
     ConsumerRuntime,
     EventContext,
     RetryPolicy,
+    Subscriptions,
 )
 from carebridge_shared.kafka import make_producer, security_options
 
@@ -213,18 +220,21 @@ async def running(
     bootstrap = stack_endpoints.kafka_bootstrap
     group = f"fuzz-{uuid.uuid4().hex[:8]}"
     applied: list[uuid.UUID] = []
+    subscriptions = Subscriptions()
+
+    @subscriptions.on(AssessmentCompleted)
+    async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
+        applied.append(ctx.envelope.event_id)
+
     runtime = ConsumerRuntime(
         bootstrap_servers=bootstrap,
-        pool=pool,
+        service=service_context(pool),
+        subscriptions=subscriptions,
         group_id=group,
         producer_factory=lambda: make_producer(bootstrap, "fuzz-dlq"),
         retry=RetryPolicy(max_attempts=2, initial_backoff=0.05, max_backoff=0.1),
         auto_offset_reset="latest",
     )
-
-    @runtime.on(AssessmentCompleted)
-    async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
-        applied.append(ctx.envelope.event_id)
 
     producer = make_producer(bootstrap, "fuzz-producer")
     letters = DeadLetters(bootstrap, group)

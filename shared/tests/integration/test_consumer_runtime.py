@@ -20,6 +20,7 @@ from carebridge_devstack.testing import (
     produce_raw,
     read_topic,
     sample_assessment,
+    service_context,
     spawn_until,
     wrap,
 )
@@ -33,6 +34,7 @@ from carebridge_shared.consumer import (
     ConsumerRuntime,
     EventContext,
     RetryPolicy,
+    Subscriptions,
 )
 from carebridge_shared.kafka import make_producer
 from carebridge_shared.outbox import Outbox
@@ -56,10 +58,11 @@ async def pool(fresh_database_url: str, stack_endpoints):  # type: ignore[no-unt
         yield pool
 
 
-def _runtime(pool, bootstrap: str, group: str, attempts: int = 3) -> ConsumerRuntime:  # type: ignore[no-untyped-def]
+def _runtime(pool, subscriptions, bootstrap: str, group: str, attempts: int = 3) -> ConsumerRuntime:  # type: ignore[no-untyped-def]
     return ConsumerRuntime(
         bootstrap_servers=bootstrap,
-        pool=pool,
+        service=service_context(pool),
+        subscriptions=subscriptions,
         group_id=group,
         producer_factory=lambda: make_producer(bootstrap, "test-dlq"),
         retry=RetryPolicy(max_attempts=attempts, initial_backoff=0.05, max_backoff=0.2),
@@ -78,9 +81,9 @@ async def test_event_delivered_twice_changes_state_once(pool, stack_endpoints) -
     group = f"dup-{uuid.uuid4().hex[:8]}"
     envelope = wrap(sample_assessment(patient), patient)
     marker = wrap(sample_assessment(patient), patient, sequence=2)
-    runtime = _runtime(pool, bootstrap, group)
+    subscriptions = Subscriptions()
 
-    @runtime.on(AssessmentCompleted)
+    @subscriptions.on(AssessmentCompleted)
     async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
         if ctx.envelope.subject == patient:
             await ctx.conn.execute(
@@ -89,6 +92,8 @@ async def test_event_delivered_twice_changes_state_once(pool, stack_endpoints) -
                 patient,
                 ctx.envelope.sequence,
             )
+
+    runtime = _runtime(pool, subscriptions, bootstrap, group)
 
     await _start(runtime)
     try:
@@ -118,9 +123,9 @@ async def test_failing_handler_dead_letters_after_n_attempts_and_partition_moves
     healthy = wrap(sample_assessment(patient), patient, sequence=2)
     attempts: list[uuid.UUID] = []
 
-    runtime = _runtime(pool, bootstrap, group, attempts=4)
+    subscriptions = Subscriptions()
 
-    @runtime.on(AssessmentCompleted)
+    @subscriptions.on(AssessmentCompleted)
     async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
         if ctx.envelope.subject != patient:
             return
@@ -133,6 +138,8 @@ async def test_failing_handler_dead_letters_after_n_attempts_and_partition_moves
             patient,
             ctx.envelope.sequence,
         )
+
+    runtime = _runtime(pool, subscriptions, bootstrap, group, attempts=4)
 
     await _start(runtime)
     try:
@@ -170,11 +177,13 @@ async def test_malformed_message_goes_to_dlq_with_reason(pool, stack_endpoints) 
     bootstrap = stack_endpoints.kafka_bootstrap
     key = f"p-{uuid.uuid4()}".encode()
     group = f"poison-{uuid.uuid4().hex[:8]}"
-    runtime = _runtime(pool, bootstrap, group)
+    subscriptions = Subscriptions()
 
-    @runtime.on(AssessmentCompleted)
+    @subscriptions.on(AssessmentCompleted)
     async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
         return None
+
+    runtime = _runtime(pool, subscriptions, bootstrap, group)
 
     await _start(runtime)
     try:
@@ -342,9 +351,9 @@ async def test_database_restart_mid_event_is_retried_not_dead_lettered(
     envelope = wrap(sample_assessment(patient), patient)
     terminated: list[int] = []
 
-    runtime = _runtime(pool, bootstrap, group, attempts=3)
+    subscriptions = Subscriptions()
 
-    @runtime.on(AssessmentCompleted)
+    @subscriptions.on(AssessmentCompleted)
     async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
         if ctx.envelope.subject != patient:
             return
@@ -358,6 +367,8 @@ async def test_database_restart_mid_event_is_retried_not_dead_lettered(
             patient,
             ctx.envelope.sequence,
         )
+
+    runtime = _runtime(pool, subscriptions, bootstrap, group, attempts=3)
 
     await _start(runtime)
     try:
@@ -385,15 +396,9 @@ async def test_consumer_connects_with_a_comma_separated_bootstrap_list(
     servers = f"{bootstrap},{bootstrap}"  # two entries, as a multi-broker list looks
     patient = f"p-{uuid.uuid4()}"
     envelope = wrap(sample_assessment(patient), patient)
-    runtime = ConsumerRuntime(
-        bootstrap_servers=servers,
-        pool=pool,
-        group_id=f"multi-{uuid.uuid4().hex[:8]}",
-        producer_factory=lambda: make_producer(servers, "test-dlq"),
-        auto_offset_reset="latest",  # only what is published below, not the shared history
-    )
+    subscriptions = Subscriptions()
 
-    @runtime.on(AssessmentCompleted)
+    @subscriptions.on(AssessmentCompleted)
     async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
         if ctx.envelope.subject == patient:
             await ctx.conn.execute(
@@ -402,6 +407,15 @@ async def test_consumer_connects_with_a_comma_separated_bootstrap_list(
                 patient,
                 ctx.envelope.sequence,
             )
+
+    runtime = ConsumerRuntime(
+        bootstrap_servers=servers,
+        service=service_context(pool),
+        subscriptions=subscriptions,
+        group_id=f"multi-{uuid.uuid4().hex[:8]}",
+        producer_factory=lambda: make_producer(servers, "test-dlq"),
+        auto_offset_reset="latest",  # only what is published below, not the shared history
+    )
 
     await asyncio.wait_for(runtime.start(), timeout=60)
     try:
@@ -433,9 +447,9 @@ async def test_an_event_from_a_producer_that_does_not_own_the_topic_is_dead_lett
     failing_once = wrap(sample_assessment(patient), patient, sequence=2)
     healthy = wrap(sample_assessment(patient), patient, sequence=3)
     failures: list[uuid.UUID] = []
-    runtime = _runtime(pool, bootstrap, group, attempts=1)
+    subscriptions = Subscriptions()
 
-    @runtime.on(AssessmentCompleted)
+    @subscriptions.on(AssessmentCompleted)
     async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
         if ctx.envelope.subject != patient:
             return
@@ -448,6 +462,8 @@ async def test_an_event_from_a_producer_that_does_not_own_the_topic_is_dead_lett
             patient,
             ctx.envelope.sequence,
         )
+
+    runtime = _runtime(pool, subscriptions, bootstrap, group, attempts=1)
 
     refused_before = EVENTS_PRODUCER_REFUSED.labels(group, TOPIC)._value.get()
     await _start(runtime)
@@ -521,9 +537,9 @@ async def test_a_batch_handler_gets_a_polls_fresh_events_at_once_and_a_poison_on
     group = f"batch-{uuid.uuid4().hex[:8]}"
     outbox = Outbox("intake", SCHEMA)
     calls: list[list[uuid.UUID]] = []
-    runtime = _runtime(pool, bootstrap, group)
+    subscriptions = Subscriptions()
 
-    @runtime.on_batch(AssessmentCompleted)
+    @subscriptions.on_batch(AssessmentCompleted)
     async def apply(batch: Sequence[tuple[AssessmentCompleted, EventContext]]) -> None:
         calls.append([ctx.envelope.event_id for _, ctx in batch])
         conn = batch[0][1].conn
@@ -532,6 +548,8 @@ async def test_a_batch_handler_gets_a_polls_fresh_events_at_once_and_a_poison_on
             [(ctx.envelope.event_id, patient, ctx.envelope.sequence) for _, ctx in batch],
         )
         await outbox.add_many(conn, [ctx.staged(event) for event, ctx in batch])
+
+    runtime = _runtime(pool, subscriptions, bootstrap, group)
 
     events = [wrap(sample_assessment(patient), patient, sequence=i) for i in range(1, 7)]
     await _start(runtime)

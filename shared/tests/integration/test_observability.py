@@ -20,6 +20,7 @@ from carebridge_devstack.testing import (
     produce_raw,
     read_topic,
     sample_assessment,
+    service_context,
     wrap,
 )
 from carebridge_shared import tracing
@@ -28,6 +29,7 @@ from carebridge_shared.consumer import (
     ConsumerRuntime,
     EventContext,
     RetryPolicy,
+    Subscriptions,
 )
 from carebridge_shared.health import outbox_backlog
 from carebridge_shared.kafka import make_producer
@@ -53,10 +55,11 @@ async def pool(fresh_database_url: str, stack_endpoints):  # type: ignore[no-unt
         yield pool
 
 
-def _runtime(pool, bootstrap: str, group: str) -> ConsumerRuntime:  # type: ignore[no-untyped-def]
+def _runtime(pool, subscriptions, bootstrap: str, group: str) -> ConsumerRuntime:  # type: ignore[no-untyped-def]
     return ConsumerRuntime(
         bootstrap_servers=bootstrap,
-        pool=pool,
+        service=service_context(pool),
+        subscriptions=subscriptions,
         group_id=group,
         producer_factory=lambda: make_producer(bootstrap, "test-observability"),
         retry=RetryPolicy(max_attempts=2, initial_backoff=0.05, max_backoff=0.1),
@@ -75,12 +78,14 @@ async def test_a_stuck_handler_shows_as_growing_lag_that_drains_once_it_moves(
     patient = f"p-{uuid.uuid4()}"
     group = f"lag-{uuid.uuid4().hex[:8]}"
     release = asyncio.Event()
-    runtime = _runtime(pool, bootstrap, group)
+    subscriptions = Subscriptions()
 
-    @runtime.on(AssessmentCompleted)
+    @subscriptions.on(AssessmentCompleted)
     async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
         if ctx.envelope.subject == patient:
             await release.wait()  # stuck until the test lets it go
+
+    runtime = _runtime(pool, subscriptions, bootstrap, group)
 
     await runtime.start()
     await asyncio.wait_for(runtime.until_joined(), timeout=60)
@@ -129,11 +134,13 @@ async def test_poison_is_counted_as_dead_lettered_and_keeps_its_trace(
     bootstrap = stack_endpoints.kafka_bootstrap
     patient = f"p-{uuid.uuid4()}"
     group = f"poison-{uuid.uuid4().hex[:8]}"
-    runtime = _runtime(pool, bootstrap, group)
+    subscriptions = Subscriptions()
 
-    @runtime.on(AssessmentCompleted)
+    @subscriptions.on(AssessmentCompleted)
     async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
         return None
+
+    runtime = _runtime(pool, subscriptions, bootstrap, group)
 
     traceparent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
     await runtime.start()
@@ -175,12 +182,14 @@ async def test_trace_context_flows_from_a_consumed_record_through_the_outbox_to_
     follow_up = f"{patient}-next"  # what the handler writes, keyed apart from what it reads
     group = f"trace-{uuid.uuid4().hex[:8]}"
     outbox = Outbox("observability", SCHEMA)
-    runtime = _runtime(pool, bootstrap, group)
+    subscriptions = Subscriptions()
 
-    @runtime.on(AssessmentCompleted)
+    @subscriptions.on(AssessmentCompleted)
     async def apply(event: AssessmentCompleted, ctx: EventContext) -> None:
         if ctx.envelope.subject == patient:
             await outbox.add(ctx.conn, sample_assessment(follow_up), subject=follow_up)
+
+    runtime = _runtime(pool, subscriptions, bootstrap, group)
 
     trace_id, parent_span = secrets.token_hex(16), secrets.token_hex(8)
     incoming = wrap(sample_assessment(patient), patient)

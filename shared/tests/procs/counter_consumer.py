@@ -15,7 +15,8 @@ from pathlib import Path
 
 from carebridge_contracts import AssessmentCompleted, Envelope
 from carebridge_contracts.registry import all_topics_with_dlq
-from carebridge_shared.consumer import ConsumerRuntime, EventContext, RetryPolicy
+from carebridge_devstack.testing import service_context
+from carebridge_shared.consumer import ConsumerRuntime, EventContext, RetryPolicy, Subscriptions
 from carebridge_shared.db import create_pool, migrate
 from carebridge_shared.kafka import ensure_topics, make_producer
 from carebridge_shared.logging import configure_logging
@@ -45,17 +46,9 @@ async def main() -> None:
         if envelope.event_id == kill_on:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    runtime = ConsumerRuntime(
-        bootstrap_servers=args.bootstrap,
-        pool=pool,
-        group_id=args.group,
-        producer_factory=lambda: make_producer(args.bootstrap, "counter-consumer"),
-        retry=RetryPolicy(max_attempts=3, initial_backoff=0.05, max_backoff=0.2),
-        after_effect=after_effect,
-        auto_offset_reset=args.offset_reset,
-    )
+    subscriptions = Subscriptions()
 
-    @runtime.on(AssessmentCompleted)
+    @subscriptions.on(AssessmentCompleted)
     async def record(event: AssessmentCompleted, ctx: EventContext) -> None:
         if ctx.envelope.subject != args.subject:
             return
@@ -68,6 +61,17 @@ async def main() -> None:
             ctx.envelope.subject,
             ctx.envelope.sequence,
         )
+
+    runtime = ConsumerRuntime(
+        bootstrap_servers=args.bootstrap,
+        service=service_context(pool),
+        subscriptions=subscriptions,
+        group_id=args.group,
+        producer_factory=lambda: make_producer(args.bootstrap, "counter-consumer"),
+        retry=RetryPolicy(max_attempts=3, initial_backoff=0.05, max_backoff=0.2),
+        after_effect=after_effect,
+        auto_offset_reset=args.offset_reset,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -26,8 +26,8 @@ from carebridge_contracts import (
 from carebridge_devstack.dev_auth import DevAuth
 from carebridge_devstack.testing import sample_assessment, until_ready, wrap
 from carebridge_shared.clock import OffsetClock
+from carebridge_shared.context import ServiceContext
 from carebridge_shared.kafka import make_producer
-from carebridge_shared.service import ServiceContext
 
 ALL_DAY = {
     day: [{"start": "00:00", "end": "23:30"}]

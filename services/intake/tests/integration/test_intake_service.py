@@ -28,7 +28,7 @@ from carebridge_devstack.dev_auth import DevAuth
 from carebridge_devstack.testing import Record, bearer, eventually, produce, read_topic, wrap
 from carebridge_intake import store as intake_store
 from carebridge_intake.app import IntakeSettings, build
-from carebridge_shared.service import ServiceContext
+from carebridge_shared.context import ServiceContext
 
 pytestmark = pytest.mark.integration
 

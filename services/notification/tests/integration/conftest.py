@@ -36,7 +36,7 @@ from carebridge_devstack.testing import Record, eventually, produce, read_topic,
 from carebridge_notification import dispatcher
 from carebridge_notification.app import NotificationSettings, build
 from carebridge_shared.clock import OffsetClock
-from carebridge_shared.service import ServiceContext
+from carebridge_shared.context import ServiceContext
 
 
 def uid(prefix: str) -> str:

@@ -23,7 +23,7 @@ from carebridge_contracts import AppointmentBooked, BaseEvent, Envelope, Topic, 
 from carebridge_devstack.dev_auth import DevAuth
 from carebridge_devstack.testing import eventually, produce, read_topic, until_ready, wrap
 from carebridge_referral.app import ReferralSettings, build
-from carebridge_shared.service import ServiceContext
+from carebridge_shared.context import ServiceContext
 
 T = TypeVar("T")
 
