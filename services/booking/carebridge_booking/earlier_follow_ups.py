@@ -3,28 +3,18 @@ earlier slot of the same psychiatrist (EarlierFollowUpOffered; the patient decid
 
 from __future__ import annotations
 
-from datetime import datetime
-from uuid import UUID
-
 from carebridge_booking import domain, store
+from carebridge_booking.settings import BookingSettings
 from carebridge_contracts import EarlierFollowUpOffered, SymptomsWorsened
-from carebridge_shared.db import Connection
+from carebridge_shared.consumer import EventContext
 from carebridge_shared.logging import get_logger
-from carebridge_shared.outbox import Outbox
 
 log = get_logger(__name__)
 
 
-async def offer(
-    conn: Connection,
-    outbox: Outbox,
-    event: SymptomsWorsened,
-    *,
-    rules: domain.BookingRules,
-    now: datetime,
-    event_id: UUID,
-) -> None:
+async def offer(ctx: EventContext[BookingSettings], event: SymptomsWorsened) -> None:
     """Offer the psychiatrist of the patient's next follow-up an earlier slot of their own."""
+    conn, now, event_id = ctx.conn, ctx.clock.now(), ctx.envelope.event_id
     visits = await store.list_appointments(
         conn, patient_id=event.patient_id, clinician_id=None, status="booked"
     )
@@ -39,7 +29,11 @@ async def offer(
     busy = await store.busy_intervals(conn, [clinician.id], now, follow_up.starts_at)
     patient_busy = [domain.Interval(v.starts_at, v.ends_at) for v in visits if v.id != follow_up.id]
     slot = domain.earlier_follow_up_slot(
-        clinician, follow_up, rules, now, [*busy.get(clinician.id, []), *patient_busy]
+        clinician,
+        follow_up,
+        ctx.settings.rules(),
+        now,
+        [*busy.get(clinician.id, []), *patient_busy],
     )
     if slot is None:
         log.info(
@@ -48,7 +42,7 @@ async def offer(
             appointment_id=str(follow_up.id),
         )
         return
-    await outbox.add(conn, _offered(event, follow_up, slot))
+    await ctx.publish(_offered(event, follow_up, slot))
     log.info(
         "earlier_follow_up_offered",
         appointment_id=str(follow_up.id),

@@ -18,39 +18,42 @@ from carebridge_contracts import (
 )
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, require_patient_access
+from carebridge_shared.consumer import EventContext
 from carebridge_shared.context import ServiceContext
-from carebridge_shared.db import Connection
+
+Context = EventContext[BookingSettings]
 
 
-async def assessments_completed(conn: Connection, events: Sequence[AssessmentCompleted]) -> None:
-    """Every journey's first event, so recorded set-based for a whole batch."""
+async def assessments_completed(batch: Sequence[tuple[AssessmentCompleted, Context]]) -> None:
+    """Every journey's first event, so recorded set-based for a whole batch (one
+    transaction: every event's `conn` is the same)."""
     await store.record_assessments(
-        conn,
+        batch[0][1].conn,
         [
             store.AssessmentSeen(
                 e.patient_id, e.assessment_id, e.completed_at, e.cssrs_imminent_risk
             )
-            for e in events
+            for e, _ in batch
         ],
     )
 
 
-async def safety_risk_flagged(conn: Connection, event: SafetyRiskFlagged) -> None:
-    await store.record_risk(conn, event.patient_id, event.flagged_at, event.imminent)
+async def safety_risk_flagged(ctx: Context, event: SafetyRiskFlagged) -> None:
+    await store.record_risk(ctx.conn, event.patient_id, event.flagged_at, event.imminent)
 
 
-async def therapist_matched(conn: Connection, event: TherapistMatched) -> None:
-    await store.record_match(conn, event.referral_id, event.patient_id, event.therapist_id)
+async def therapist_matched(ctx: Context, event: TherapistMatched) -> None:
+    await store.record_match(ctx.conn, event.referral_id, event.patient_id, event.therapist_id)
 
 
-async def care_team_ended(conn: Connection, event: CareTeamEnded) -> None:
-    await store.end_match(conn, event.referral_id, event.patient_id, event.therapist_id)
+async def care_team_ended(ctx: Context, event: CareTeamEnded) -> None:
+    await store.end_match(ctx.conn, event.referral_id, event.patient_id, event.therapist_id)
 
 
-async def member_left(conn: Connection, event: CareTeamMemberLeft) -> None:
+async def member_left(ctx: Context, event: CareTeamMemberLeft) -> None:
     """Only a therapist leaving ends a match (a psychiatrist's visits are their own)."""
     if event.member_role == "therapist":
-        await store.end_match(conn, event.referral_id, event.patient_id, event.clinician_id)
+        await store.end_match(ctx.conn, event.referral_id, event.patient_id, event.clinician_id)
 
 
 async def read(

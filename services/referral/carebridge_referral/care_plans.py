@@ -14,6 +14,7 @@ from carebridge_referral.models import CarePlanContent
 from carebridge_referral.settings import ReferralSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, log_refusal, require_patient_access
+from carebridge_shared.consumer import EventContext
 from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
@@ -61,9 +62,9 @@ async def read(
     return plan or _blank(patient_id), trend
 
 
-async def outcome_measured(conn: Connection, event: OutcomeMeasured) -> None:
+async def outcome_measured(ctx: EventContext[ReferralSettings], event: OutcomeMeasured) -> None:
     """A repeat measure intake scored joins the outcome trend shown with the plan."""
-    await store.record_repeat_measure(conn, event)
+    await store.record_repeat_measure(ctx.conn, event)
 
 
 def _precondition_required() -> Refused:

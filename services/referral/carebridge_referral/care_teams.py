@@ -22,10 +22,9 @@ from carebridge_referral.access import require_access
 from carebridge_referral.settings import ReferralSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target
+from carebridge_shared.consumer import EventContext
 from carebridge_shared.context import ServiceContext
-from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
-from carebridge_shared.outbox import Outbox
 from carebridge_shared.refusals import not_found
 
 log = get_logger(__name__)
@@ -40,28 +39,24 @@ VisitEvent = (
 
 
 async def visit_changed(
-    conn: Connection, outbox: Outbox, event: VisitEvent, status: domain.VisitStatus
+    ctx: EventContext[ReferralSettings], event: VisitEvent, status: domain.VisitStatus
 ) -> None:
-    """Record what booking says about a psychiatric visit (other visits do not count); the
-    patient's active team follows their current psychiatrist."""
+    """Record what booking says about a psychiatric visit (other visits do not count), and
+    make the patient's active team (if any) name their current psychiatrist, with events."""
     if event.visit_type not in domain.PSYCHIATRIC_VISITS:
         return
+    conn, patient_id = ctx.conn, event.patient_id
     # Matching forms teams under this lock: a team is either formed already (and follows
     # the visit below) or is formed afterwards with the visit in view.
     await store.lock_matching(conn)
     await store.record_visit(
         conn,
         appointment_id=event.appointment_id,
-        patient_id=event.patient_id,
+        patient_id=patient_id,
         psychiatrist_id=event.clinician_id,
         status=status,
         starts_at=event.starts_at,
     )
-    await follow_current_psychiatrist(conn, outbox, event.patient_id)
-
-
-async def follow_current_psychiatrist(conn: Connection, outbox: Outbox, patient_id: str) -> None:
-    """Make the patient's active team (if any) name their current psychiatrist, with events."""
     team = await store.active_care_team(conn, patient_id, lock="FOR UPDATE")
     if team is None:
         return
@@ -71,7 +66,7 @@ async def follow_current_psychiatrist(conn: Connection, outbox: Outbox, patient_
         return
     await store.set_team_psychiatrist(conn, team.id, current)
     for change in changes:
-        await outbox.add(conn, change)
+        await ctx.publish(change)
     log.info(
         "care_team_psychiatrist_changed",
         care_team_id=str(team.id),

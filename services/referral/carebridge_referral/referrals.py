@@ -8,13 +8,13 @@ from datetime import datetime
 from uuid import UUID
 
 from carebridge_contracts import AssessmentCompleted
-from carebridge_contracts.events.common import Modality
 from carebridge_referral import domain, matching, store
 from carebridge_referral.access import require_access
 from carebridge_referral.models import ReferralRequest
 from carebridge_referral.settings import ReferralSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, forbidden, require_self
+from carebridge_shared.consumer import EventContext
 from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
@@ -120,30 +120,15 @@ async def _retry_or_take_over(
 
 
 async def assessment_completed(
-    conn: Connection,
-    outbox: Outbox,
-    event: AssessmentCompleted,
-    *,
-    modality: Modality,
-    now: datetime,
+    ctx: EventContext[ReferralSettings], event: AssessmentCompleted
 ) -> None:
     """An intake assessment: its scores are the baseline of the outcome trend; with therapy
-    interest it opens a referral."""
+    interest it opens a referral, one per assessment, and none while the patient already has
+    an open referral (which a matched one is, see ADR 0004)."""
+    conn, now = ctx.conn, ctx.clock.now()
     await store.record_intake_measure(conn, event)
-    if event.therapy_interest:
-        await open_from_assessment(conn, outbox, event, modality=modality, now=now)
-
-
-async def open_from_assessment(
-    conn: Connection,
-    outbox: Outbox,
-    event: AssessmentCompleted,
-    *,
-    modality: Modality,
-    now: datetime,
-) -> None:
-    """One referral per assessment, and none while the patient already has an open referral
-    (which a matched one is, see ADR 0004)."""
+    if not event.therapy_interest:
+        return
     await store.lock_matching(conn)
     if await store.referral_for_assessment(conn, event.assessment_id) is not None:
         return
@@ -159,7 +144,7 @@ async def open_from_assessment(
     referral = domain.new_referral(
         event.patient_id,
         event.state,
-        modality,
+        ctx.settings.default_modality,
         domain.intake_urgency(event.phq9_band, event.gad7_band),
         requested_by="intake",
         requesting_clinician_id=None,
@@ -167,8 +152,8 @@ async def open_from_assessment(
         assessment_id=event.assessment_id,
     )
     await store.insert_referral(conn, referral)
-    await _announce(conn, outbox, referral)
-    await matching.serve_queue(conn, outbox, now)
+    await _announce(conn, ctx.outbox, referral)
+    await matching.serve_queue(conn, ctx.outbox, now)
 
 
 async def close(
