@@ -1,15 +1,19 @@
-"""HTTP API of the booking service: clinicians, free slots, appointments, patient eligibility."""
+"""HTTP API of the booking service: clinicians, free slots, appointments, patient eligibility.
+
+Routes only translate: path, query, body and caller in, one use case (`clinicians`, `slots`,
+`appointments`, `standing`), the answer out.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
-from carebridge_booking import appointments, domain, store
+from carebridge_booking import appointments, clinicians, domain, slots, standing
 from carebridge_booking.models import (
     AppointmentList,
     AppointmentOut,
@@ -34,9 +38,8 @@ from carebridge_contracts.events.common import (
     VisitType,
 )
 from carebridge_shared import audit
-from carebridge_shared.auth import Principal, Target, allow, forbidden, require_patient_access
+from carebridge_shared.auth import Principal, allow
 from carebridge_shared.context import ServiceContext
-from carebridge_shared.refusals import not_found
 from carebridge_shared.service import service_context
 
 router = APIRouter(prefix="/v1", tags=["booking"])
@@ -78,10 +81,7 @@ async def list_clinicians(
     role: ClinicianRole | None = None,
     active: bool | None = None,
 ) -> ClinicianList:
-    async with ctx.pool.acquire() as conn:
-        found = await store.list_clinicians(
-            conn, state=state, role=role, active=active, licensed_at=ctx.clock.now()
-        )
+    found = await clinicians.list_(ctx, state=state, role=role, active=active)
     return ClinicianList(clinicians=[ClinicianOut.of(c) for c in found])
 
 
@@ -89,10 +89,7 @@ async def list_clinicians(
 async def get_clinician(
     ctx: Context, _caller: Directory, clinician_id: ClinicianPath
 ) -> ClinicianOut:
-    async with ctx.pool.acquire() as conn:
-        clinician = await store.get_clinician(conn, clinician_id)
-    if clinician is None:
-        raise not_found("clinician")
+    clinician = await clinicians.get(ctx, clinician_id)
     return ClinicianOut.of(clinician)
 
 
@@ -108,8 +105,7 @@ async def put_clinician(
     response: Response,
 ) -> ClinicianOut:
     clinician = body.to_domain(clinician_id)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        created = await store.upsert_clinician(conn, clinician)
+    created = await clinicians.put(ctx, clinician)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return ClinicianOut.of(clinician)
 
@@ -118,24 +114,27 @@ async def put_clinician(
 async def patch_clinician(
     ctx: Context, _caller: Coordinator, clinician_id: ClinicianPath, patch: ClinicianPatch
 ) -> ClinicianOut:
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        current = await store.get_clinician(conn, clinician_id)
-        if current is None:
-            raise not_found("clinician")
-        merged: dict[str, Any] = {
-            **ClinicianBody.from_domain(current).model_dump(),
-            **patch.model_dump(exclude_unset=True),
-        }
-        try:
-            body = ClinicianBody.model_validate(merged)
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors()) from None
-        clinician = body.to_domain(clinician_id)
-        await store.upsert_clinician(conn, clinician)
+    clinician = await clinicians.patch(ctx, clinician_id, patch)
     return ClinicianOut.of(clinician)
 
 
 # --- slots ---------------------------------------------------------------------------------
+
+
+def _query_range(
+    rules: domain.BookingRules, now: datetime, from_: datetime | None, to: datetime | None
+) -> tuple[datetime, datetime]:
+    """from..to, by default now and the longest range allowed; 422 if it is empty or longer."""
+    start = from_ or now
+    end = to or start + rules.max_query_range
+    if end <= start:
+        raise _invalid(("query", "to"), "to must be after from")
+    if end - start > rules.max_query_range:
+        raise _invalid(
+            ("query", "to"),
+            f"the range from..to may span at most {rules.max_query_range.days} days",
+        )
+    return start, end
 
 
 @router.get("/slots")
@@ -159,61 +158,30 @@ async def list_slots(
     the patient with, and therapy sessions only with a therapist who held their intake.
     """
     now = ctx.clock.now()
-    start = from_ or now
-    end = to or start + rules.max_query_range
-    if end <= start:
-        raise _invalid(("query", "to"), "to must be after from")
-    if end - start > rules.max_query_range:
-        raise _invalid(
-            ("query", "to"),
-            f"the range from..to may span at most {rules.max_query_range.days} days",
-        )
-    length = rules.lengths.of(visit_type)
-    searchable_end = min(end, now + rules.horizon)
-    async with ctx.pool.acquire() as conn:
-        candidates = await store.list_clinicians(
-            conn,
-            state=state,
-            role=domain.ROLE_FOR_VISIT[visit_type],
-            active=True,
-            licensed_at=start,
-            clinician_id=clinician_id,  # one clinician's slots: parse only that one
-        )
-        if patient_id is not None:
-            await require_patient_access(
-                caller,
-                patient_id,
-                appointments.treats_on(conn),
-                staff=("coordinator",),
-                target=Target("slots", None, patient_id),
-            )
-            standing = await store.patient_standing(conn, patient_id)
-            candidates = [c for c in candidates if domain.offered_to(standing, visit_type, c.id)]
-        busy = await store.busy_intervals(
-            conn, [c.id for c in candidates], start, searchable_end + length
-        )
-    slots = [
+    start, end = _query_range(rules, now, from_, to)
+    found = await slots.free(
+        ctx,
+        rules,
+        caller,
+        state=state,
+        visit_type=visit_type,
+        start=start,
+        end=end,
+        now=now,
+        clinician_id=clinician_id,
+        patient_id=patient_id,
+    )
+    listed = [
         SlotOut(
-            clinician_id=clinician.id,
+            clinician_id=clinician,
             visit_type=visit_type,
             state=state,
             starts_at=slot.start,
             ends_at=slot.end,
         )
-        for clinician in candidates
-        for slot in domain.free_slots(
-            clinician,
-            state=state,
-            length=length,
-            step=rules.slot_step,
-            start=start,
-            end=searchable_end,
-            now=now,
-            busy=busy.get(clinician.id, []),
-        )
+        for clinician, slot in found
     ]
-    slots.sort(key=lambda s: (s.starts_at, s.clinician_id))
-    return SlotList(from_=start, to=end, slots=slots)
+    return SlotList(from_=start, to=end, slots=listed)
 
 
 # --- appointments --------------------------------------------------------------------------
@@ -239,30 +207,9 @@ async def list_appointments(
     own schedule (`clinician_id` = the caller)."""
     if patient_id is None and clinician_id is None:
         raise _invalid(("query", "patient_id"), "give patient_id or clinician_id")
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        if patient_id is not None:
-            await require_patient_access(
-                caller,
-                patient_id,
-                appointments.treats_on(conn),
-                target=Target("appointments", None, patient_id),
-            )
-        elif caller.role != "clinician" or caller.sub != clinician_id:
-            raise forbidden(
-                "not_self",
-                "Only the clinician themselves may list their schedule.",
-                caller,
-                Target("appointments", clinician_id),
-            )
-        found = await store.list_appointments(
-            conn, patient_id=patient_id, clinician_id=clinician_id, status=status
-        )
-        await audit.record_many(
-            conn,
-            caller,
-            "read",
-            [audit.Access("appointment", str(a.id), a.patient_id) for a in found],
-        )
+    found = await appointments.list_visible(
+        ctx, caller, patient_id=patient_id, clinician_id=clinician_id, status=status
+    )
     return AppointmentList(appointments=[_appointment_out(a) for a in found])
 
 
@@ -271,20 +218,7 @@ async def get_appointment(
     ctx: Context, caller: PatientOrClinician, appointment_id: UUID
 ) -> AppointmentOut:
     """For the visit's patient, its clinician, and other clinicians who treat the patient."""
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        appointment = await store.get_appointment(conn, appointment_id)
-        if appointment is None:
-            raise not_found("appointment")
-        if caller.role != "clinician" or caller.sub != appointment.clinician_id:
-            await require_patient_access(
-                caller,
-                appointment.patient_id,
-                appointments.treats_on(conn),
-                target=Target("appointment", str(appointment.id), appointment.patient_id),
-            )
-        await audit.record(
-            conn, caller, "read", "appointment", str(appointment.id), appointment.patient_id
-        )
+    appointment = await appointments.get(ctx, caller, appointment_id)
     return _appointment_out(appointment)
 
 
@@ -337,22 +271,14 @@ async def patient_eligibility(
 ) -> EligibilityOut:
     """What booking has learnt from intake; polled to know the assessment was consumed. The
     read is audited (resource `eligibility`, the patient's id)."""
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        await require_patient_access(
-            caller,
-            patient_id,
-            appointments.treats_on(conn),
-            target=Target("eligibility", patient_id, patient_id),
-        )
-        standing = await store.patient_standing(conn, patient_id)
-        await audit.record(conn, caller, "read", "eligibility", patient_id, patient_id)
+    found = await standing.read(ctx, caller, patient_id)
     return EligibilityOut(
         patient_id=patient_id,
-        assessment_completed=standing.assessment_completed,
-        urgent_review_required=standing.urgent_review_required,
-        initial_evaluation_fulfilled=standing.initial_evaluation_fulfilled,
+        assessment_completed=found.assessment_completed,
+        urgent_review_required=found.urgent_review_required,
+        initial_evaluation_fulfilled=found.initial_evaluation_fulfilled,
         can_self_book_initial_evaluation=domain.patient_refusal(
-            standing, "initial_psychiatric_evaluation", ""
+            found, "initial_psychiatric_evaluation", ""
         )
         is None,
     )

@@ -1,15 +1,16 @@
-"""Booking, rescheduling and status changes: access, rules, SQL, outbox event and audit row in
-one transaction."""
+"""Use cases of appointments: booking, rescheduling and status changes (access, rules, SQL,
+outbox event and audit row in one transaction), and reading them."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 import asyncpg
 
 from carebridge_booking import domain, store
+from carebridge_booking.access import treats_on
 from carebridge_booking.models import BookRequest, CancelRequest, RescheduleRequest
 from carebridge_booking.settings import BookingSettings
 from carebridge_contracts import (
@@ -30,6 +31,15 @@ from carebridge_shared.refusals import Refused, check, not_found, refuse
 log = get_logger(__name__)
 
 
+def _second_initial_evaluation(exc: asyncpg.UniqueViolationError) -> Exception:
+    if exc.constraint_name != store.ONE_INITIAL_EVALUATION:
+        return exc
+    return refuse(
+        "initial_evaluation_already_booked",
+        "The patient already has an initial psychiatric evaluation booked; reschedule it instead.",
+    )
+
+
 def _overlap_refusal(exc: asyncpg.ExclusionViolationError) -> Refused:
     if exc.constraint_name == store.PATIENT_OVERLAP:
         return refuse(
@@ -48,15 +58,6 @@ AUDIT_ACTIONS: dict[domain.Action, audit.Action] = {
     "complete": "complete",
     "no_show": "no_show",
 }
-
-
-def treats_on(conn: Connection) -> Callable[[str, str], Awaitable[bool]]:
-    """`treats(clinician_id, patient_id)` answered from booking's own tables."""
-
-    async def treats(clinician_id: str, patient_id: str) -> bool:
-        return await store.treats(conn, clinician_id, patient_id)
-
-    return treats
 
 
 async def may_book(conn: Connection, caller: Principal, request: BookRequest) -> None:
@@ -127,43 +128,14 @@ async def book(
                 if refusal is not None:
                     raise Refused(refusal)
                 appointment = await store.insert_appointment(
-                    conn,
-                    domain.Appointment(
-                        id=uuid4(),
-                        patient_id=request.patient_id,
-                        clinician_id=clinician.id,
-                        clinician_role=clinician.role,
-                        visit_type=request.visit_type,
-                        state=request.state,
-                        starts_at=request.starts_at,
-                        ends_at=request.starts_at + length,
-                        status="booked",
-                    ),
+                    conn, _new_appointment(request, clinician, length)
                 )
-                await ctx.outbox.add(
-                    conn,
-                    AppointmentBooked(
-                        patient_id=appointment.patient_id,
-                        appointment_id=appointment.id,
-                        clinician_id=appointment.clinician_id,
-                        clinician_role=appointment.clinician_role,
-                        visit_type=appointment.visit_type,
-                        state=appointment.state,
-                        starts_at=appointment.starts_at,
-                        ends_at=appointment.ends_at,
-                    ),
-                )
+                await ctx.outbox.add(conn, _booked(appointment))
                 await _audit(conn, caller, "create", appointment)
         except asyncpg.ExclusionViolationError as exc:
             raise _overlap_refusal(exc) from None
         except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name != store.ONE_INITIAL_EVALUATION:
-                raise
-            raise refuse(
-                "initial_evaluation_already_booked",
-                "The patient already has an initial psychiatric evaluation booked; "
-                "reschedule it instead.",
-            ) from None
+            raise _second_initial_evaluation(exc) from None
     log.info(
         "appointment_booked",
         appointment_id=str(appointment.id),
@@ -171,6 +143,48 @@ async def book(
         visit_type=appointment.visit_type,
     )
     return appointment
+
+
+def _new_appointment(
+    request: BookRequest, clinician: domain.Clinician, length: timedelta
+) -> domain.Appointment:
+    return domain.Appointment(
+        id=uuid4(),
+        patient_id=request.patient_id,
+        clinician_id=clinician.id,
+        clinician_role=clinician.role,
+        visit_type=request.visit_type,
+        state=request.state,
+        starts_at=request.starts_at,
+        ends_at=request.starts_at + length,
+        status="booked",
+    )
+
+
+def _booked(appointment: domain.Appointment) -> AppointmentBooked:
+    return AppointmentBooked(
+        patient_id=appointment.patient_id,
+        appointment_id=appointment.id,
+        clinician_id=appointment.clinician_id,
+        clinician_role=appointment.clinician_role,
+        visit_type=appointment.visit_type,
+        state=appointment.state,
+        starts_at=appointment.starts_at,
+        ends_at=appointment.ends_at,
+    )
+
+
+def _rescheduled(previous_starts_at: datetime, moved: domain.Appointment) -> AppointmentRescheduled:
+    return AppointmentRescheduled(
+        patient_id=moved.patient_id,
+        appointment_id=moved.id,
+        clinician_id=moved.clinician_id,
+        visit_type=moved.visit_type,
+        previous_starts_at=previous_starts_at,
+        starts_at=moved.starts_at,
+        ends_at=moved.ends_at,
+        state=moved.state,
+    )
 
 
 async def reschedule(
@@ -214,19 +228,7 @@ async def reschedule(
                     starts_at=request.starts_at,
                     ends_at=request.starts_at + rules.lengths.of(current.visit_type),
                 )
-                await ctx.outbox.add(
-                    conn,
-                    AppointmentRescheduled(
-                        patient_id=moved.patient_id,
-                        appointment_id=moved.id,
-                        clinician_id=moved.clinician_id,
-                        visit_type=moved.visit_type,
-                        previous_starts_at=current.starts_at,
-                        starts_at=moved.starts_at,
-                        ends_at=moved.ends_at,
-                        state=moved.state,
-                    ),
-                )
+                await ctx.outbox.add(conn, _rescheduled(current.starts_at, moved))
                 await _audit(conn, caller, "reschedule", moved)
         except asyncpg.ExclusionViolationError as exc:
             raise _overlap_refusal(exc) from None
@@ -353,4 +355,60 @@ async def _locked(conn: Connection, appointment_id: UUID) -> domain.Appointment:
     appointment = await store.get_appointment(conn, appointment_id, for_update=True)
     if appointment is None:
         raise not_found("appointment")
+    return appointment
+
+
+async def list_visible(
+    ctx: ServiceContext[BookingSettings],
+    caller: Principal,
+    *,
+    patient_id: str | None,
+    clinician_id: str | None,
+    status: domain.AppointmentStatus | None,
+) -> list[domain.Appointment]:
+    """A patient's visits (for the patient or a clinician who treats them), or a clinician's
+    own schedule (`clinician_id` = the caller); each read audited."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if patient_id is not None:
+            await require_patient_access(
+                caller,
+                patient_id,
+                treats_on(conn),
+                target=Target("appointments", None, patient_id),
+            )
+        elif caller.role != "clinician" or caller.sub != clinician_id:
+            raise forbidden(
+                "not_self",
+                "Only the clinician themselves may list their schedule.",
+                caller,
+                Target("appointments", clinician_id),
+            )
+        found = await store.list_appointments(
+            conn, patient_id=patient_id, clinician_id=clinician_id, status=status
+        )
+        await audit.record_many(
+            conn,
+            caller,
+            "read",
+            [audit.Access("appointment", str(a.id), a.patient_id) for a in found],
+        )
+    return found
+
+
+async def get(
+    ctx: ServiceContext[BookingSettings], caller: Principal, appointment_id: UUID
+) -> domain.Appointment:
+    """For the visit's patient, its clinician, and other clinicians who treat the patient."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        appointment = await store.get_appointment(conn, appointment_id)
+        if appointment is None:
+            raise not_found("appointment")
+        if caller.role != "clinician" or caller.sub != appointment.clinician_id:
+            await require_patient_access(
+                caller,
+                appointment.patient_id,
+                treats_on(conn),
+                target=Target("appointment", str(appointment.id), appointment.patient_id),
+            )
+        await _audit(conn, caller, "read", appointment)
     return appointment

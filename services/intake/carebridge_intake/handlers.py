@@ -1,9 +1,6 @@
-"""Event subscribers of the intake service: who treats whom, and through which record, so that
-only a patient's current clinicians may read their assessments (ADR 0012, ADR 0015).
-
-A visit makes its clinician treat the patient until it is cancelled; a care team makes its
-members treat the patient until the team ends or the member leaves.
-"""
+"""Event subscribers of the intake service, each one line to its use case in
+`care_relationships`: who treats whom, and through which record, so that only a patient's
+current clinicians may read their assessments (ADR 0012, ADR 0015)."""
 
 from __future__ import annotations
 
@@ -18,85 +15,54 @@ from carebridge_contracts import (
     CareTeamMemberJoined,
     CareTeamMemberLeft,
 )
-from carebridge_intake import store
+from carebridge_intake import care_relationships
 from carebridge_intake.settings import IntakeSettings
 from carebridge_shared.consumer import EventContext, Subscriptions
 
-VisitGoesOn = AppointmentBooked | AppointmentRescheduled | AppointmentCompleted | AppointmentNoShow
-
-
+Context = EventContext[IntakeSettings]
 subscriptions = Subscriptions[IntakeSettings]()
 
 
-async def visit(event: VisitGoesOn, ctx: EventContext[IntakeSettings]) -> None:
-    await store.relate(
-        ctx.conn, event.patient_id, event.clinician_id, "appointment", str(event.appointment_id)
-    )
-
-
 @subscriptions.on(AppointmentBooked)
-async def appointment_booked(event: AppointmentBooked, ctx: EventContext[IntakeSettings]) -> None:
-    await visit(event, ctx)
+async def appointment_booked(event: AppointmentBooked, ctx: Context) -> None:
+    await care_relationships.visit_goes_on(ctx, event)
 
 
 @subscriptions.on(AppointmentRescheduled)
-async def appointment_rescheduled(
-    event: AppointmentRescheduled, ctx: EventContext[IntakeSettings]
-) -> None:
-    await visit(event, ctx)
+async def appointment_rescheduled(event: AppointmentRescheduled, ctx: Context) -> None:
+    await care_relationships.visit_goes_on(ctx, event)
 
 
 @subscriptions.on(AppointmentCompleted)
-async def appointment_completed(
-    event: AppointmentCompleted, ctx: EventContext[IntakeSettings]
-) -> None:
-    await visit(event, ctx)
+async def appointment_completed(event: AppointmentCompleted, ctx: Context) -> None:
+    await care_relationships.visit_goes_on(ctx, event)
 
 
 @subscriptions.on(AppointmentNoShow)
-async def appointment_no_show(event: AppointmentNoShow, ctx: EventContext[IntakeSettings]) -> None:
-    await visit(event, ctx)
+async def appointment_no_show(event: AppointmentNoShow, ctx: Context) -> None:
+    await care_relationships.visit_goes_on(ctx, event)
 
 
 @subscriptions.on(AppointmentCancelled)
-async def appointment_cancelled(
-    event: AppointmentCancelled, ctx: EventContext[IntakeSettings]
-) -> None:
-    await store.end_source(
-        ctx.conn,
-        event.patient_id,
-        "appointment",
-        str(event.appointment_id),
-        [event.clinician_id],
-    )
+async def appointment_cancelled(event: AppointmentCancelled, ctx: Context) -> None:
+    await care_relationships.visit_cancelled(ctx, event)
 
 
 @subscriptions.on(CareTeamFormed)
-async def care_team_formed(event: CareTeamFormed, ctx: EventContext[IntakeSettings]) -> None:
-    for clinician in (event.psychiatrist_id, event.therapist_id):
-        if clinician is not None:
-            await store.relate(
-                ctx.conn, event.patient_id, clinician, "care_team", str(event.care_team_id)
-            )
+async def care_team_formed(event: CareTeamFormed, ctx: Context) -> None:
+    await care_relationships.care_team_formed(ctx, event)
 
 
 @subscriptions.on(CareTeamMemberJoined)
-async def member_joined(event: CareTeamMemberJoined, ctx: EventContext[IntakeSettings]) -> None:
-    await store.relate(
-        ctx.conn, event.patient_id, event.clinician_id, "care_team", str(event.care_team_id)
-    )
+async def member_joined(event: CareTeamMemberJoined, ctx: Context) -> None:
+    await care_relationships.member_joined(ctx, event)
 
 
 @subscriptions.on(CareTeamMemberLeft)
-async def member_left(event: CareTeamMemberLeft, ctx: EventContext[IntakeSettings]) -> None:
-    await store.end_source(
-        ctx.conn, event.patient_id, "care_team", str(event.care_team_id), [event.clinician_id]
-    )
+async def member_left(event: CareTeamMemberLeft, ctx: Context) -> None:
+    await care_relationships.member_left(ctx, event)
 
 
 @subscriptions.on(CareTeamEnded)
-async def care_team_ended(event: CareTeamEnded, ctx: EventContext[IntakeSettings]) -> None:
-    team = str(event.care_team_id)
-    named = {c for c in (event.therapist_id, event.psychiatrist_id) if c is not None}
-    members = set(await store.members_of(ctx.conn, event.patient_id, team)) | named
-    await store.end_source(ctx.conn, event.patient_id, "care_team", team, sorted(members))
+async def care_team_ended(event: CareTeamEnded, ctx: Context) -> None:
+    await care_relationships.care_team_ended(ctx, event)

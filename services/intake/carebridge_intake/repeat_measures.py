@@ -4,14 +4,16 @@ intake (988 message, urgent review, the on-call alert first), and the trend's ev
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from carebridge_contracts import BaseEvent
 from carebridge_intake import domain, outcomes, store
 from carebridge_intake.domain import Answers
 from carebridge_intake.settings import IntakeSettings
 from carebridge_intake.store import IdempotentRequest, RepeatMeasure
 from carebridge_shared import audit
-from carebridge_shared.auth import Principal
+from carebridge_shared.auth import Principal, Target, require_patient_access
 from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
@@ -38,7 +40,10 @@ async def record(
     idempotency: IdempotentRequest | None,
 ) -> Recorded:
     """Score and store the measure and write its events in one transaction; a retry with the
-    same Idempotency-Key returns the first measure (409 if the body differs)."""
+    same Idempotency-Key returns the first measure (409 if the body differs). Only the
+    patient themselves records one."""
+    target = Target("outcome_measure", None, patient_id)
+    await require_patient_access(caller, patient_id, target=target)
     scores = domain.score(answers)
     measured_at = ctx.clock.now()
     async with ctx.pool.acquire() as conn, conn.transaction():
@@ -47,30 +52,7 @@ async def record(
             existing = await store.find_repeat_by_key(conn, patient_id, idempotency.key)
             if existing is not None:
                 return await _replay(conn, caller, existing, idempotency)
-        if not await store.in_care(conn, patient_id):
-            raise refuse(
-                "not_in_care",
-                "Repeat measures are for patients in care: book a visit first (or ask your "
-                "care team), then take them before each follow-up.",
-                409,
-            )
-        if appointment_id is not None and not await store.has_visit(
-            conn, patient_id, appointment_id
-        ):
-            raise refuse(
-                "appointment_unknown",
-                "appointment_id is not a visit of this patient: use the link in your reminder, "
-                "or leave appointment_id out.",
-                422,
-            )
-        baseline = await store.baseline_measure(conn, patient_id)
-        if baseline is None:
-            raise refuse(
-                "baseline_missing",
-                "Take the intake assessment first (POST /v1/assessments): it is the baseline "
-                "your repeat measures are compared with.",
-                409,
-            )
+        baseline = await _baseline_in_care(conn, patient_id, appointment_id)
         previous = await store.latest_repeat_measure(conn, patient_id) or baseline
         current = outcomes.Measure.of(uuid.uuid4(), scores, measured_at)
         repeat = RepeatMeasure(
@@ -96,15 +78,38 @@ async def record(
         await audit.record(
             conn, caller, "create", "outcome_measure", str(current.assessment_id), patient_id
         )
-    log.info(
-        "repeat_measure_recorded",
-        assessment_id=str(current.assessment_id),
-        patient_id=patient_id,
-        events=[type(e).__name__ for e in events],
-        safety_reasons=list(scores.safety_reasons),
-        imminent=scores.cssrs_imminent_risk,
-    )
+    _log_recorded(current, patient_id, scores, events)
     return Recorded(repeat, baseline, replayed=False)
+
+
+async def _baseline_in_care(
+    conn: Connection, patient_id: str, appointment_id: uuid.UUID | None
+) -> outcomes.Measure:
+    """The baseline a repeat measure is compared with; refused unless the patient is in care,
+    the appointment (if named) is theirs and they took the intake assessment."""
+    if not await store.in_care(conn, patient_id):
+        raise refuse(
+            "not_in_care",
+            "Repeat measures are for patients in care: book a visit first (or ask your "
+            "care team), then take them before each follow-up.",
+            409,
+        )
+    if appointment_id is not None and not await store.has_visit(conn, patient_id, appointment_id):
+        raise refuse(
+            "appointment_unknown",
+            "appointment_id is not a visit of this patient: use the link in your reminder, "
+            "or leave appointment_id out.",
+            422,
+        )
+    baseline = await store.baseline_measure(conn, patient_id)
+    if baseline is None:
+        raise refuse(
+            "baseline_missing",
+            "Take the intake assessment first (POST /v1/assessments): it is the baseline "
+            "your repeat measures are compared with.",
+            409,
+        )
+    return baseline
 
 
 async def _replay(
@@ -133,3 +138,19 @@ async def _replay(
         repeat.patient_id,
     )
     return Recorded(repeat, baseline, replayed=True)
+
+
+def _log_recorded(
+    current: outcomes.Measure,
+    patient_id: str,
+    scores: domain.Scores,
+    events: Sequence[BaseEvent],
+) -> None:
+    log.info(
+        "repeat_measure_recorded",
+        assessment_id=str(current.assessment_id),
+        patient_id=patient_id,
+        events=[type(e).__name__ for e in events],
+        safety_reasons=list(scores.safety_reasons),
+        imminent=scores.cssrs_imminent_risk,
+    )

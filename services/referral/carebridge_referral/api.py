@@ -1,7 +1,8 @@
 """HTTP API of the referral service: therapists, referrals, care teams, consents, care plans.
 
 Callers are the verified bearer token's principal (ADR 0012): a care-plan writer is the token's
-clinician; who may reach which patient is decided from referral's own data (`store.treats`).
+clinician; who may reach which patient is decided by the use cases, from referral's own data
+(`access.py`). Routes only translate: path, body and caller in, one use case, the answer out.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 
 from carebridge_contracts.events.common import ClinicianId, Modality, PatientId, StateCode
 from carebridge_contracts.events.referral import ConsentScope
-from carebridge_referral import care_plans, consents, domain, referrals, roster, store
+from carebridge_referral import care_plans, care_teams, consents, domain, referrals, roster
 from carebridge_referral.models import (
     CarePlanOut,
     CarePlanWrite,
@@ -32,18 +33,8 @@ from carebridge_referral.models import (
 )
 from carebridge_referral.settings import ReferralSettings
 from carebridge_shared import audit
-from carebridge_shared.auth import (
-    Principal,
-    Target,
-    Treats,
-    allow,
-    forbidden,
-    require_patient_access,
-    require_self,
-)
+from carebridge_shared.auth import Principal, allow
 from carebridge_shared.context import ServiceContext
-from carebridge_shared.db import Connection
-from carebridge_shared.refusals import not_found
 from carebridge_shared.service import service_context
 
 router = APIRouter(prefix="/v1", tags=["referral"])
@@ -64,34 +55,6 @@ TherapistPath = Annotated[ClinicianId, Path(description="Opaque therapist id, e.
 def _invalid(location: tuple[str, ...], reason: str) -> RequestValidationError:
     """A 422 in the shared error format, for checks that span several parameters."""
     return RequestValidationError([{"loc": location, "msg": reason, "type": "value_error"}])
-
-
-def treats_on(conn: Connection) -> Treats:
-    """`treats(clinician_id, patient_id)` answered from referral's own tables."""
-
-    async def treats(clinician_id: str, patient_id: str) -> bool:
-        return await store.treats(conn, clinician_id, patient_id)
-
-    return treats
-
-
-async def _require_access(
-    conn: Connection,
-    caller: Principal,
-    patient_id: str,
-    target: Target,
-    *,
-    coordinator: bool = True,
-) -> None:
-    """The patient themselves, a clinician who treats them now, and (unless told) a
-    coordinator. Called before anything about the patient is looked up (ADR 0015)."""
-    await require_patient_access(
-        caller,
-        patient_id,
-        treats_on(conn),
-        staff=("coordinator",) if coordinator else (),
-        target=target,
-    )
 
 
 # --- therapists ----------------------------------------------------------------------------
@@ -117,18 +80,13 @@ async def list_therapists(
     modality: Modality | None = None,
     active: bool | None = None,
 ) -> TherapistList:
-    async with ctx.pool.acquire() as conn:
-        found = await store.list_therapists(conn, state=state, modality=modality, active=active)
+    found = await roster.list_therapists(ctx, state=state, modality=modality, active=active)
     return TherapistList(therapists=[_therapist_out(t, load) for t, load in found])
 
 
 @router.get("/therapists/{therapist_id}")
 async def get_therapist(ctx: Context, _caller: Staff, therapist_id: TherapistPath) -> TherapistOut:
-    async with ctx.pool.acquire() as conn:
-        found = await store.get_therapist(conn, therapist_id)
-    if found is None:
-        raise not_found("therapist")
-    return _therapist_out(*found)
+    return _therapist_out(*await roster.get_therapist(ctx, therapist_id))
 
 
 @router.put(
@@ -166,16 +124,6 @@ async def open_referral(
     """Refer a patient to therapy: one of the patient's psychiatrists in their own name, or a
     coordinator on behalf of one (`requesting_clinician_id` must be a psychiatrist the patient
     has a psychiatric visit with). Matched at once when someone is free."""
-    target = Target("referral", None, body.patient_id)
-    if caller.role == "clinician":
-        require_self(
-            caller, "clinician", body.requesting_clinician_id, "requesting_clinician_id", target
-        )
-        async with ctx.pool.acquire() as conn:
-            if await store.get_therapist(conn, caller.sub) is not None:
-                raise forbidden(
-                    "psychiatrist_required", "Therapists do not open referrals.", caller, target
-                )
     referral, created = await referrals.open_for_psychiatrist(ctx, caller, body)
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -194,50 +142,15 @@ async def list_referrals(
     """Referrals, oldest first; e.g. `?status=on-hold` is the waitlist (coordinators). Patients
     and clinicians name a patient they may see, or a therapist themselves (`therapist_id`: their
     active referrals only)."""
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        if patient_id is not None:
-            await _require_access(conn, caller, patient_id, Target("referrals", None, patient_id))
-        elif caller.role != "coordinator" and not (
-            caller.role == "clinician" and therapist_id == caller.sub
-        ):
-            raise forbidden(
-                "patient_required",
-                "Name a patient (patient_id), or yourself as therapist_id.",
-                caller,
-                Target("referrals", therapist_id),
-            )
-        if patient_id is None and caller.role == "clinician":
-            # A therapist's own list holds only the referrals they still take part in (an
-            # active match): not those of patients they no longer treat (ADR 0015).
-            if status not in (None, "active"):
-                return ReferralList(referrals=[])
-            status = "active"
-        found = await store.list_referrals(
-            conn, patient_id=patient_id, status=status, therapist_id=therapist_id, limit=limit
-        )
-        await audit.record_many(
-            conn, caller, "read", [audit.Access("referral", str(r.id), r.patient_id) for r in found]
-        )
+    found = await referrals.list_visible(
+        ctx, caller, patient_id=patient_id, status=status, therapist_id=therapist_id, limit=limit
+    )
     return ReferralList(referrals=[_referral_out(r) for r in found])
 
 
 @router.get("/referrals/{referral_id}")
 async def get_referral(ctx: Context, caller: AnyCareRole, referral_id: UUID) -> ReferralOut:
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        referral = await _accessible_referral(conn, caller, referral_id)
-        await audit.record(conn, caller, "read", "referral", str(referral.id), referral.patient_id)
-    return _referral_out(referral)
-
-
-async def _accessible_referral(
-    conn: Connection, caller: Principal, referral_id: UUID
-) -> domain.Referral:
-    referral = await store.get_referral(conn, referral_id)
-    if referral is None:
-        raise not_found("referral")
-    target = Target("referral", str(referral_id), referral.patient_id)
-    await _require_access(conn, caller, referral.patient_id, target)
-    return referral
+    return _referral_out(await referrals.get(ctx, caller, referral_id))
 
 
 @router.post("/referrals/{referral_id}/revoke")
@@ -259,12 +172,7 @@ async def complete_referral(ctx: Context, caller: Staff, referral_id: UUID) -> R
 
 @router.get("/patients/{patient_id}/care-team")
 async def get_care_team(ctx: Context, caller: AnyCareRole, patient_id: PatientPath) -> CareTeamOut:
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        await _require_access(conn, caller, patient_id, Target("care_team", None, patient_id))
-        team = await store.active_care_team(conn, patient_id)
-        if team is None:
-            raise not_found("care_team")
-        await audit.record(conn, caller, "read", "care_team", str(team.id), patient_id)
+    team = await care_teams.get_active(ctx, caller, patient_id)
     return CareTeamOut.model_validate(team, from_attributes=True)
 
 
@@ -281,10 +189,7 @@ async def grant_consent(
     ctx: Context, caller: Patient, patient_id: PatientPath, body: ConsentRequest, response: Response
 ) -> ConsentOut:
     """Only the patient grants their consent."""
-    await require_patient_access(
-        caller, patient_id, target=Target("consent", body.scope, patient_id)
-    )
-    consent, created = await consents.grant(ctx, patient_id, body.scope)
+    consent, created = await consents.grant(ctx, caller, patient_id, body.scope)
     if not created:
         response.status_code = status.HTTP_200_OK
     return _consent_out(consent)
@@ -294,13 +199,7 @@ async def grant_consent(
 async def list_consents(
     ctx: Context, caller: PatientOrClinician, patient_id: PatientPath
 ) -> ConsentList:
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        target = Target("consent", None, patient_id)
-        await _require_access(conn, caller, patient_id, target, coordinator=False)
-        found = await store.list_consents(conn, patient_id)
-        await audit.record_many(
-            conn, caller, "read", [audit.Access("consent", c.scope, patient_id) for c in found]
-        )
+    found = await consents.list_for(ctx, caller, patient_id)
     return ConsentList(consents=[_consent_out(c) for c in found])
 
 
@@ -308,14 +207,7 @@ async def list_consents(
 async def get_consent(
     ctx: Context, caller: PatientOrClinician, patient_id: PatientPath, scope: ConsentScope
 ) -> ConsentOut:
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        target = Target("consent", scope, patient_id)
-        await _require_access(conn, caller, patient_id, target, coordinator=False)
-        consent = await store.get_consent(conn, patient_id, scope)
-        if consent is None:
-            raise not_found("consent")
-        await audit.record(conn, caller, "read", "consent", scope, patient_id)
-    return _consent_out(consent)
+    return _consent_out(await consents.get(ctx, caller, patient_id, scope))
 
 
 @router.delete("/patients/{patient_id}/consents/{scope}")
@@ -323,8 +215,7 @@ async def revoke_consent(
     ctx: Context, caller: Patient, patient_id: PatientPath, scope: ConsentScope
 ) -> ConsentOut:
     """Only the patient revokes their consent."""
-    await require_patient_access(caller, patient_id, target=Target("consent", scope, patient_id))
-    return _consent_out(await consents.revoke(ctx, patient_id, scope))
+    return _consent_out(await consents.revoke(ctx, caller, patient_id, scope))
 
 
 # --- care plans ----------------------------------------------------------------------------

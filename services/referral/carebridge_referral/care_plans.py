@@ -1,4 +1,5 @@
-"""The shared treatment plan: care-team access, consent, optimistic versions, CarePlanUpdated.
+"""Use cases of the shared treatment plan: care-team access, consent, optimistic versions,
+CarePlanUpdated; the outcome trend shown with it.
 
 The plan's content stays in this service's database: events carry the version, the names of
 the changed sections and the author, never the content, and nothing here logs it.
@@ -6,13 +7,14 @@ the changed sections and the author, never the content, and nothing here logs it
 
 from __future__ import annotations
 
-from carebridge_contracts import CarePlanUpdated
+from carebridge_contracts import CarePlanUpdated, OutcomeMeasured
 from carebridge_contracts.events.common import ClinicianRole
 from carebridge_referral import domain, store
 from carebridge_referral.models import CarePlanContent
 from carebridge_referral.settings import ReferralSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, log_refusal, require_patient_access
+from carebridge_shared.consumer import EventContext
 from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
@@ -60,6 +62,20 @@ async def read(
     return plan or _blank(patient_id), trend
 
 
+async def outcome_measured(ctx: EventContext[ReferralSettings], event: OutcomeMeasured) -> None:
+    """A repeat measure intake scored joins the outcome trend shown with the plan."""
+    await store.record_repeat_measure(ctx.conn, event)
+
+
+def _precondition_required() -> Refused:
+    return refuse(
+        "precondition_required",
+        'Send If-Match with the version you read (e.g. If-Match: "3"; "0" creates the '
+        "plan), or a version field.",
+        428,
+    )
+
+
 def version_conflict(current: int) -> Refused:
     refused = refuse(
         "version_conflict",
@@ -84,12 +100,7 @@ async def write(
     async with ctx.pool.acquire() as conn, conn.transaction():
         role = await _authorise(conn, patient_id, caller)
         if expected_version is None:
-            raise refuse(
-                "precondition_required",
-                'Send If-Match with the version you read (e.g. If-Match: "3"; "0" creates the '
-                "plan), or a version field.",
-                428,
-            )
+            raise _precondition_required()
         current = await store.get_plan(conn, patient_id, for_update=True) or _blank(patient_id)
         if current.version != expected_version:
             raise version_conflict(current.version)

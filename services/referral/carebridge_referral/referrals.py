@@ -1,18 +1,20 @@
-"""Opening and closing referrals: rules, SQL, queue and outbox events in one transaction."""
+"""Use cases of referrals: opening one (a psychiatrist's request, or intake's therapy interest),
+closing one, and reading them. Each runs in one transaction: access, store reads, a rule from
+`domain`, store writes, outbox events, the audit row."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from uuid import UUID, uuid4
+from uuid import UUID
 
-from carebridge_contracts import AssessmentCompleted, CareTeamEnded
-from carebridge_contracts.events.common import Modality, Urgency
-from carebridge_contracts.events.referral import CareTeamEndReason, RequestedBy
+from carebridge_contracts import AssessmentCompleted
 from carebridge_referral import domain, matching, store
+from carebridge_referral.access import require_access
 from carebridge_referral.models import ReferralRequest
 from carebridge_referral.settings import ReferralSettings
 from carebridge_shared import audit
-from carebridge_shared.auth import Principal, Target, forbidden, require_patient_access
+from carebridge_shared.auth import Principal, Target, forbidden, require_self
+from carebridge_shared.consumer import EventContext
 from carebridge_shared.context import ServiceContext
 from carebridge_shared.db import Connection
 from carebridge_shared.logging import get_logger
@@ -20,15 +22,6 @@ from carebridge_shared.outbox import Outbox
 from carebridge_shared.refusals import Refused, check, not_found, refuse
 
 log = get_logger(__name__)
-
-
-def _already_open(existing: domain.Referral) -> Refused:
-    return refuse(
-        "referral_already_open",
-        "The patient already has an open referral; revoke or complete it first.",
-        referral_id=str(existing.id),
-        current_status=existing.status,
-    )
 
 
 async def open_for_psychiatrist(
@@ -51,32 +44,14 @@ async def open_for_psychiatrist(
     now = ctx.clock.now()
     patient_id, requester = request.patient_id, request.requesting_clinician_id
     async with ctx.pool.acquire() as conn, conn.transaction():
+        await _require_requester(conn, caller, request)
         await store.lock_matching(conn)
         if not await store.is_psychiatrist_of(conn, requester, patient_id):
             raise _not_the_patients_psychiatrist(caller, patient_id)
         existing = await store.open_referral_for(conn, patient_id)
         if existing is not None:
-            if existing.requested_by == "psychiatrist" and existing.same_request(
-                request.state, request.modality, request.urgency, requester
-            ):
-                await _audit(conn, caller, "read", existing)
-                return existing, False
-            if existing.requested_by != "intake" or existing.matched:
-                raise _already_open(existing)
-            await store.take_over_referral(
-                conn,
-                existing.id,
-                state=request.state,
-                modality=request.modality,
-                urgency=request.urgency,
-                requesting_clinician_id=requester,
-                now=now,
-            )
-            taken = await _reload(conn, existing.id)
-            await matching.announce_and_serve(conn, ctx.outbox, taken, now)
-            await _audit(conn, caller, "update", taken)
-            return await _reload(conn, existing.id), True
-        referral = _new_referral(
+            return await _retry_or_take_over(conn, ctx.outbox, caller, existing, request, now)
+        referral = domain.new_referral(
             patient_id,
             request.state,
             request.modality,
@@ -85,11 +60,206 @@ async def open_for_psychiatrist(
             requesting_clinician_id=requester,
             now=now,
         )
-        await matching.open_referral(conn, ctx.outbox, referral, now)
+        await store.insert_referral(conn, referral)
+        await _announce(conn, ctx.outbox, referral)
+        await matching.serve_queue(conn, ctx.outbox, now)
         # The row names who opened it (a coordinator, or the psychiatrist themselves); the
         # referral and its event name the psychiatrist it is opened for.
         await _audit(conn, caller, "create", referral)
         return await _reload(conn, referral.id), True
+
+
+async def _require_requester(conn: Connection, caller: Principal, request: ReferralRequest) -> None:
+    """A clinician refers in their own name, and only a psychiatrist does: a therapist is
+    refused; a coordinator refers on behalf of a psychiatrist."""
+    if caller.role != "clinician":
+        return
+    target = Target("referral", None, request.patient_id)
+    require_self(
+        caller, "clinician", request.requesting_clinician_id, "requesting_clinician_id", target
+    )
+    if await store.get_therapist(conn, caller.sub) is not None:
+        raise forbidden(
+            "psychiatrist_required", "Therapists do not open referrals.", caller, target
+        )
+
+
+async def _retry_or_take_over(
+    conn: Connection,
+    outbox: Outbox,
+    caller: Principal,
+    existing: domain.Referral,
+    request: ReferralRequest,
+    now: datetime,
+) -> tuple[domain.Referral, bool]:
+    """The patient has an open referral: the same request again returns it (False); an
+    unmatched one intake opened takes the psychiatrist's terms (True); anything else is
+    refused."""
+    requester = request.requesting_clinician_id
+    if existing.requested_by == "psychiatrist" and existing.same_request(
+        request.state, request.modality, request.urgency, requester
+    ):
+        await _audit(conn, caller, "read", existing)
+        return existing, False
+    if existing.requested_by != "intake" or existing.matched:
+        raise _already_open(existing)
+    await store.take_over_referral(
+        conn,
+        existing.id,
+        state=request.state,
+        modality=request.modality,
+        urgency=request.urgency,
+        requesting_clinician_id=requester,
+        now=now,
+    )
+    taken = await _reload(conn, existing.id)
+    await _announce(conn, outbox, taken)
+    await matching.serve_queue(conn, outbox, now)
+    await _audit(conn, caller, "update", taken)
+    return await _reload(conn, existing.id), True
+
+
+async def assessment_completed(
+    ctx: EventContext[ReferralSettings], event: AssessmentCompleted
+) -> None:
+    """An intake assessment: its scores are the baseline of the outcome trend; with therapy
+    interest it opens a referral, one per assessment, and none while the patient already has
+    an open referral (which a matched one is, see ADR 0004)."""
+    conn, now = ctx.conn, ctx.clock.now()
+    await store.record_intake_measure(conn, event)
+    if not event.therapy_interest:
+        return
+    await store.lock_matching(conn)
+    if await store.referral_for_assessment(conn, event.assessment_id) is not None:
+        return
+    existing = await store.open_referral_for(conn, event.patient_id)
+    if existing is not None:
+        log.info(
+            "intake_referral_skipped",
+            reason="referral_already_open",
+            referral_id=str(existing.id),
+            assessment_id=str(event.assessment_id),
+        )
+        return
+    referral = domain.new_referral(
+        event.patient_id,
+        event.state,
+        ctx.settings.default_modality,
+        domain.intake_urgency(event.phq9_band, event.gad7_band),
+        requested_by="intake",
+        requesting_clinician_id=None,
+        now=now,
+        assessment_id=event.assessment_id,
+    )
+    await store.insert_referral(conn, referral)
+    await _announce(conn, ctx.outbox, referral)
+    await matching.serve_queue(conn, ctx.outbox, now)
+
+
+async def close(
+    ctx: ServiceContext[ReferralSettings],
+    caller: Principal,
+    referral_id: UUID,
+    action: domain.Action,
+) -> domain.Referral:
+    """Revoke, or complete, a referral; its care team ends and its place goes to the queue.
+
+    Allowed for the patient (revoke only: the route decides the roles), a clinician who treats
+    the patient now, and a coordinator; a former clinician is refused."""
+    if action not in ("revoke", "complete"):
+        raise ValueError(action)
+    now = ctx.clock.now()
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await store.lock_matching(conn)
+        referral = await store.get_referral(conn, referral_id, for_update=True)
+        if referral is None:
+            raise not_found("referral")
+        target = Target("referral", str(referral.id), referral.patient_id)
+        await require_access(conn, caller, referral.patient_id, target)
+        check(domain.transition_refusal(referral.status, referral.matched, action))
+        status = domain.next_status(referral.status, referral.matched, action)
+        assert status is not None
+        await store.close_referral(conn, referral.id, status, now)
+        if referral.care_team_id is not None:
+            reason = domain.close_reason(action)
+            team = await store.end_care_team(conn, referral.care_team_id, reason, now)
+            if team is not None:
+                await ctx.outbox.add(conn, domain.care_team_ended(team, reason))
+        log.info("referral_closed", referral_id=str(referral.id), status=status)
+        await matching.serve_queue(conn, ctx.outbox, now)
+        closed = await _reload(conn, referral.id)
+        await _audit(conn, caller, "cancel" if action == "revoke" else "complete", closed)
+        return closed
+
+
+async def list_visible(
+    ctx: ServiceContext[ReferralSettings],
+    caller: Principal,
+    *,
+    patient_id: str | None,
+    status: domain.ReferralStatus | None,
+    therapist_id: str | None,
+    limit: int,
+) -> list[domain.Referral]:
+    """Referrals, oldest first, each read audited. Patients and clinicians name a patient they
+    may see, or a therapist themselves (their active referrals only); coordinators see all."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if patient_id is not None:
+            await require_access(conn, caller, patient_id, Target("referrals", None, patient_id))
+        elif caller.role != "coordinator" and not (
+            caller.role == "clinician" and therapist_id == caller.sub
+        ):
+            raise forbidden(
+                "patient_required",
+                "Name a patient (patient_id), or yourself as therapist_id.",
+                caller,
+                Target("referrals", therapist_id),
+            )
+        if patient_id is None and caller.role == "clinician":
+            # A therapist's own list holds only the referrals they still take part in (an
+            # active match): not those of patients they no longer treat (ADR 0015).
+            if status not in (None, "active"):
+                return []
+            status = "active"
+        found = await store.list_referrals(
+            conn, patient_id=patient_id, status=status, therapist_id=therapist_id, limit=limit
+        )
+        await audit.record_many(
+            conn, caller, "read", [audit.Access("referral", str(r.id), r.patient_id) for r in found]
+        )
+    return found
+
+
+async def get(
+    ctx: ServiceContext[ReferralSettings], caller: Principal, referral_id: UUID
+) -> domain.Referral:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        referral = await store.get_referral(conn, referral_id)
+        if referral is None:
+            raise not_found("referral")
+        target = Target("referral", str(referral_id), referral.patient_id)
+        await require_access(conn, caller, referral.patient_id, target)
+        await _audit(conn, caller, "read", referral)
+    return referral
+
+
+async def _announce(conn: Connection, outbox: Outbox, referral: domain.Referral) -> None:
+    await outbox.add(conn, domain.therapist_requested(referral))
+    log.info(
+        "referral_opened",
+        referral_id=str(referral.id),
+        requested_by=referral.requested_by,
+        urgency=referral.urgency,
+    )
+
+
+def _already_open(existing: domain.Referral) -> Refused:
+    return refuse(
+        "referral_already_open",
+        "The patient already has an open referral; revoke or complete it first.",
+        referral_id=str(existing.id),
+        current_status=existing.status,
+    )
 
 
 def _not_the_patients_psychiatrist(caller: Principal, patient_id: str) -> Refused:
@@ -115,125 +285,6 @@ async def _audit(
     conn: Connection, caller: Principal, action: audit.Action, referral: domain.Referral
 ) -> None:
     await audit.record(conn, caller, action, "referral", str(referral.id), referral.patient_id)
-
-
-async def open_from_assessment(
-    conn: Connection,
-    outbox: Outbox,
-    event: AssessmentCompleted,
-    *,
-    modality: Modality,
-    now: datetime,
-) -> None:
-    """An intake with therapy interest opens a referral: one per assessment, and none while
-    the patient already has an open referral (which a matched one is, see ADR 0004)."""
-    await store.lock_matching(conn)
-    if await store.referral_for_assessment(conn, event.assessment_id) is not None:
-        return
-    existing = await store.open_referral_for(conn, event.patient_id)
-    if existing is not None:
-        log.info(
-            "intake_referral_skipped",
-            reason="referral_already_open",
-            referral_id=str(existing.id),
-            assessment_id=str(event.assessment_id),
-        )
-        return
-    referral = _new_referral(
-        event.patient_id,
-        event.state,
-        modality,
-        domain.intake_urgency(event.phq9_band, event.gad7_band),
-        requested_by="intake",
-        requesting_clinician_id=None,
-        now=now,
-        assessment_id=event.assessment_id,
-    )
-    await matching.open_referral(conn, outbox, referral, now)
-
-
-async def close(
-    ctx: ServiceContext[ReferralSettings],
-    caller: Principal,
-    referral_id: UUID,
-    action: domain.Action,
-) -> domain.Referral:
-    """Revoke, or complete, a referral; its care team ends and its place goes to the queue.
-
-    Allowed for the patient (revoke only: the route decides the roles), a clinician who treats
-    the patient now, and a coordinator; a former clinician is refused."""
-    if action not in ("revoke", "complete"):
-        raise ValueError(action)
-    now = ctx.clock.now()
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        await store.lock_matching(conn)
-        referral = await store.get_referral(conn, referral_id, for_update=True)
-        if referral is None:
-            raise not_found("referral")
-
-        async def treats(clinician_id: str, patient_id: str) -> bool:
-            return await store.treats(conn, clinician_id, patient_id)
-
-        await require_patient_access(
-            caller,
-            referral.patient_id,
-            treats,
-            staff=("coordinator",),
-            target=Target("referral", str(referral.id), referral.patient_id),
-        )
-        check(domain.transition_refusal(referral.status, referral.matched, action))
-        status = domain.next_status(referral.status, referral.matched, action)
-        assert status is not None
-        await store.close_referral(conn, referral.id, status, now)
-        if referral.care_team_id is not None:
-            reason: CareTeamEndReason = "completed" if action == "complete" else "revoked"
-            team = await store.end_care_team(conn, referral.care_team_id, reason, now)
-            if team is not None:
-                await ctx.outbox.add(
-                    conn,
-                    CareTeamEnded(
-                        patient_id=team.patient_id,
-                        care_team_id=team.id,
-                        referral_id=referral.id,
-                        therapist_id=team.therapist_id,
-                        psychiatrist_id=team.psychiatrist_id,
-                        reason_code=reason,
-                    ),
-                )
-        log.info("referral_closed", referral_id=str(referral.id), status=status)
-        await matching.serve_queue(conn, ctx.outbox, now)
-        closed = await _reload(conn, referral.id)
-        await _audit(conn, caller, "cancel" if action == "revoke" else "complete", closed)
-        return closed
-
-
-def _new_referral(
-    patient_id: str,
-    state: str,
-    modality: Modality,
-    urgency: Urgency,
-    *,
-    requested_by: RequestedBy,
-    requesting_clinician_id: str | None,
-    now: datetime,
-    assessment_id: UUID | None = None,
-) -> domain.Referral:
-    return domain.Referral(
-        id=uuid4(),
-        patient_id=patient_id,
-        state=state,
-        modality=modality,
-        urgency=urgency,
-        requested_by=requested_by,
-        requesting_clinician_id=requesting_clinician_id,
-        assessment_id=assessment_id,
-        status="active",
-        hold_reason=None,
-        therapist_id=None,
-        care_team_id=None,
-        created_at=now,
-        updated_at=now,
-    )
 
 
 async def _reload(conn: Connection, referral_id: UUID) -> domain.Referral:

@@ -1,4 +1,5 @@
-"""The therapist roster referral matches against: changes free places, so they serve the queue."""
+"""Use cases of the therapist roster referral matches against: a change frees or takes places,
+so it serves the queue; reading it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from carebridge_referral.models import SeedFile, TherapistBody
 from carebridge_referral.settings import ReferralSettings
 from carebridge_shared.context import ServiceContext
 from carebridge_shared.logging import get_logger
+from carebridge_shared.refusals import not_found
 
 log = get_logger(__name__)
 
@@ -41,6 +43,28 @@ async def put_therapist(
     assert found is not None
     log.info("therapist_saved", therapist_id=therapist_id, created=created)
     return found[0], found[1], created
+
+
+async def list_therapists(
+    ctx: ServiceContext[ReferralSettings],
+    *,
+    state: str | None,
+    modality: str | None,
+    active: bool | None,
+) -> list[tuple[domain.Therapist, int]]:
+    """Therapists with their load (active care teams), by id."""
+    async with ctx.pool.acquire() as conn:
+        return await store.list_therapists(conn, state=state, modality=modality, active=active)
+
+
+async def get_therapist(
+    ctx: ServiceContext[ReferralSettings], therapist_id: str
+) -> tuple[domain.Therapist, int]:
+    async with ctx.pool.acquire() as conn:
+        found = await store.get_therapist(conn, therapist_id)
+    if found is None:
+        raise not_found("therapist")
+    return found
 
 
 def load_seed(path: Path) -> SeedFile:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from carebridge_intake.api import AssessmentIn
+from carebridge_intake.models import AssessmentIn
 
 NO_RISK = {
     "q1_wish_to_be_dead": False,
