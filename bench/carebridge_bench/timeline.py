@@ -17,7 +17,7 @@ from carebridge_bench.journeys import Journey
 from carebridge_bench.stats import Summary, summarise_ms
 from carebridge_contracts.registry import Topic
 from carebridge_devstack.smtp_sink import ENVELOPE_TO, RECEIVED_AT
-from carebridge_notification.planning import BOOKED_PATIENT
+from carebridge_notification.domain.planning import BOOKED_PATIENT
 
 TEMPLATE_HEADER = "X-Carebridge-Template"
 TYPE_HEADER = "ce-type"

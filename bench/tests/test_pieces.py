@@ -23,7 +23,7 @@ from carebridge_bench.sweep import StepResult, highest_rate_within, stop_reason,
 from carebridge_bench.throughput import ThroughputResult
 from carebridge_bench.timeline import TARGET_STAGE, Instants, MailReader
 from carebridge_devstack.smtp_sink import SmtpSink
-from carebridge_notification.planning import BOOKED_PATIENT
+from carebridge_notification.domain.planning import BOOKED_PATIENT
 
 
 class GatedRunner:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from carebridge_contracts.events.common import Channel, OpaqueId
 from carebridge_notification import store
-from carebridge_notification.planning import DeliveryKind, DeliveryStatus, RecipientKind
+from carebridge_notification.domain.planning import DeliveryKind, DeliveryStatus, RecipientKind
 from carebridge_notification.settings import NotificationSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, Target, allow, forbidden

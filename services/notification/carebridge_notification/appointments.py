@@ -10,7 +10,8 @@ from carebridge_contracts import (
     AppointmentRescheduled,
     EarlierFollowUpOffered,
 )
-from carebridge_notification import education, patient_education, planning
+from carebridge_notification import patient_education
+from carebridge_notification.domain import education, planning
 from carebridge_notification.queueing import queue_plan
 from carebridge_notification.settings import NotificationSettings
 from carebridge_shared.consumer import EventContext

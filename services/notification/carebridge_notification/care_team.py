@@ -12,8 +12,9 @@ from carebridge_contracts import (
     CareTeamMemberLeft,
     TherapistMatched,
 )
-from carebridge_notification import membership, patient_education, plan_changes, planning, store
-from carebridge_notification.membership import Member, TeamChange
+from carebridge_notification import patient_education, plan_changes, store
+from carebridge_notification.domain import membership, planning
+from carebridge_notification.domain.membership import Member, TeamChange
 from carebridge_notification.queueing import queue_plan
 from carebridge_notification.settings import NotificationSettings
 from carebridge_shared.consumer import EventContext

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from carebridge_contracts import SafetyRiskFlagged, SymptomsWorsened
-from carebridge_notification import membership, planning, store
+from carebridge_notification import store
+from carebridge_notification.domain import membership, planning
 from carebridge_notification.queueing import queue_plan
 from carebridge_notification.settings import NotificationSettings
 from carebridge_shared.consumer import EventContext

@@ -21,7 +21,8 @@ from opentelemetry.context import Context
 from prometheus_client import Counter
 
 from carebridge_contracts import NotificationFailed, NotificationSent
-from carebridge_notification import mailer, on_call, planning, rendering, retry, routing, store
+from carebridge_notification import mailer, on_call, store
+from carebridge_notification.domain import planning, rendering, retry, routing
 from carebridge_notification.settings import NotificationSettings
 from carebridge_notification.templates import Rendered
 from carebridge_shared import tracing, wakeup

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from carebridge_notification import store
 from carebridge_notification.api import EmailAddress
-from carebridge_notification.routing import ContactInfo
+from carebridge_notification.domain.routing import ContactInfo
 from carebridge_notification.settings import NotificationSettings
 from carebridge_shared import audit
 from carebridge_shared.auth import Principal, allow

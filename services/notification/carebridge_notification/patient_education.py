@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from carebridge_contracts import AssessmentCompleted, TherapistRequested
-from carebridge_notification import education, planning, store
+from carebridge_notification import store
+from carebridge_notification.domain import education, planning
 from carebridge_notification.queueing import queue_plan
 from carebridge_notification.settings import NotificationSettings
 from carebridge_shared.consumer import EventContext

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from carebridge_contracts import CarePlanUpdated, ConsentGranted, ConsentRevoked
-from carebridge_notification import membership, planning, store
-from carebridge_notification.membership import Member, PlanChange
+from carebridge_notification import store
+from carebridge_notification.domain import membership, planning
+from carebridge_notification.domain.membership import Member, PlanChange
 from carebridge_notification.queueing import queue_plan
 from carebridge_notification.settings import NotificationSettings
 from carebridge_shared.consumer import EventContext

@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 
 from carebridge_contracts.events.common import Channel
-from carebridge_notification import planning, routing, store
+from carebridge_notification import store
+from carebridge_notification.domain import planning, routing
 from carebridge_notification.settings import NotificationSettings
 from carebridge_shared.consumer import EventContext
 from carebridge_shared.logging import get_logger

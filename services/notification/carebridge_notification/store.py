@@ -13,9 +13,9 @@ from typing import Any, Literal, cast
 import asyncpg
 
 from carebridge_contracts.events.common import Channel
-from carebridge_notification.education import EDUCATION_TEMPLATES
-from carebridge_notification.membership import Consent, Member, PlanChange
-from carebridge_notification.planning import (
+from carebridge_notification.domain.education import EDUCATION_TEMPLATES
+from carebridge_notification.domain.membership import Consent, Member, PlanChange
+from carebridge_notification.domain.planning import (
     CARE_PLAN_UPDATED,
     THERAPIST_MATCHED_PATIENT,
     THERAPIST_MATCHED_THERAPIST,
@@ -24,7 +24,7 @@ from carebridge_notification.planning import (
     PlannedDelivery,
     RecipientKind,
 )
-from carebridge_notification.routing import ContactInfo
+from carebridge_notification.domain.routing import ContactInfo
 from carebridge_shared import tracing, wakeup
 from carebridge_shared.db import Connection
 from carebridge_shared.projection import Compared, Copied, Projection

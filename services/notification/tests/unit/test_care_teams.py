@@ -10,8 +10,9 @@ import pytest
 from carebridge_contracts import CarePlanUpdated, CareTeamEnded, CareTeamFormed, TherapistMatched
 from carebridge_contracts.events.care import PlanSection
 from carebridge_contracts.events.common import ClinicianRole
-from carebridge_notification import mailer, membership, planning, rendering
-from carebridge_notification.membership import Member
+from carebridge_notification import mailer
+from carebridge_notification.domain import membership, planning, rendering
+from carebridge_notification.domain.membership import Member
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 EARLIER = NOW - timedelta(days=30)

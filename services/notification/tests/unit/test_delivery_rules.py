@@ -13,9 +13,9 @@ from carebridge_contracts import (
     AppointmentRescheduled,
     SafetyRiskFlagged,
 )
-from carebridge_notification import planning, retry, routing
-from carebridge_notification.retry import GiveUp, RetryAt
-from carebridge_notification.routing import ContactInfo, EmailRoute, Undeliverable
+from carebridge_notification.domain import planning, retry, routing
+from carebridge_notification.domain.retry import GiveUp, RetryAt
+from carebridge_notification.domain.routing import ContactInfo, EmailRoute, Undeliverable
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 H = timedelta(hours=1)

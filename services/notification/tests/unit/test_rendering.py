@@ -14,7 +14,8 @@ from carebridge_contracts import (
     AppointmentRescheduled,
     SafetyRiskFlagged,
 )
-from carebridge_notification import mailer, planning, rendering
+from carebridge_notification import mailer
+from carebridge_notification.domain import planning, rendering
 
 STARTS = datetime(2026, 3, 9, 15, 0, tzinfo=UTC)
 PARAMS = {

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from carebridge_contracts import EarlierFollowUpOffered, SymptomsWorsened
-from carebridge_notification import education, membership, planning, rendering, templates
+from carebridge_notification import templates
+from carebridge_notification.domain import education, membership, planning, rendering
 
 BASE = "https://portal.test"
 PATIENT_ID = "patient-8c2e"

@@ -8,7 +8,7 @@ from typing import Literal
 
 from carebridge_contracts import AppointmentBooked
 from carebridge_notification import templates
-from carebridge_notification.planning import PRIORITY_NORMAL, PlannedDelivery
+from carebridge_notification.domain.planning import PRIORITY_NORMAL, PlannedDelivery
 
 EducationStep = Literal["assessment", "referral", "match", "first_follow_up"]
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 from carebridge_notification import templates
-from carebridge_notification.education import EDUCATION_STEPS, EducationStep
-from carebridge_notification.planning import (
+from carebridge_notification.domain.education import EDUCATION_STEPS, EducationStep
+from carebridge_notification.domain.planning import (
     BOOKED_CLINICIAN,
     BOOKED_PATIENT,
     CANCELLED_CLINICIAN,

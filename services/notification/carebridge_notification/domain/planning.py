@@ -16,7 +16,7 @@ from carebridge_contracts import (
     SymptomsWorsened,
     TherapistMatched,
 )
-from carebridge_notification.membership import Member, PlanChange
+from carebridge_notification.domain.membership import Member, PlanChange
 
 RecipientKind = Literal["patient", "clinician"]
 DeliveryKind = Literal["confirmation", "notice", "reminder", "alert"]
