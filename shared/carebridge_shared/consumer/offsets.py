@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from carebridge_shared.consumer.records import Record
@@ -94,11 +95,16 @@ class OffsetCommitter:
                 await consumer.commit(
                     {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()}
                 )
+            except CommitFailedError:
+                # The group rebalanced under this commit (its generation is gone). Its records
+                # come again to whoever owns each partition now, and the inbox drops what was
+                # applied here. Not retried: a commit sent with a stale generation while the
+                # group rejoins makes aiokafka reset its generation and rejoin once more, so
+                # retries faster than a heartbeat kept two members rebalancing each other.
+                log.info("offsets_not_committed", group=self._group_id, error="CommitFailedError")
             except Exception as exc:
                 log.info("offsets_not_committed", group=self._group_id, error=type(exc).__name__)
-                # Tried again while the partitions stay assigned here (Kafka was away): a
-                # partition that went to another member is read again by it from the last
-                # committed offset, and the inbox drops what was applied here.
+                # Tried again while the partitions stay assigned here (Kafka was away).
                 assigned = set(consumer.assignment())
                 for partition, offset in offsets.items():
                     if partition in assigned:

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from carebridge_shared.consumer import offsets as runtime
@@ -18,8 +19,9 @@ def _record(partition: int, offset: int) -> ConsumerRecord[bytes, bytes]:
 class FlakyConsumer:
     """Refuses the first `failures` commits; owns partitions 0 and 1 until `lose` is set."""
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, failures: int, error: Exception | None = None) -> None:
         self.failures = failures
+        self.error = error or ConnectionError("coordinator away")
         self.committed: list[dict[TopicPartition, OffsetAndMetadata]] = []
         self.lose_partition_1 = False
 
@@ -30,7 +32,7 @@ class FlakyConsumer:
     async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         if self.failures:
             self.failures -= 1
-            raise ConnectionError("coordinator away")
+            raise self.error
         self.committed.append(offsets)
 
 
@@ -81,3 +83,19 @@ async def test_offsets_processed_within_the_linger_share_one_commit() -> None:
     committer.schedule([_record(0, 3)])
     await committer.flush()  # the consumer closes: no linger
     assert kafka.committed[-1] == {TopicPartition("t", 0): OffsetAndMetadata(4, "")}
+
+
+async def test_a_commit_refused_by_a_rebalance_is_not_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Retrying with the old generation while the group rejoins would make aiokafka rejoin
+    again: two replicas rebalanced each other every heartbeat (found in the short chaos run)."""
+    monkeypatch.setattr(runtime, "COMMIT_RETRY_S", 0.0)
+    kafka = FlakyConsumer(failures=1, error=CommitFailedError())
+    committer = runtime.OffsetCommitter(lambda: kafka, "g")
+    committer.schedule([_record(0, 4)])
+    await committer.flush()
+    assert kafka.failures == 0 and kafka.committed == []
+    committer.schedule([_record(0, 5)])  # a later poll's offsets commit as usual
+    await asyncio.sleep(runtime.COMMIT_LINGER_S * 2)
+    assert kafka.committed == [{TopicPartition("t", 0): OffsetAndMetadata(6, "")}]
