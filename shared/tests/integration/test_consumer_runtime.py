@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from carebridge_contracts import AssessmentCompleted, Envelope, Topic, dlq_topic
@@ -36,7 +37,7 @@ from carebridge_shared.consumer import (
     RetryPolicy,
     Subscriptions,
 )
-from carebridge_shared.kafka import make_producer
+from carebridge_shared.kafka import env_security, make_producer
 from carebridge_shared.outbox import Outbox
 
 pytestmark = pytest.mark.integration
@@ -226,11 +227,12 @@ async def test_consumer_sigkilled_between_effect_and_offset_commit_loses_and_dup
         patient,
     ]
     first = spawn_ready([*command, "--kill-after-effect", str(events[1].event_id)])
-    # One event per poll (records of one poll share a transaction and an offset commit): once
-    # event 1's effect shows, its offset is committed before event 2 can be fetched; event 3
-    # comes after the kill.
+    # One event per poll (records of one poll share a transaction and an offset commit): event
+    # 2 is produced once event 1's offset is committed (commits linger `COMMIT_LINGER_S`), so
+    # the kill falls between event 2's effect and its offset commit; event 3 comes after it.
     await produce(bootstrap, events[0])
     await eventually(lambda: _has_effect(pool, events[0].event_id), timeout=60)
+    await eventually(lambda: _committed_offsets(bootstrap, group), timeout=60)
     await produce(bootstrap, events[1])
     output, _ = first.communicate(timeout=180)
     assert first.returncode == -9, output.decode()[-3000:]
@@ -250,6 +252,17 @@ async def test_consumer_sigkilled_between_effect_and_offset_commit_loses_and_dup
     )
     assert [r["event_id"] for r in rows] == [e.event_id for e in events]
     assert b'"event_duplicate"' in output, "event 2 must be redelivered and dropped by the inbox"
+
+
+async def _committed_offsets(bootstrap: str, group: str) -> int:
+    """How many of the group's partitions have a committed offset."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **env_security().client_options())
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return sum(1 for meta in offsets.values() if meta.offset >= 0)
 
 
 def spawn_ready(command: list[str]) -> subprocess.Popen[bytes]:
