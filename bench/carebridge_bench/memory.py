@@ -58,6 +58,10 @@ class PeakSampler:
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self._cpu_start = self._cpu()
 
+    def restart_cpu(self) -> None:
+        """Count `cpu_seconds` from now (after a warm-up that is not measured)."""
+        self._cpu_start = self._cpu()
+
     def cpu_now(self) -> dict[str, float]:
         """CPU seconds each process used so far (to take differences over a step)."""
         return self._cpu()

@@ -16,6 +16,8 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,13 @@ from carebridge_bench import kafka_tools, report, throughput
 from carebridge_bench.config import EMAIL_P99_LIMIT_MS, BenchConfig
 from carebridge_bench.journeys import JourneyClient
 from carebridge_bench.memory import PeakSampler, rss_mb
-from carebridge_bench.sweep import StepResult, SweepConfig, highest_rate_within, sweep
+from carebridge_bench.sweep import (
+    StepResult,
+    SweepConfig,
+    highest_rate_within,
+    sweep,
+    warm_up,
+)
 from carebridge_bench.timeline import MailReader
 from carebridge_contracts.services import SERVICES
 from carebridge_devstack._util import find_repo_root
@@ -122,10 +130,15 @@ def _journey_phase(
             {**process_ids, report.GENERATOR: os.getpid()},  # it shares the cores
             cpu_only={**stack_pids, **_sink_pid(system)},
         )
-        with console.status(f"idle CPU: {config.idle_seconds:g}s with no load"):
-            idle_cpu = idle_cpu_ms_per_s(sampler, config.idle_seconds)
-        console.print("idle CPU (ms per second): "
-                      + ", ".join(f"{k} {v:.1f}" for k, v in idle_cpu.items()))  # fmt: skip
+        idle_cpu: dict[str, float] = {}
+
+        def measure_idle() -> None:
+            with console.status(f"idle CPU: {config.idle_seconds:g}s with no load"):
+                idle_cpu.update(idle_cpu_ms_per_s(sampler, config.idle_seconds))
+            console.print("idle CPU (ms per second): "
+                          + ", ".join(f"{k} {v:.1f}" for k, v in idle_cpu.items()))  # fmt: skip
+            sampler.restart_cpu()  # the sweep's CPU table leaves warm-up and idle out
+
         with _progress(console) as progress, sampler:
             task = progress.add_task("journeys", total=None)
 
@@ -137,7 +150,16 @@ def _journey_phase(
                     client,
                     endpoints.kafka_bootstrap,
                     mail,
-                    SweepConfig(
+                    warming=_WarmUp(
+                        rate=config.rates[0],
+                        seconds=config.warmup_seconds,
+                        started=lambda count: progress.reset(
+                            task, total=count, description="warm-up (not measured)"
+                        ),
+                        advanced=lambda: progress.advance(task),
+                        done=measure_idle,
+                    ),
+                    config=SweepConfig(
                         rates=config.rates,
                         step_seconds=config.step_seconds,
                         drain_seconds=config.drain_seconds,
@@ -201,12 +223,34 @@ def throughput_section(
     return throughput.summarise_repeats([{"baseline": baseline, "stage": stage}])
 
 
+@dataclass(frozen=True)
+class _WarmUp:
+    rate: float
+    seconds: float
+    started: Callable[[int], None]
+    advanced: Callable[[], None]
+    done: Callable[[], None]  # measures idle CPU: after the warm-up, before the sweep
+
+
 async def _sweep(
-    client: JourneyClient, bootstrap: str, mail: MailReader, config: SweepConfig
+    client: JourneyClient,
+    bootstrap: str,
+    mail: MailReader,
+    *,
+    warming: _WarmUp,
+    config: SweepConfig,
 ) -> list[Any]:
     try:
         await client.set_up()
-        return await sweep(client, bootstrap, mail, config)
+        warmed = 0
+        if warming.seconds > 0:
+            warming.started(max(1, round(warming.rate * warming.seconds)))
+            warmed = await warm_up(
+                client, rate=warming.rate, seconds=warming.seconds, on_start=warming.advanced
+            )
+            await asyncio.sleep(config.settle_seconds)
+        warming.done()
+        return await sweep(client, bootstrap, mail, config, first_index=warmed)
     finally:
         await client.close()
 

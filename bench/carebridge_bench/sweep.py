@@ -152,11 +152,34 @@ class SweepConfig:
     cpu_now: Callable[[], dict[str, float]] = field(default=dict)  # CPU seconds per process
 
 
+WARM_UP_STEP = 99  # the warm-up's patients are bn<run>-99-…, apart from every step's
+
+
+async def warm_up(
+    client: JourneyClient,
+    *,
+    rate: float,
+    seconds: float,
+    on_start: Callable[[], None] | None = None,
+) -> int:
+    """Journeys at `rate` for `seconds`, not measured; returns how many were started (the
+    sweep's journeys come after them, on clinician-days of their own)."""
+    run = await run_step(
+        client, step=WARM_UP_STEP, rate=rate, seconds=seconds, first_index=0, on_start=on_start
+    )
+    return len(run.journeys)
+
+
 async def sweep(
-    client: JourneyClient, bootstrap: str, mail: MailReader, config: SweepConfig
+    client: JourneyClient,
+    bootstrap: str,
+    mail: MailReader,
+    config: SweepConfig,
+    *,
+    first_index: int = 0,
 ) -> list[StepResult]:
     results: list[StepResult] = []
-    index = 0
+    index = first_index
     for step, rate in enumerate(config.rates):
         config.on_step(step, rate, round(rate * config.step_seconds))
         start = {

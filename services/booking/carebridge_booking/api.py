@@ -54,7 +54,7 @@ ClinicianPath = Annotated[ClinicianId, Path(description="Opaque clinician id, e.
 PatientPath = Annotated[PatientId, Path(description="Opaque patient id")]
 
 
-def booking_rules(ctx: Context) -> domain.BookingRules:
+async def booking_rules(ctx: Context) -> domain.BookingRules:
     return ctx.settings.rules()
 
 

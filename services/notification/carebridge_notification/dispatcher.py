@@ -64,26 +64,36 @@ def retry_policy(settings: NotificationSettings) -> retry.RetryPolicy:
 
 
 async def dispatch_once(
-    ctx: ServiceContext[NotificationSettings], *, limit: int | None = None
+    ctx: ServiceContext[NotificationSettings],
+    *,
+    limit: int | None = None,
+    session: mailer.Session | None = None,
 ) -> int:
-    """One round: claimed sets of due deliveries, in queue order, over one SMTP connection,
+    """One round: claimed sets of due deliveries, in queue order, over one SMTP connection
+    (`session`'s, kept open for the caller; without one, a connection of the round's own),
     until none is due or `limit` (default `dispatch_batch_size`) are handled; returns how many."""
     settings = ctx.settings
     budget = limit or settings.dispatch_batch_size
     handled = 0
-    session = mailer.Session(
-        host=settings.smtp_host, port=settings.smtp_port, timeout_s=settings.smtp_timeout_seconds
-    )
+    own = session is None
+    smtp = _session(settings) if session is None else session
     try:
         while handled < budget:
             size = min(CLAIM_SIZE, budget - handled)
-            claimed = await _dispatch_set(ctx, session, size)
+            claimed = await _dispatch_set(ctx, smtp, size)
             handled += claimed
             if claimed < size:
                 break
     finally:
-        await session.close()
+        if own:
+            await smtp.close()
     return handled
+
+
+def _session(settings: NotificationSettings) -> mailer.Session:
+    return mailer.Session(
+        host=settings.smtp_host, port=settings.smtp_port, timeout_s=settings.smtp_timeout_seconds
+    )
 
 
 async def dispatch(ctx: ServiceContext[NotificationSettings], stop: asyncio.Event) -> None:
@@ -116,18 +126,27 @@ async def _work(
     woken: asyncio.Event,
 ) -> None:
     interval = settings.dispatch_interval_ms / 1000
-    while not stop.is_set():
-        woken.clear()  # deliveries committed from here on set it again
-        handled = 0
-        try:
-            handled = await dispatch_once(ctx)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            note_error("dispatcher", type(exc).__name__)
-            log.warning("dispatch_round_failed", error=type(exc).__name__)
-        if handled < settings.dispatch_batch_size:
-            await _wait_for_any(stop, woken, interval)
+    # The worker's SMTP connection lasts while there is mail to send: opening one costs a
+    # connect, the greeting and EHLO, more than a message; the first round with nothing due
+    # closes it (a connection the server dropped meanwhile is opened again, `mailer.Session`).
+    session = _session(settings)
+    try:
+        while not stop.is_set():
+            woken.clear()  # deliveries committed from here on set it again
+            handled = 0
+            try:
+                handled = await dispatch_once(ctx, session=session)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                note_error("dispatcher", type(exc).__name__)
+                log.warning("dispatch_round_failed", error=type(exc).__name__)
+            if handled == 0:
+                await session.close()
+            if handled < settings.dispatch_batch_size:
+                await _wait_for_any(stop, woken, interval)
+    finally:
+        await session.close()
 
 
 class _Workers:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
+from email.charset import QP, Charset
+from email.message import Message
+from email.policy import SMTPUTF8
 from email.utils import format_datetime
 
 import aiosmtplib
@@ -19,6 +22,25 @@ def message_id(delivery_id: uuid.UUID, sender: str) -> str:
     return f"<{delivery_id}@{domain}>"
 
 
+_BODY_CHARSET = Charset("utf-8")
+_BODY_CHARSET.body_encoding = QP  # readable in the mail file; 7-bit clean on the wire
+
+
+@dataclass(frozen=True, slots=True)
+class Email:
+    """A message ready for the SMTP server: its envelope and its bytes."""
+
+    sender: str
+    to: str
+    data: bytes
+    international: bool = False
+    """An address is not ASCII: the server must accept SMTPUTF8 (RFC 6531)."""
+
+    @property
+    def mail_options(self) -> list[str]:
+        return ["SMTPUTF8"] if self.international else []
+
+
 def build_email(
     delivery_id: uuid.UUID,
     *,
@@ -27,18 +49,42 @@ def build_email(
     rendered: Rendered,
     template: str,
     date: datetime,
-) -> EmailMessage:
-    """The address appears in the To header only; the rest is the rendered text and ids."""
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = rendered.subject
-    message["Message-ID"] = message_id(delivery_id, sender)
-    message["Date"] = format_datetime(date)
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Carebridge-Template"] = template
-    message.set_content(rendered.body)
-    return message
+) -> Email:
+    """The address appears in the To header only; the rest is the rendered text and ids.
+
+    Built as a plain MIME text part whose headers are stored as given: the `EmailMessage`
+    API parses every header on assignment and again when sent, about 2 ms per message, the
+    largest single cost of a delivery (issue 16); this takes about 0.3 ms.
+    """
+    message = Message()
+    message["MIME-Version"] = "1.0"
+    message.set_payload(rendered.body, _BODY_CHARSET)  # text/plain; charset, transfer encoding
+    for name, value in (
+        ("From", sender),
+        ("To", to),
+        ("Subject", rendered.subject),
+        ("Message-ID", message_id(delivery_id, sender)),
+        ("Date", format_datetime(date)),
+        ("Auto-Submitted", "auto-generated"),
+        ("X-Carebridge-Template", template),
+    ):
+        if "\n" in value or "\r" in value:
+            raise ValueError(f"the {name} header would break the message's header block")
+        message[name] = value
+    if sender.isascii() and to.isascii():  # other headers' non-ASCII text is RFC 2047 encoded
+        return Email(sender=sender, to=to, data=message.as_bytes())
+    return Email(sender=sender, to=to, data=message.as_bytes(policy=SMTPUTF8), international=True)
+
+
+# The name this client gives in EHLO. Without it aiosmtplib asks `socket.getfqdn()` in a
+# thread for every connection; the name is not checked by the servers we hand mail to.
+LOCAL_HOSTNAME = "carebridge-notification"
+
+
+async def _send(smtp: aiosmtplib.SMTP, message: Email) -> None:
+    await smtp.sendmail(
+        message.sender, [message.to], message.data, mail_options=message.mail_options
+    )
 
 
 class SendFailed(Exception):
@@ -62,10 +108,19 @@ def error_code(exc: BaseException) -> str:
     return "smtp_error"
 
 
-async def send(message: EmailMessage, *, host: str, port: int, timeout_s: float) -> None:
+async def send(message: Email, *, host: str, port: int, timeout_s: float) -> None:
     """Hand `message` to the SMTP server; raises SendFailed with a code when it is refused."""
     try:
-        await aiosmtplib.send(message, hostname=host, port=port, timeout=timeout_s)
+        await aiosmtplib.send(
+            message.data,
+            sender=message.sender,
+            recipients=[message.to],
+            mail_options=message.mail_options,
+            hostname=host,
+            port=port,
+            timeout=timeout_s,
+            local_hostname=LOCAL_HOSTNAME,
+        )
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         raise SendFailed(error_code(exc)) from None
 
@@ -79,17 +134,17 @@ class Session:
         self._host, self._port, self._timeout_s = host, port, timeout_s
         self._smtp: aiosmtplib.SMTP | None = None
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Email) -> None:
         """Hand `message` to the SMTP server; raises SendFailed with a code when refused."""
         reused = self._smtp is not None
         try:
             try:
-                await (await self._connection()).send_message(message)
+                await _send(await self._connection(), message)
             except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
                 self.drop()
                 if not reused:
                     raise
-                await (await self._connection()).send_message(message)
+                await _send(await self._connection(), message)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             self.drop()
             raise SendFailed(error_code(exc)) from None
@@ -99,7 +154,12 @@ class Session:
 
     async def _connection(self) -> aiosmtplib.SMTP:
         if self._smtp is None:
-            smtp = aiosmtplib.SMTP(hostname=self._host, port=self._port, timeout=self._timeout_s)
+            smtp = aiosmtplib.SMTP(
+                hostname=self._host,
+                port=self._port,
+                timeout=self._timeout_s,
+                local_hostname=LOCAL_HOSTNAME,
+            )
             await smtp.connect()
             self._smtp = smtp
         return self._smtp

@@ -7,6 +7,7 @@ It runs inside the caller's transaction, which holds the matching lock (`store.l
 from __future__ import annotations
 
 from datetime import datetime
+from uuid import UUID
 
 from carebridge_referral import domain, store
 from carebridge_shared.db import Connection
@@ -19,8 +20,26 @@ log = get_logger(__name__)
 async def serve_queue(conn: Connection, outbox: Outbox, now: datetime) -> None:
     """Match every waiting referral that can be matched now, urgent first then oldest;
     put the others on hold, announcing a hold only when its reason changed."""
+    await _serve(conn, outbox, now, only=None)
+
+
+async def serve_newcomer(
+    conn: Connection, outbox: Outbox, now: datetime, referral_id: UUID
+) -> None:
+    """Decide one referral that just joined the queue (opened, or given new terms).
+
+    The same decisions as `serve_queue`, without reading the queue: every transaction that
+    changes the queue, the roster, capacity or consent ends by serving, so no other waiting
+    referral could be matched before this one came, and a newcomer only takes a place, never
+    frees one, so none can be now; their hold reasons depend only on the roster, which did
+    not change. Opening a referral thus costs the same with 10 or 10,000 waiting.
+    """
+    await _serve(conn, outbox, now, only=referral_id)
+
+
+async def _serve(conn: Connection, outbox: Outbox, now: datetime, *, only: UUID | None) -> None:
     roster = await store.list_therapists(conn, for_update=True)
-    waiting = await store.waiting_referrals(conn)
+    waiting = await store.waiting_referrals(conn, only)
     by_id = {referral.id: referral for referral, _ in waiting}
     decisions = domain.allocate(
         [domain.WaitingReferral.of(r, consent_granted=consent) for r, consent in waiting],

@@ -62,7 +62,7 @@ async def open_for_psychiatrist(
         )
         await store.insert_referral(conn, referral)
         await _announce(conn, ctx.outbox, referral)
-        await matching.serve_queue(conn, ctx.outbox, now)
+        await matching.serve_newcomer(conn, ctx.outbox, now, referral.id)
         # The row names who opened it (a coordinator, or the psychiatrist themselves); the
         # referral and its event name the psychiatrist it is opened for.
         await _audit(conn, caller, "create", referral)
@@ -114,7 +114,7 @@ async def _retry_or_take_over(
     )
     taken = await _reload(conn, existing.id)
     await _announce(conn, outbox, taken)
-    await matching.serve_queue(conn, outbox, now)
+    await matching.serve_newcomer(conn, outbox, now, taken.id)
     await _audit(conn, caller, "update", taken)
     return await _reload(conn, existing.id), True
 
@@ -153,7 +153,7 @@ async def assessment_completed(
     )
     await store.insert_referral(conn, referral)
     await _announce(conn, ctx.outbox, referral)
-    await matching.serve_queue(conn, ctx.outbox, now)
+    await matching.serve_newcomer(conn, ctx.outbox, now, referral.id)
 
 
 async def close(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import uuid
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import aiosmtplib
 import pytest
@@ -92,7 +95,7 @@ def test_email_has_the_address_in_the_to_header_only(template: str) -> None:
     params = {**PARAMS, "assessment_id": str(uuid.uuid4())}
     delivery_id = uuid.uuid4()
     rendered = rendering.render(template, params, "https://p.test")
-    message = mailer.build_email(
+    built = mailer.build_email(
         delivery_id,
         sender="carebridge@clinic.test",
         to=ADDRESS,
@@ -100,11 +103,12 @@ def test_email_has_the_address_in_the_to_header_only(template: str) -> None:
         template=template,
         date=STARTS,
     )
+    message = email.message_from_bytes(built.data, policy=email.policy.default)
     assert message["To"] == ADDRESS
     assert message["Message-ID"] == f"<{delivery_id}@clinic.test>"
     assert message["X-Carebridge-Template"] == template
     headers_without_to = "".join(f"{k}: {v}\n" for k, v in message.items() if k != "To")
-    text = headers_without_to + message.get_content()
+    text = headers_without_to + message.get_body().get_content()
     assert ADDRESS not in text
     # Ids that identify people are not in the message; nor are names (none are known here).
     assert PATIENT_ID not in text and CLINICIAN_ID not in text
@@ -194,3 +198,34 @@ def test_stored_params_hold_ids_times_and_codes_only() -> None:
 )
 def test_error_codes_never_carry_server_text(exc: BaseException, code: str) -> None:
     assert mailer.error_code(exc) == code
+
+
+def _built(**overrides: str) -> mailer.Email:
+    rendered = rendering.render(planning.BOOKED_PATIENT, PARAMS, "https://p.test")
+    fields = {"sender": "carebridge@clinic.test", "to": ADDRESS, "template": "t", **overrides}
+    if "subject" in overrides:
+        rendered = type(rendered)(subject=fields.pop("subject"), body=rendered.body)
+    return mailer.build_email(uuid.uuid4(), rendered=rendered, date=STARTS, **fields)
+
+
+def test_an_email_reads_back_as_sent_with_non_ascii_text_encoded() -> None:
+    built = _built(subject="Rendez-vous confirmé")
+    assert built.data.isascii() and not built.international
+    message = email.message_from_bytes(built.data, policy=email.policy.default)
+    assert message["Subject"] == "Rendez-vous confirmé"
+    assert message["To"] == ADDRESS and built.to == ADDRESS
+    assert message["Date"] == format_datetime(STARTS)
+    assert "https://p.test" in message.get_body().get_content()
+
+
+def test_a_non_ascii_address_is_sent_with_smtputf8() -> None:
+    built = _built(to="jörg@example.test")
+    assert built.international and built.mail_options == ["SMTPUTF8"]
+    message = email.message_from_bytes(built.data, policy=email.policy.default)
+    assert message["To"] == "jörg@example.test"
+
+
+@pytest.mark.parametrize("subject", ["a\nBcc: someone@else.test", "a\rb"])
+def test_a_header_value_that_would_break_the_header_block_is_refused(subject: str) -> None:
+    with pytest.raises(ValueError, match="Subject header"):
+        _built(subject=subject)

@@ -20,17 +20,21 @@ async def lock_matching(conn: Connection) -> None:
     await conn.execute("SELECT id FROM matching_lock WHERE id = 1 FOR UPDATE")
 
 
-async def waiting_referrals(conn: Connection) -> list[tuple[domain.Referral, bool]]:
-    """The matching queue, locked: open referrals nobody took yet, with the patient's
-    care_plan_sharing consent."""
+async def waiting_referrals(
+    conn: Connection, only: UUID | None = None
+) -> list[tuple[domain.Referral, bool]]:
+    """The matching queue, locked: open referrals nobody took yet (or only the one with id
+    `only`, if it is waiting), with the patient's care_plan_sharing consent."""
     rows = await conn.fetch(
         f"SELECT {referral_columns('r')},"
         " coalesce((SELECT k.status = 'granted' FROM consents k"
         "   WHERE k.patient_id = r.patient_id AND k.scope = $1), false) AS consent_granted"
         " FROM referrals r"
         " WHERE r.therapist_id IS NULL AND r.status IN ('active', 'on-hold')"
+        " AND ($2::uuid IS NULL OR r.id = $2)"
         " ORDER BY r.created_at, r.id FOR UPDATE OF r",
         PLAN_SCOPE,
+        only,
     )
     found: list[tuple[domain.Referral, bool]] = []
     for row in rows:

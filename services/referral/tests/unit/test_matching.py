@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from carebridge_referral.domain import (
     Decision,
@@ -177,3 +179,62 @@ def test_allocate_does_not_change_the_loads_it_was_given() -> None:
     loads = {"a": 0}
     allocate([waiting(1)], [therapist("a")], loads)
     assert loads == {"a": 0}
+
+
+_states = st.sampled_from(["NY", "CA"])
+_modalities = st.sampled_from(["CBT", "DBT"])
+_referrals = st.builds(
+    lambda n, urgent, minutes, state, modality, consent: waiting(
+        n,
+        urgency="urgent" if urgent else "routine",
+        minutes=minutes,
+        state=state,
+        modality=modality,
+        consent=consent,
+    ),
+    st.integers(0, 10_000),
+    st.booleans(),
+    st.integers(0, 500),
+    _states,
+    _modalities,
+    st.booleans(),
+)
+_therapists = st.lists(
+    st.builds(
+        lambda i, states, modalities, capacity: therapist(f"t{i}", states, modalities, capacity),
+        st.integers(0, 5),
+        st.sampled_from(["NY", "CA", "NY CA"]),
+        st.sampled_from(["CBT", "DBT", "CBT DBT"]),
+        st.integers(0, 3),
+    ),
+    max_size=4,
+    unique_by=lambda t: t.id,
+)
+
+
+@given(
+    therapists=_therapists,
+    queue=st.lists(_referrals, max_size=12, unique_by=lambda r: r.id),
+    newcomer=_referrals,
+)
+def test_a_newcomer_decided_alone_gets_what_serving_the_whole_queue_gives(
+    therapists: list[Therapist], queue: list[WaitingReferral], newcomer: WaitingReferral
+) -> None:
+    """`matching.serve_newcomer` decides only the referral that just joined: after a serve,
+    no waiting referral can be matched, and a newcomer only takes a place. Here the queue
+    is served first (its matches take their places), then the newcomer joins."""
+    assume(newcomer.id not in {r.id for r in queue})
+    loads: dict[str, int] = {}
+    held: dict[UUID, Decision] = {}
+    for referral, decision in allocate(queue, therapists, loads):
+        if isinstance(decision, Match):
+            loads[decision.therapist_id] = loads.get(decision.therapist_id, 0) + 1
+        else:
+            held[referral.id] = decision
+    still_waiting = [r for r in queue if r.id in held]
+
+    whole = dict((r.id, d) for r, d in allocate([*still_waiting, newcomer], therapists, loads))
+    alone = dict((r.id, d) for r, d in allocate([newcomer], therapists, loads))
+
+    assert alone[newcomer.id] == whole[newcomer.id]
+    assert {rid: d for rid, d in whole.items() if rid != newcomer.id} == held
