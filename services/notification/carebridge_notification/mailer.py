@@ -108,27 +108,10 @@ def error_code(exc: BaseException) -> str:
     return "smtp_error"
 
 
-async def send(message: Email, *, host: str, port: int, timeout_s: float) -> None:
-    """Hand `message` to the SMTP server; raises SendFailed with a code when it is refused."""
-    try:
-        await aiosmtplib.send(
-            message.data,
-            sender=message.sender,
-            recipients=[message.to],
-            mail_options=message.mail_options,
-            hostname=host,
-            port=port,
-            timeout=timeout_s,
-            local_hostname=LOCAL_HOSTNAME,
-        )
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        raise SendFailed(error_code(exc)) from None
-
-
 class Session:
-    """One SMTP connection for a dispatch round (issue 16: not one per e-mail): opened by the
-    first message, reused by the next ones, dropped after any failure. A reused connection the
-    server closed meanwhile is opened again once for the message."""
+    """One SMTP connection (issue 16: not one per e-mail), a dispatcher worker's while mail is
+    due: opened by the first message, reused by the next ones, dropped after any failure. A
+    reused connection the server closed meanwhile is opened again once for the message."""
 
     def __init__(self, *, host: str, port: int, timeout_s: float) -> None:
         self._host, self._port, self._timeout_s = host, port, timeout_s

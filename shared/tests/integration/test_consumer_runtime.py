@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from carebridge_contracts import AssessmentCompleted, Envelope, Topic, dlq_topic
@@ -37,7 +36,7 @@ from carebridge_shared.consumer import (
     RetryPolicy,
     Subscriptions,
 )
-from carebridge_shared.kafka import env_security, make_producer
+from carebridge_shared.kafka import make_producer
 from carebridge_shared.outbox import Outbox
 
 pytestmark = pytest.mark.integration
@@ -256,13 +255,10 @@ async def test_consumer_sigkilled_between_effect_and_offset_commit_loses_and_dup
 
 async def _committed_offsets(bootstrap: str, group: str) -> int:
     """How many of the group's partitions have a committed offset."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **env_security().client_options())
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return sum(1 for meta in offsets.values() if meta.offset >= 0)
+    from carebridge_ops.kafkaio import admin_client, describe_group
+
+    async with admin_client(bootstrap) as admin:
+        return len((await describe_group(admin, group)).committed)
 
 
 def spawn_ready(command: list[str]) -> subprocess.Popen[bytes]:
